@@ -1,0 +1,121 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { SecurityError } from '../errors.js'
+import type { RequestContext } from '../pipeline/context.js'
+
+/** The fields of an audit line, before the timestamp. Values are plain JSON; secrets never enter (callers pass ids, not keys). */
+export interface AuditFields {
+  readonly event: string
+  readonly requestId?: string | undefined
+  readonly principal?: string | undefined
+  readonly roles?: readonly string[] | undefined
+  readonly method?: string | undefined
+  readonly tool?: string | undefined
+  readonly decision: 'allow' | 'deny' | 'error'
+  readonly reason: string
+  readonly [field: string]: unknown
+}
+
+/** One audit line. */
+export interface AuditRecord extends AuditFields {
+  readonly ts: string
+}
+
+export interface AuditSink {
+  /** Append one whole line. Throws if it cannot; the caller fails the request closed. */
+  write(line: string): void
+  close(): void
+}
+
+/**
+ * Serialise a record as one line of JSON Lines. JSON.stringify already escapes CR, LF, quotes
+ * and lone surrogates; U+2028/U+2029 are legal in JSON strings but split lines for many log
+ * readers, so they are escaped too. The result never contains a raw line break.
+ */
+export function toJsonLine(record: AuditRecord): string {
+  return `${JSON.stringify(record)
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029')}\n`
+}
+
+/**
+ * Append-only JSON Lines file. Each line is one `write(2)` on an `O_APPEND` descriptor, so
+ * concurrent writers never interleave inside a line. Does not check: tampering (a later issue
+ * chains and signs lines), disk space ahead of time.
+ */
+export class FileAuditSink implements AuditSink {
+  readonly #fd: number
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+    this.#fd = openSync(path, 'a', 0o600)
+  }
+  write(line: string): void {
+    const bytes = Buffer.from(line, 'utf8')
+    const written = writeSync(this.#fd, bytes)
+    // A short write leaves a torn line; treat it as a failure so the request fails closed.
+    if (written !== bytes.length) throw new Error(`short audit write: ${written} of ${bytes.length} bytes`)
+  }
+  close(): void {
+    try {
+      fsyncSync(this.#fd)
+    } finally {
+      closeSync(this.#fd)
+    }
+  }
+}
+
+/** In-process sink for library users who collect lines themselves. */
+export class MemoryAuditSink implements AuditSink {
+  readonly lines: string[] = []
+  write(line: string): void {
+    this.lines.push(line)
+  }
+  close(): void {}
+}
+
+/** Writes audit records; a failed write becomes `ERR_AUDIT_UNAVAILABLE` so the request fails closed. */
+export class AuditLog {
+  constructor(
+    private readonly sink: AuditSink,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  /** @throws SecurityError ERR_AUDIT_UNAVAILABLE when the line cannot be written whole. */
+  record(fields: AuditFields): void {
+    const line = toJsonLine({ ts: this.clock().toISOString(), ...fields })
+    try {
+      this.sink.write(line)
+    } catch (error) {
+      throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink write failed', { cause: error })
+    }
+  }
+
+  /** The one line for a request, from its context. Idempotent: a request is audited once. */
+  recordRequest(ctx: RequestContext, extra?: Record<string, unknown>): void {
+    if (ctx.audited) return
+    const o = ctx.outcome
+    this.record({
+      event: o.event,
+      requestId: ctx.requestId,
+      principal: ctx.principal?.id,
+      roles: ctx.principal?.roles,
+      method: ctx.method,
+      tool: ctx.tool,
+      decision: o.decision,
+      reason: o.reason,
+      transport: ctx.transport,
+      era: ctx.era,
+      session: ctx.sessionId,
+      remote: ctx.remoteAddress,
+      durationMs: Math.round((performance.now() - ctx.startedAt) * 100) / 100,
+      detail: o.detail,
+      ...o.extra,
+      ...extra,
+    })
+    ctx.audited = true
+  }
+
+  close(): void {
+    this.sink.close()
+  }
+}

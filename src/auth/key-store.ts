@@ -1,0 +1,163 @@
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { z } from 'zod'
+import { generateApiKey, hashApiKey } from './api-key.js'
+
+/** One stored key: metadata and the hash, never the secret. */
+export interface StoredKey {
+  readonly id: string
+  readonly name: string
+  readonly roles: readonly string[]
+  /** SHA-256 hex of the whole key. */
+  readonly hash: string
+  readonly createdAt: string
+  readonly expiresAt: string | null
+  readonly revokedAt: string | null
+  /** `config` keys come from bastion.yaml and cannot be revoked by the CLI. */
+  readonly source: 'store' | 'config'
+}
+
+const storedKeySchema = z
+  .object({
+    id: z.string().regex(/^[0-9a-f]{16}$/),
+    name: z.string().min(1).max(200),
+    roles: z.array(z.string().min(1)).max(64),
+    hash: z.string().regex(/^[0-9a-f]{64}$/),
+    createdAt: z.iso.datetime(),
+    expiresAt: z.iso.datetime().nullable(),
+    revokedAt: z.iso.datetime().nullable(),
+  })
+  .strict()
+
+const storeFileSchema = z.object({ version: z.literal(1), keys: z.array(storedKeySchema) }).strict()
+
+/**
+ * API key store: a JSON file of hashed keys (mode 0600), written atomically (temp file + rename)
+ * under an exclusive lock file, so the CLI and a running server never see a half-written store.
+ * A running server re-reads the file when its mtime or size changes, checked at most once per
+ * `reloadIntervalMs`, so `keys revoke` takes effect without a restart.
+ *
+ * Does not check: that roles named by a key exist in the config (the CLI does when given one).
+ */
+export class KeyStore {
+  #byId = new Map<string, StoredKey>()
+  #stamp = ''
+  #lastCheck = Number.NEGATIVE_INFINITY
+
+  constructor(
+    readonly path: string,
+    private readonly configKeys: readonly StoredKey[] = [],
+    private readonly reloadIntervalMs = 1000,
+  ) {
+    this.#load(true)
+  }
+
+  /** Look a key up by its public id, refreshing from disk if the file changed. */
+  get(id: string): StoredKey | undefined {
+    const now = performance.now()
+    if (now - this.#lastCheck >= this.reloadIntervalMs) {
+      this.#lastCheck = now
+      this.#load(false)
+    }
+    return this.#byId.get(id)
+  }
+
+  list(): StoredKey[] {
+    this.#load(false)
+    return [...this.#byId.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))
+  }
+
+  /** Create a key; returns the full key exactly once. */
+  create(options: { name: string; roles: readonly string[]; expiresAt: Date | null; now?: Date }): { key: string; stored: StoredKey } {
+    const { id, key } = generateApiKey()
+    const now = options.now ?? new Date()
+    const stored: StoredKey = {
+      id,
+      name: options.name,
+      roles: [...options.roles],
+      hash: hashApiKey(key),
+      createdAt: now.toISOString(),
+      expiresAt: options.expiresAt?.toISOString() ?? null,
+      revokedAt: null,
+      source: 'store',
+    }
+    this.#mutate((keys) => [...keys, stored])
+    return { key, stored }
+  }
+
+  /** Revoke a stored key. Returns false if no such key. */
+  revoke(id: string, now = new Date()): boolean {
+    let found = false
+    this.#mutate((keys) =>
+      keys.map((k) => {
+        if (k.id !== id) return k
+        found = true
+        return k.revokedAt === null ? { ...k, revokedAt: now.toISOString() } : k
+      }),
+    )
+    return found
+  }
+
+  #readFile(): StoredKey[] {
+    if (!existsSync(this.path)) return []
+    const text = readFileSync(this.path, 'utf8')
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch {
+      throw new Error(`key store ${this.path}: not valid JSON`)
+    }
+    const parsed = storeFileSchema.safeParse(json)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new Error(`key store ${this.path}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`)
+    }
+    return parsed.data.keys.map((k) => ({ ...k, source: 'store' as const }))
+  }
+
+  #load(initial: boolean): void {
+    let stamp = 'absent'
+    try {
+      const st = statSync(this.path)
+      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
+    } catch {
+      // absent file: only config keys
+    }
+    if (!initial && stamp === this.#stamp) return
+    let stored: StoredKey[]
+    try {
+      stored = this.#readFile()
+    } catch (error) {
+      // Initial load: fail start-up. Later: keep the last good store rather than drop all keys
+      // or accept a corrupt one; the file is only ever replaced atomically, so this is rare.
+      if (initial) throw error
+      return
+    }
+    const byId = new Map<string, StoredKey>()
+    for (const k of this.configKeys) byId.set(k.id, k)
+    for (const k of stored) if (!byId.has(k.id)) byId.set(k.id, k)
+    this.#byId = byId
+    this.#stamp = stamp
+  }
+
+  #mutate(change: (keys: StoredKey[]) => StoredKey[]): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 })
+    const lock = `${this.path}.lock`
+    let fd: number
+    try {
+      fd = openSync(lock, 'wx', 0o600)
+    } catch {
+      throw new Error(`key store is locked by another process (${lock}); retry, or remove the lock if no bastion command is running`)
+    }
+    try {
+      const next = change(this.#readFile()).map(({ source: _source, ...rest }) => rest)
+      const tmp = `${this.path}.${process.pid}.tmp`
+      writeFileSync(tmp, `${JSON.stringify({ version: 1, keys: next }, null, 2)}\n`, { mode: 0o600 })
+      renameSync(tmp, this.path)
+    } finally {
+      closeSync(fd)
+      unlinkSync(lock)
+    }
+    this.#load(true)
+  }
+}

@@ -1,0 +1,318 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { isIP } from 'node:net'
+import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/server'
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
+import { type Logger, pino } from 'pino'
+import type { z } from 'zod'
+import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
+import { hashApiKey, parseApiKey } from './auth/api-key.js'
+import { ApiKeyAuthenticator } from './auth/authenticate.js'
+import { KeyStore, type StoredKey } from './auth/key-store.js'
+import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, resolvePath, statePath, validateConfig } from './config/load.js'
+import type { BastionConfigInput } from './config/schema.js'
+import { ensureState } from './config/state.js'
+import { createCallPipeline } from './pipeline/call.js'
+import { type RbacPolicy, targetKey } from './policy/rbac.js'
+import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
+import { Workspace } from './tools/confine.js'
+import { listFilesTool, readFileTool } from './tools/files.js'
+import { type ToolDefinition, ToolRegistry } from './tools/registry.js'
+import { createEdge, type Edge } from './transport/http/edge.js'
+import { nodeListener } from './transport/http/node-listener.js'
+import type { ServerDeps } from './transport/mcp-server.js'
+
+export interface CreateBastionOptions {
+  /** A YAML file path, a config object (validated like a file), or nothing for the embedded default. */
+  readonly config?: string | BastionConfigInput
+  /** Directory relative paths in an object config resolve against (default: cwd). */
+  readonly baseDir?: string
+  /** Audit sink instead of the configured file. */
+  readonly auditSink?: AuditSink
+  /** Operator log (pino). Default: JSON to stderr. */
+  readonly logger?: Logger
+  /** Server name and version reported to clients. */
+  readonly info?: { readonly name: string; readonly version: string }
+  /** Extra capabilities for tools that use protocol features (logging, completions, …). */
+  readonly capabilities?: ServerCapabilities
+  /** Multi-round-trip request-state integrity hook, passed to the SDK. */
+  readonly requestState?: ServerOptions['requestState']
+  /** Environment to read secret references from (default: process.env). */
+  readonly env?: NodeJS.ProcessEnv
+}
+
+export interface ListenOptions {
+  readonly host?: string
+  readonly port?: number
+}
+
+export interface RunningServer {
+  readonly url: string
+  readonly port: number
+  readonly host: string
+  close(): Promise<void>
+}
+
+export const VERSION = '0.1.0'
+
+/** Is this a loopback bind address (or name)? */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '')
+  if (h === 'localhost' || h === '::1') return true
+  return isIP(h) === 4 && h.startsWith('127.')
+}
+
+/**
+ * A bastion: one configuration, one audit trail, one key store, and every registered tool,
+ * resource and prompt behind the same pipeline, over HTTP or stdio.
+ */
+export class Bastion {
+  readonly loaded: LoadedConfig
+  readonly audit: AuditLog
+  readonly keys: KeyStore
+  readonly registry = new ToolRegistry()
+  readonly catalog = new Catalog()
+  readonly log: Logger
+  #policy: RbacPolicy | undefined
+  #workspace: Workspace | undefined
+  #edge: Edge | undefined
+  #servers: HttpServer[] = []
+  readonly #options: CreateBastionOptions
+
+  private constructor(loaded: LoadedConfig, options: CreateBastionOptions, configKeys: StoredKey[]) {
+    this.loaded = loaded
+    this.#options = options
+    this.log = options.logger ?? pino({ name: 'mcp-bastion' }, pino.destination(2))
+    const { config } = loaded
+    ensureState(statePath(loaded, '.'), config.workspace.enabled ? statePath(loaded, config.workspace.root) : undefined)
+    this.audit = new AuditLog(options.auditSink ?? new FileAuditSink(statePath(loaded, config.audit.file)))
+    this.keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
+  }
+
+  /** @throws ConfigError for any invalid configuration or missing secret. */
+  static async create(options: CreateBastionOptions = {}): Promise<Bastion> {
+    const baseDir = options.baseDir ?? process.cwd()
+    const loaded =
+      typeof options.config === 'string'
+        ? loadConfigFile(options.config)
+        : options.config === undefined
+          ? embeddedConfig({}, baseDir)
+          : validateConfig(options.config, 'object', baseDir)
+    const env = options.env ?? process.env
+    const configKeys = loaded.config.auth.keys.map((k, i): StoredKey => {
+      const where = `auth.keys.${i}.key`
+      const key = readSecret(loaded, k.key, where, env)
+      const parsed = parseApiKey(key)
+      if (parsed === undefined) throw new ConfigError(`config ${loaded.source}: ${where}: the value is not a bastion API key (bst_<id>_<secret>)`)
+      for (const role of k.roles) {
+        if (!Object.hasOwn(loaded.config.roles, role))
+          throw new ConfigError(`config ${loaded.source}: auth.keys.${i}.roles: role ${JSON.stringify(role)} is not defined under roles`)
+      }
+      return {
+        id: parsed.id,
+        name: k.name,
+        roles: k.roles,
+        hash: hashApiKey(key),
+        createdAt: new Date(0).toISOString(),
+        expiresAt: k.expires === undefined ? null : new Date(k.expires).toISOString(),
+        revokedAt: null,
+        source: 'config',
+      }
+    })
+    const bastion = new Bastion(loaded, options, configKeys)
+    const { workspace } = loaded.config
+    if (workspace.enabled) {
+      bastion.#workspace = await Workspace.open(statePath(loaded, workspace.root))
+      const fileOptions = { workspace: bastion.#workspace, maxFileBytes: workspace.maxFileBytes }
+      bastion.tool(readFileTool(fileOptions))
+      bastion.tool(listFilesTool(fileOptions))
+    }
+    return bastion
+  }
+
+  /** Register a tool. Its zod schema is converted and compiled once, here. */
+  tool<S extends z.ZodType>(definition: ToolDefinition<S>): this {
+    this.#assertOpen()
+    this.registry.register(definition)
+    return this
+  }
+
+  resource(definition: ResourceDefinition): this {
+    this.#assertOpen()
+    this.catalog.addResource(definition)
+    return this
+  }
+
+  resourceTemplate(definition: ResourceTemplateDefinition): this {
+    this.#assertOpen()
+    this.catalog.addTemplate(definition)
+    return this
+  }
+
+  prompt(definition: PromptDefinition): this {
+    this.#assertOpen()
+    this.catalog.addPrompt(definition)
+    return this
+  }
+
+  #assertOpen(): void {
+    if (this.#policy !== undefined) throw new Error('register tools, resources and prompts before listen() or serveStdio()')
+  }
+
+  /** The RBAC policy: config roles; target rules from registrations, overridden by config. */
+  policy(): RbacPolicy {
+    if (this.#policy !== undefined) return this.#policy
+    const { config, source } = this.loaded
+    const roles = new Map<string, ReadonlySet<string>>()
+    for (const [name, role] of Object.entries(config.roles)) roles.set(name, new Set(role.permissions))
+    const targets = new Map<string, readonly string[]>()
+    for (const t of this.registry.all()) if (t.definition.permissions !== undefined) targets.set(targetKey('tool', t.definition.name), t.definition.permissions)
+    for (const r of [...this.catalog.resources, ...this.catalog.templates]) if (r.permissions !== undefined) targets.set(targetKey('resource', r.name), r.permissions)
+    for (const p of this.catalog.prompts) if (p.permissions !== undefined) targets.set(targetKey('prompt', p.name), p.permissions)
+    const known = {
+      tool: new Set(this.registry.all().map((t) => t.definition.name)),
+      resource: new Set([...this.catalog.resources, ...this.catalog.templates].map((r) => r.name)),
+      prompt: new Set(this.catalog.prompts.map((p) => p.name)),
+    }
+    for (const [section, kind] of [
+      ['tools', 'tool'],
+      ['resources', 'resource'],
+      ['prompts', 'prompt'],
+    ] as const) {
+      for (const [name, rule] of Object.entries(config[section])) {
+        if (!known[kind].has(name)) throw new ConfigError(`config ${source}: ${section}.${name}: no ${kind} named ${JSON.stringify(name)} is registered`)
+        targets.set(targetKey(kind, name), rule.permissions)
+      }
+    }
+    this.#policy = { roles, targets }
+    return this.#policy
+  }
+
+  #serverDeps(): ServerDeps {
+    const rbac = (): RbacPolicy => this.policy()
+    return {
+      info: this.#options.info ?? { name: 'mcp-bastion', version: VERSION },
+      registry: this.registry,
+      catalog: this.catalog,
+      rbac,
+      audit: this.audit,
+      callPipeline: createCallPipeline({ registry: this.registry, rbac, audit: this.audit }),
+      validator: new AjvJsonSchemaValidator(),
+      ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
+      ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),
+    }
+  }
+
+  /** The web-standard HTTP edge (for embedding in another server or for tests). */
+  edge(): Edge {
+    if (this.#edge !== undefined) return this.#edge
+    this.policy()
+    const { server } = this.loaded.config
+    const hosts = new Set(server.allowedHosts.map((h) => h.toLowerCase()))
+    if (isLoopback(server.host)) for (const h of ['localhost', '127.0.0.1', '[::1]']) hosts.add(h)
+    else if (server.host !== '0.0.0.0' && server.host !== '::') hosts.add(isIP(server.host) === 6 ? `[${server.host}]` : server.host.toLowerCase())
+    this.#edge = createEdge({
+      serverDeps: this.#serverDeps(),
+      audit: this.audit,
+      authenticator: new ApiKeyAuthenticator(this.keys),
+      registry: this.registry,
+      rbac: () => this.policy(),
+      origins: { allowedHosts: [...hosts], allowedOrigins: server.allowedOrigins },
+      body: { maxBytes: server.maxBodyBytes, maxDepth: server.maxJsonDepth },
+      sessions: { maxTotal: server.sessions.maxTotal, maxPerPrincipal: server.sessions.maxPerPrincipal, idleTimeoutMs: server.sessions.idleTimeoutSeconds * 1000 },
+      path: server.path,
+      onError: (error) => this.log.warn({ err: { name: error.name, message: error.message } }, 'mcp sdk error'),
+    })
+    return this.#edge
+  }
+
+  /**
+   * Serve Streamable HTTP (HTTPS when `server.tls` is set, TLS 1.2 minimum). A non-loopback
+   * address without TLS is refused unless `server.dangerouslyAllowPlaintext` is true.
+   * @throws ConfigError on an unsafe bind or unreadable TLS material.
+   */
+  async listen(options: ListenOptions = {}): Promise<RunningServer> {
+    const { config, source } = this.loaded
+    const host = options.host ?? config.server.host
+    const port = options.port ?? config.server.port
+    const tls = config.server.tls
+    if (!isLoopback(host) && tls === undefined) {
+      if (!config.server.dangerouslyAllowPlaintext) {
+        throw new ConfigError(
+          `config ${source}: server.host ${host} is not loopback and server.tls is not set; refusing to serve credentials in plaintext (set server.tls, or server.dangerouslyAllowPlaintext: true behind a TLS-terminating proxy)`,
+        )
+      }
+      this.log.warn({ host }, 'dangerouslyAllowPlaintext: serving a non-loopback address without TLS; API keys cross the network in the clear')
+    }
+    if (!isLoopback(host) && config.server.allowedHosts.length === 0) {
+      this.log.warn({ host }, 'server.allowedHosts is empty: only the bind address is accepted in the Host header')
+    }
+    const edge = this.edge()
+    const listener = nodeListener(edge, {
+      maxBodyBytes: config.server.maxBodyBytes,
+      secure: tls !== undefined,
+      onError: (e) => this.log.error({ err: { name: e.name, message: e.message } }, 'listener error'),
+    })
+    const server =
+      tls === undefined
+        ? createHttpServer(listener)
+        : createHttpsServer(
+            { cert: readSecret(this.loaded, tls.cert, 'server.tls.cert'), key: readSecret(this.loaded, tls.key, 'server.tls.key'), minVersion: 'TLSv1.2' },
+            listener,
+          )
+    server.headersTimeout = 30_000
+    server.requestTimeout = 120_000
+    await new Promise<void>((resolveListen, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => {
+        server.off('error', reject)
+        resolveListen()
+      })
+    })
+    this.#servers.push(server)
+    const address = server.address() as AddressInfo
+    const shownHost = isIP(address.address) === 6 ? `[${address.address}]` : address.address
+    const url = `${tls === undefined ? 'http' : 'https'}://${shownHost}:${address.port}${config.server.path}`
+    this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url, tools: this.registry.all().length })
+    return {
+      url,
+      port: address.port,
+      host: address.address,
+      close: async () => {
+        await new Promise<void>((r) => {
+          server.close(() => r())
+          server.closeAllConnections()
+        })
+        this.#servers = this.#servers.filter((s) => s !== server)
+      },
+    }
+  }
+
+  /** Stop serving, close sessions and the audit sink. */
+  async close(): Promise<void> {
+    for (const s of this.#servers) {
+      s.closeAllConnections()
+      s.close()
+    }
+    this.#servers = []
+    await this.#edge?.close()
+    this.audit.close()
+  }
+
+  /** Shared server dependencies, for the stdio transport. */
+  serverDeps(): ServerDeps {
+    this.policy()
+    return this.#serverDeps()
+  }
+
+  /** Absolute path helper for config-relative paths. */
+  path(p: string): string {
+    return resolvePath(this.loaded, p)
+  }
+}
+
+/** Create a bastion: load and validate config, prepare state, register the built-in tools. */
+export function createBastion(options: CreateBastionOptions = {}): Promise<Bastion> {
+  return Bastion.create(options)
+}

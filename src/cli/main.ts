@@ -1,0 +1,199 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { AuditLog, FileAuditSink } from '../audit/audit-log.js'
+import { KeyStore } from '../auth/key-store.js'
+import { createBastion, VERSION } from '../bastion.js'
+import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, statePath } from '../config/load.js'
+import { parseDuration } from '../config/state.js'
+import { SecurityError } from '../errors.js'
+import { serveStdio } from '../transport/stdio.js'
+
+const HELP = `mcp-bastion ${VERSION} — a security-first MCP server
+
+Usage:
+  mcp-bastion serve [--config FILE] [--host HOST] [--port PORT] [--stdio]
+  mcp-bastion keys create --role ROLE [--role ROLE…] [--name NAME] [--expires 30d] [--config FILE]
+  mcp-bastion keys list [--config FILE] [--json]
+  mcp-bastion keys revoke ID [--config FILE]
+  mcp-bastion config check FILE
+
+Config: --config, else $BASTION_CONFIG, else ./bastion.yaml if present, else the embedded default.
+Overrides: $BASTION_HOST, $BASTION_PORT (flags win). stdio mode reads the API key from $MCP_API_KEY.
+`
+
+class UsageError extends Error {}
+
+function configPath(flag: string | undefined): string | undefined {
+  if (flag !== undefined) return flag
+  const env = process.env.BASTION_CONFIG
+  if (env !== undefined && env !== '') return env
+  return existsSync('bastion.yaml') ? 'bastion.yaml' : undefined
+}
+
+function loadConfig(flag: string | undefined): LoadedConfig {
+  const path = configPath(flag)
+  return path === undefined ? embeddedConfig() : loadConfigFile(path)
+}
+
+function parsePort(text: string | undefined, where: string): number | undefined {
+  if (text === undefined || text === '') return undefined
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw new UsageError(`${where}: ${JSON.stringify(text)} is not a port number (0-65535)`)
+  return Number(text)
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, stdio: { type: 'boolean' } }, strict: true })
+  const path = configPath(values.config)
+  const bastion = await createBastion(path === undefined ? {} : { config: path })
+  if (values.stdio === true) {
+    const handle = serveStdio(bastion)
+    const stop = async (): Promise<void> => {
+      await handle.close()
+      await bastion.close()
+      process.exit(0)
+    }
+    process.once('SIGINT', () => void stop())
+    process.once('SIGTERM', () => void stop())
+    process.stdin.once('end', () => void stop())
+    return
+  }
+  if (bastion.keys.list().length === 0) {
+    const adminRole = Object.entries(bastion.loaded.config.roles).find(([, r]) => r.permissions.includes('*'))?.[0]
+    if (adminRole === undefined) throw new ConfigError('no API keys exist and no role holds "*": create a key with `mcp-bastion keys create --role ROLE`')
+    const { key, stored } = bastion.keys.create({ name: 'admin (first run)', roles: [adminRole], expiresAt: null })
+    bastion.audit.record({ event: 'key.created', principal: `key:${stored.id}`, roles: stored.roles, decision: 'allow', reason: 'OK', cause: 'first run' })
+    process.stdout.write(
+      `\nFirst run: created an admin API key. It is shown only now and stored only as a hash:\n\n  ${key}\n\nUse it as "Authorization: Bearer <key>" or "X-API-Key: <key>". More keys: mcp-bastion keys create --role ROLE\n\n`,
+    )
+  }
+  const host = values.host ?? (process.env.BASTION_HOST === '' ? undefined : process.env.BASTION_HOST)
+  const port = parsePort(values.port, '--port') ?? parsePort(process.env.BASTION_PORT, 'BASTION_PORT')
+  const running = await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
+  process.stdout.write(`mcp-bastion listening on ${running.url} (config: ${bastion.loaded.source}; audit: ${statePath(bastion.loaded, bastion.loaded.config.audit.file)})\n`)
+  const stop = async (): Promise<void> => {
+    await bastion.close()
+    process.exit(0)
+  }
+  process.once('SIGINT', () => void stop())
+  process.once('SIGTERM', () => void stop())
+}
+
+function keyStoreFor(loaded: LoadedConfig): { store: KeyStore; audit: AuditLog } {
+  const store = new KeyStore(statePath(loaded, loaded.config.auth.keysFile), [], 0)
+  const audit = new AuditLog(new FileAuditSink(statePath(loaded, loaded.config.audit.file)))
+  return { store, audit }
+}
+
+function keys(args: string[]): void {
+  const [sub, ...rest] = args
+  if (sub === 'create') {
+    const { values } = parseArgs({
+      args: rest,
+      options: { role: { type: 'string', multiple: true }, name: { type: 'string' }, expires: { type: 'string' }, config: { type: 'string' } },
+      strict: true,
+    })
+    const roles = values.role ?? []
+    if (roles.length === 0) throw new UsageError('keys create: --role is required')
+    const loaded = loadConfig(values.config)
+    for (const role of roles) {
+      if (!Object.hasOwn(loaded.config.roles, role))
+        throw new UsageError(`keys create: role ${JSON.stringify(role)} is not defined (defined: ${Object.keys(loaded.config.roles).join(', ')})`)
+    }
+    let expiresAt: Date | null = null
+    if (values.expires !== undefined) {
+      try {
+        expiresAt = new Date(Date.now() + parseDuration(values.expires))
+      } catch (error) {
+        throw new UsageError(`keys create: --expires: ${(error as Error).message}`)
+      }
+    }
+    const { store, audit } = keyStoreFor(loaded)
+    const { key, stored } = store.create({ name: values.name ?? roles.join('+'), roles, expiresAt })
+    audit.record({ event: 'key.created', principal: `key:${stored.id}`, roles: stored.roles, decision: 'allow', reason: 'OK', expiresAt: stored.expiresAt, transport: 'cli' })
+    audit.close()
+    process.stderr.write(
+      `Created key ${stored.id} (${stored.name}; roles ${stored.roles.join(', ')}${stored.expiresAt === null ? '' : `; expires ${stored.expiresAt}`}). It is shown only now:\n`,
+    )
+    process.stdout.write(`${key}\n`)
+    return
+  }
+  if (sub === 'list') {
+    const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, json: { type: 'boolean' } }, strict: true })
+    const loaded = loadConfig(values.config)
+    const { store, audit } = keyStoreFor(loaded)
+    audit.close()
+    const now = Date.now()
+    const rows = store.list().map(({ hash: _hash, source: _source, ...k }) => ({
+      ...k,
+      status: k.revokedAt !== null ? 'revoked' : k.expiresAt !== null && Date.parse(k.expiresAt) <= now ? 'expired' : 'active',
+    }))
+    if (values.json === true) {
+      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`)
+      return
+    }
+    if (rows.length === 0) process.stdout.write('no keys\n')
+    for (const r of rows)
+      process.stdout.write(
+        `${r.id}  ${r.status.padEnd(7)}  ${r.roles.join(',').padEnd(16)}  ${r.name}  created ${r.createdAt}${r.expiresAt === null ? '' : `  expires ${r.expiresAt}`}\n`,
+      )
+    return
+  }
+  if (sub === 'revoke') {
+    const { values, positionals } = parseArgs({ args: rest, options: { config: { type: 'string' } }, allowPositionals: true, strict: true })
+    const id = positionals[0]
+    if (id === undefined || positionals.length !== 1 || !/^[0-9a-f]{16}$/.test(id))
+      throw new UsageError('keys revoke: give exactly one key id (16 hex characters, see `keys list`)')
+    const loaded = loadConfig(values.config)
+    const { store, audit } = keyStoreFor(loaded)
+    if (!store.revoke(id)) {
+      audit.close()
+      throw new UsageError(`keys revoke: no stored key with id ${id}`)
+    }
+    audit.record({ event: 'key.revoked', principal: `key:${id}`, decision: 'allow', reason: 'OK', transport: 'cli' })
+    audit.close()
+    process.stdout.write(`revoked ${id}\n`)
+    return
+  }
+  throw new UsageError(`keys: unknown subcommand ${JSON.stringify(sub ?? '')} (create, list, revoke)`)
+}
+
+function config(args: string[]): void {
+  const [sub, file, ...extra] = args
+  if (sub !== 'check' || file === undefined || extra.length > 0) throw new UsageError('usage: mcp-bastion config check FILE')
+  const loaded = loadConfigFile(file)
+  process.stdout.write(`${file}: OK (${Object.keys(loaded.config.roles).length} roles, ${loaded.config.auth.keys.length} configured keys)\n`)
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'serve':
+      return serve(rest)
+    case 'keys':
+      return keys(rest)
+    case 'config':
+      return config(rest)
+    case '--version':
+    case '-v':
+      process.stdout.write(`${VERSION}\n`)
+      return
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(HELP)
+      return
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${HELP}`)
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof ConfigError || error instanceof UsageError) process.stderr.write(`mcp-bastion: ${error.message}\n`)
+  else if (error instanceof SecurityError) process.stderr.write(`mcp-bastion: refused: ${error.code}\n`)
+  else if (error instanceof Error && 'code' in error && typeof error.code === 'string' && error.code.startsWith('ERR_PARSE_ARGS'))
+    process.stderr.write(`mcp-bastion: ${error.message}\n`)
+  else process.stderr.write(`mcp-bastion: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`)
+  process.exit(error instanceof UsageError || error instanceof ConfigError ? 2 : 1)
+})

@@ -1,0 +1,157 @@
+import type { CallToolResult, ServerContext } from '@modelcontextprotocol/server'
+import type { AuditLog } from '../audit/audit-log.js'
+import { publicText, SecurityError, toSecurityError } from '../errors.js'
+import { decideTool, type RbacPolicy } from '../policy/rbac.js'
+import type { RegisteredTool, ToolOutput, ToolRegistry } from '../tools/registry.js'
+import { compose, type Guard } from './compose.js'
+import type { Principal, RequestContext } from './context.js'
+
+/** One `tools/call` as it moves through the call pipeline. */
+export interface CallContext {
+  readonly request: RequestContext
+  readonly name: string
+  /** Aborted on client cancellation, disconnect or shutdown. */
+  readonly signal: AbortSignal
+  readonly mcp: ServerContext
+  /** Arguments as received: untrusted. */
+  readonly rawArgs: unknown
+  tool: RegisteredTool | undefined
+  /** Arguments after validation: the one value every later stage and the tool see. */
+  args: unknown
+}
+
+export interface CallDeps {
+  readonly registry: ToolRegistry
+  readonly rbac: () => RbacPolicy
+  readonly audit: AuditLog
+}
+
+export type CallGuard = Guard<CallContext, ToolOutput>
+
+/** Key under `_meta` carrying the machine-readable refusal of an in-band tool error. */
+export const ERROR_META_KEY = 'bastion/error'
+
+/** A tool-level refusal or failure, reported in-band (`isError`) so the model can correct itself. */
+export function toolErrorResult(error: SecurityError, requestId: string): CallToolResult {
+  return {
+    content: [{ type: 'text', text: `${publicText(error)} (request id ${requestId})` }],
+    isError: true,
+    _meta: { [ERROR_META_KEY]: { code: error.code, requestId } },
+  }
+}
+
+/**
+ * Audit, outermost: exactly one `tool.call` line per call, with outcome and duration; refusals
+ * that are protocol errors are rethrown after the line is written. A failed audit write fails
+ * the call closed, even one that already ran.
+ */
+function auditCall(audit: AuditLog): CallGuard {
+  return async function auditCallGuard(ctx, next) {
+    const req = ctx.request
+    req.method = 'tools/call'
+    req.tool = ctx.name
+    req.outcome = { event: 'tool.call', decision: 'allow', reason: 'OK' }
+    let result: ToolOutput | undefined
+    let failure: SecurityError | undefined
+    try {
+      result = await next()
+    } catch (error) {
+      failure = toSecurityError(error)
+    }
+    if (failure !== undefined) {
+      req.outcome = {
+        event: failure.code === 'ERR_FORBIDDEN' ? 'authz.denied' : failure.code === 'ERR_TOOL_NOT_FOUND' ? 'tool.unknown' : 'tool.call',
+        decision: failure.code === 'ERR_INTERNAL' ? 'error' : 'deny',
+        reason: failure.code,
+        detail: failure.message,
+        ...(req.outcome.extra === undefined ? {} : { extra: req.outcome.extra }),
+      }
+    }
+    audit.recordRequest(req)
+    if (failure !== undefined) throw failure
+    if (result === undefined) throw new SecurityError('ERR_INTERNAL', 'tool produced no result')
+    return result
+  }
+}
+
+/** RBAC by tool name. Does not check: arguments. */
+function authorizeCall(rbac: () => RbacPolicy): CallGuard {
+  return async function authorizeCallGuard(ctx, next) {
+    const principal = ctx.request.principal
+    if (principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'tools/call reached the call pipeline unauthenticated')
+    const decision = decideTool(rbac(), principal, ctx.name)
+    ctx.request.outcome.extra = { ...ctx.request.outcome.extra, rule: decision.rule }
+    if (!decision.allow) throw new SecurityError('ERR_FORBIDDEN', `no role of ${principal.id} grants tool ${ctx.name} (${decision.rule})`)
+    return next()
+  }
+}
+
+/**
+ * Validate arguments against the tool's schema (compiled once at registration). The parsed value
+ * replaces the raw one; nothing downstream reads `rawArgs`. Refusals are in-band tool errors
+ * (MCP: input validation errors are tool execution errors) and are audited as denials.
+ */
+function validateCall(): CallGuard {
+  return async function validateCallGuard(ctx, next) {
+    const tool = ctx.tool
+    if (tool === undefined) throw new SecurityError('ERR_INTERNAL', 'validate stage without a tool')
+    const parsed = tool.definition.input.safeParse(ctx.rawArgs ?? {})
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      const where = issue === undefined || issue.path.length === 0 ? 'arguments' : issue.path.map(String).join('.')
+      // zod's messages describe the schema, never echo the value; still, cap the length.
+      const what = (issue?.message ?? 'invalid').slice(0, 200)
+      const error = new SecurityError('ERR_VALIDATION', `invalid arguments for ${ctx.name}: ${where}: ${what}`, { expose: `${where}: ${what}` })
+      ctx.request.outcome = {
+        event: 'validation.failed',
+        decision: 'deny',
+        reason: 'ERR_VALIDATION',
+        detail: error.message,
+        ...(ctx.request.outcome.extra === undefined ? {} : { extra: ctx.request.outcome.extra }),
+      }
+      return toolErrorResult(error, ctx.request.requestId)
+    }
+    ctx.args = parsed.data
+    return next()
+  }
+}
+
+async function runTool(ctx: CallContext): Promise<ToolOutput> {
+  const tool = ctx.tool
+  const principal: Principal | undefined = ctx.request.principal
+  if (tool === undefined || principal === undefined) throw new SecurityError('ERR_INTERNAL', 'run stage reached without tool or principal')
+  try {
+    return await tool.definition.run(ctx.args, { requestId: ctx.request.requestId, principal, signal: ctx.signal, mcp: ctx.mcp })
+  } catch (error) {
+    // Tool refusals and failures are in-band; the client gets the code and the request id, the
+    // audit line gets the cause.
+    const failure = error instanceof SecurityError ? error : new SecurityError('ERR_TOOL_FAILED', `tool ${ctx.name} threw`, { cause: error })
+    const cause = error instanceof Error && !(error instanceof SecurityError) ? `: ${error.message}` : ''
+    ctx.request.outcome = {
+      event: 'tool.call',
+      decision: failure.code === 'ERR_TOOL_FAILED' ? 'error' : 'deny',
+      reason: failure.code,
+      detail: `${failure.message}${cause}`,
+      ...(ctx.request.outcome.extra === undefined ? {} : { extra: ctx.request.outcome.extra }),
+    }
+    return toolErrorResult(failure, ctx.request.requestId)
+  }
+}
+
+/** Look the tool up: an unknown tool is a not-found protocol error. */
+function resolveTool(registry: ToolRegistry): CallGuard {
+  return async function resolveToolGuard(ctx, next) {
+    ctx.tool = registry.get(ctx.name)
+    if (ctx.tool === undefined) throw new SecurityError('ERR_TOOL_NOT_FOUND', `no tool named ${JSON.stringify(ctx.name.slice(0, 128))}`)
+    return next()
+  }
+}
+
+/**
+ * The call pipeline, in fixed order: audit → resolve → authorize → validate → tool.
+ * Authorization by name runs before validation so that a caller who may not use a tool learns
+ * nothing about its schema; argument-level policy (a later layer) runs after validation.
+ */
+export function createCallPipeline(deps: CallDeps): (ctx: CallContext) => Promise<ToolOutput> {
+  return compose<CallContext, ToolOutput>([auditCall(deps.audit), resolveTool(deps.registry), authorizeCall(deps.rbac), validateCall()], runTool)
+}

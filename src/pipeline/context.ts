@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto'
+import type { SecurityErrorCode } from '../errors.js'
+
+/** Who is calling, after authentication. Never carries a secret. */
+export interface Principal {
+  /** Stable id for audit and session binding, e.g. `key:3f9a…`. */
+  readonly id: string
+  readonly kind: 'api-key'
+  /** Human name of the credential. */
+  readonly name: string
+  readonly roles: readonly string[]
+}
+
+export type Decision = 'allow' | 'deny' | 'error'
+
+/** What the audit line of this request will say; stages fill it in as they decide. */
+export interface AuditOutcome {
+  event: string
+  decision: Decision
+  reason: SecurityErrorCode | 'OK'
+  /** Operator-only cause: bastion's own message, never a secret. */
+  detail?: string
+  /** Extra structured fields for the audit line. */
+  extra?: Record<string, string | number | boolean>
+}
+
+/** The typed per-request context every stage reads and writes. */
+export interface RequestContext {
+  readonly requestId: string
+  readonly startedAt: number
+  readonly transport: 'http' | 'stdio'
+  readonly remoteAddress: string | undefined
+  principal: Principal | undefined
+  era: 'modern' | 'legacy' | undefined
+  sessionId: string | undefined
+  /** JSON-RPC method of the message, once parsed. */
+  method: string | undefined
+  /** Tool name for `tools/call`. */
+  tool: string | undefined
+  /** Set once the single audit line of this request is written. */
+  audited: boolean
+  outcome: AuditOutcome
+  readonly signal: AbortSignal
+}
+
+// RFC 9562 UUIDs, or opaque tokens a proxy may use: short, printable, no separators that break logs.
+const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/
+
+/** Accept a well-formed caller request id, else generate one. */
+export function requestIdFrom(header: string | null): string {
+  return header !== null && REQUEST_ID.test(header) ? header : randomUUID()
+}
+
+export function createContext(init: {
+  requestId: string
+  transport: 'http' | 'stdio'
+  remoteAddress: string | undefined
+  signal: AbortSignal
+  principal?: Principal
+}): RequestContext {
+  return {
+    requestId: init.requestId,
+    startedAt: performance.now(),
+    transport: init.transport,
+    remoteAddress: init.remoteAddress,
+    principal: init.principal,
+    era: undefined,
+    sessionId: undefined,
+    method: undefined,
+    tool: undefined,
+    audited: false,
+    outcome: { event: 'request', decision: 'allow', reason: 'OK' },
+    signal: init.signal,
+  }
+}

@@ -1,0 +1,68 @@
+import type { CallToolResult, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '@modelcontextprotocol/server'
+import { z } from 'zod'
+import type { Principal } from '../pipeline/context.js'
+
+/** What a tool receives besides its validated arguments. */
+export interface ToolContext {
+  readonly requestId: string
+  readonly principal: Principal
+  /** Aborted when the client cancels or disconnects. */
+  readonly signal: AbortSignal
+  /** The SDK's handler context: progress, logging and multi-round-trip input for tools that need them. */
+  readonly mcp: ServerContext
+}
+
+/** What a tool returns: a result, or (2026-07-28 multi-round-trip) a request for client input. */
+export type ToolOutput = CallToolResult | InputRequiredResult
+
+/** A tool as registered with bastion: a zod input schema (validated once per call) and a runner. */
+export interface ToolDefinition<S extends z.ZodType = z.ZodType> {
+  readonly name: string
+  readonly title?: string
+  readonly description: string
+  readonly input: S
+  /** Permissions that may call the tool (any of). Config `tools:` overrides. None: only `*`. */
+  readonly permissions?: readonly string[]
+  readonly annotations?: ToolAnnotations
+  run(args: z.output<S>, ctx: ToolContext): Promise<ToolOutput>
+}
+
+export interface RegisteredTool {
+  readonly definition: ToolDefinition
+  /** The `tools/list` entry, computed once at registration. */
+  readonly descriptor: Tool
+}
+
+const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
+
+/** Tools by name; descriptors and JSON Schemas are built once, shared by every request. */
+export class ToolRegistry {
+  readonly #tools = new Map<string, RegisteredTool>()
+  #sorted: RegisteredTool[] = []
+
+  register<S extends z.ZodType>(definition: ToolDefinition<S>): void {
+    if (!TOOL_NAME.test(definition.name)) throw new Error(`tool name ${JSON.stringify(definition.name)} must match ${TOOL_NAME}`)
+    if (this.#tools.has(definition.name)) throw new Error(`tool ${definition.name} is already registered`)
+    const schema = z.toJSONSchema(definition.input, { io: 'input' }) as Record<string, unknown>
+    if (schema.type !== 'object') throw new Error(`tool ${definition.name}: input schema must be an object`)
+    const { $schema: _dialect, ...inputSchema } = schema
+    const descriptor: Tool = {
+      name: definition.name,
+      description: definition.description,
+      inputSchema: inputSchema as Tool['inputSchema'],
+      ...(definition.title === undefined ? {} : { title: definition.title }),
+      ...(definition.annotations === undefined ? {} : { annotations: definition.annotations }),
+    }
+    this.#tools.set(definition.name, { definition: definition as unknown as ToolDefinition, descriptor })
+    this.#sorted = [...this.#tools.values()].sort((a, b) => (a.definition.name < b.definition.name ? -1 : 1))
+  }
+
+  get(name: string): RegisteredTool | undefined {
+    return this.#tools.get(name)
+  }
+
+  /** All tools in a deterministic (name) order. */
+  all(): readonly RegisteredTool[] {
+    return this.#sorted
+  }
+}

@@ -1,0 +1,43 @@
+import { SecurityError } from '../../errors.js'
+import type { HttpGuard } from './context.js'
+
+export interface OriginPolicy {
+  /** Hostnames (no port) the `Host` header may name, lowercase; IPv6 in brackets. */
+  readonly allowedHosts: readonly string[]
+  /** Full origins (`scheme://host[:port]`) a browser page may call from, besides the server's own. */
+  readonly allowedOrigins: readonly string[]
+}
+
+/** Hostname of a `Host` header value (RFC 9110 §7.2), lowercase, port removed; undefined if malformed. */
+export function hostnameOf(host: string): string | undefined {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?$/.exec(host)
+  return m?.[1]?.toLowerCase()
+}
+
+/**
+ * DNS-rebinding defence (MCP transports: servers MUST validate `Origin`):
+ * - `Host` must name an allowed hostname, so a rebound DNS name pointing at this server is refused;
+ * - a present `Origin` must be the server's own origin or an allowed one; `Origin: null` is refused.
+ * An absent `Origin` passes: non-browser clients do not send one.
+ * Does not check: the credential (authentication does); `Referer`.
+ */
+export function dnsRebindingGuard(policy: OriginPolicy): HttpGuard {
+  const hosts = new Set(policy.allowedHosts.map((h) => h.toLowerCase()))
+  const origins = new Set(policy.allowedOrigins.map((o) => o.toLowerCase().replace(/\/$/, '')))
+  return async function dnsRebindingGuardStage(ctx, next) {
+    const host = ctx.request.headers.get('host')
+    const hostname = host === null ? undefined : hostnameOf(host)
+    if (hostname === undefined || !hosts.has(hostname)) {
+      throw new SecurityError('ERR_HOST_FORBIDDEN', `Host header ${JSON.stringify((host ?? '(none)').slice(0, 100))} not in the allowlist`)
+    }
+    const origin = ctx.request.headers.get('origin')
+    if (origin !== null) {
+      const own = `${ctx.url.protocol}//${(host ?? '').toLowerCase()}`
+      const normalized = origin.toLowerCase()
+      if (normalized !== own && !origins.has(normalized)) {
+        throw new SecurityError('ERR_ORIGIN_FORBIDDEN', `Origin ${JSON.stringify(origin.slice(0, 200))} not allowed`)
+      }
+    }
+    return next()
+  }
+}

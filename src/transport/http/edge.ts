@@ -1,0 +1,117 @@
+import { createMcpHandler, type McpHttpHandler } from '@modelcontextprotocol/server'
+import type { AuditLog } from '../../audit/audit-log.js'
+import { httpAudit } from '../../audit/http-audit.js'
+import type { ApiKeyAuthenticator } from '../../auth/authenticate.js'
+import { authenticateGuard } from '../../auth/http-auth.js'
+import { SecurityError } from '../../errors.js'
+import { type BodyLimits, bodyGuard } from '../../limits/body-guard.js'
+import { compose } from '../../pipeline/compose.js'
+import { createContext, requestIdFrom } from '../../pipeline/context.js'
+import type { RbacPolicy } from '../../policy/rbac.js'
+import { toolGateGuard } from '../../policy/tool-gate.js'
+import type { ToolRegistry } from '../../tools/registry.js'
+import { buildServer, type ServerDeps } from '../mcp-server.js'
+import type { HttpContext, HttpGuard } from './context.js'
+import { contextFromAuthInfo, dispatch } from './dispatch.js'
+import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
+import { requestShapeGuard } from './request-shape.js'
+import { errorResponse, finalizeResponse } from './responses.js'
+import { LegacySessions, type SessionLimits } from './sessions.js'
+
+export interface EdgeOptions {
+  readonly serverDeps: ServerDeps
+  readonly audit: AuditLog
+  readonly authenticator: ApiKeyAuthenticator
+  readonly registry: ToolRegistry
+  readonly rbac: () => RbacPolicy
+  readonly origins: OriginPolicy
+  readonly body: BodyLimits
+  readonly sessions: SessionLimits
+  /** Path of the MCP endpoint, default `/mcp`. */
+  readonly path?: string
+  /** Operator log for failures that have no request (SDK out-of-band errors). */
+  readonly onError?: (error: Error) => void
+}
+
+export interface RequestInfo {
+  readonly remoteAddress: string | undefined
+  readonly secure: boolean
+  readonly bodyTooLarge?: boolean
+}
+
+export interface Edge {
+  fetch(request: Request, info: RequestInfo): Promise<Response>
+  readonly sessions: LegacySessions
+  readonly modern: McpHttpHandler
+  close(): Promise<void>
+}
+
+/**
+ * The HTTP edge: `/healthz`, and `/mcp` through the guard pipeline in fixed order —
+ * audit → origin/host → request shape → body limits and parse → authenticate → tool gate → SDK.
+ */
+export function createEdge(options: EdgeOptions): Edge {
+  const path = options.path ?? '/mcp'
+  const { serverDeps, audit } = options
+  const contextOf = (handlerCtx: Parameters<Parameters<typeof buildServer>[2]>[0]) => ({ ctx: contextFromAuthInfo(handlerCtx.http?.authInfo), auditHere: false })
+  const modern = createMcpHandler(
+    (mcpCtx) => {
+      const ctx = contextFromAuthInfo(mcpCtx.authInfo)
+      if (ctx.principal === undefined) throw new SecurityError('ERR_INTERNAL', 'server factory without a principal')
+      return buildServer(serverDeps, ctx.principal, contextOf)
+    },
+    { legacy: 'reject', maxRequestBodySize: options.body.maxBytes, ...(options.onError === undefined ? {} : { onerror: options.onError }) },
+  )
+  const sessions = new LegacySessions(
+    options.sessions,
+    // A session serves the principal that created it; the binding is checked on every request.
+    (principal) => buildServer(serverDeps, principal, contextOf),
+    (event) => {
+      try {
+        audit.record({ event: 'session.closed', principal: event.principalId, decision: 'allow', reason: 'OK', session: event.id, cause: event.reason })
+      } catch (error) {
+        options.onError?.(error instanceof Error ? error : new Error(String(error)))
+      }
+    },
+  )
+
+  const guards: HttpGuard[] = [
+    httpAudit(audit),
+    dnsRebindingGuard(options.origins),
+    requestShapeGuard(),
+    bodyGuard(options.body),
+    authenticateGuard(options.authenticator),
+    toolGateGuard(options.registry, options.rbac),
+  ]
+  const mcpPipeline = compose<HttpContext, Response>(guards, dispatch(modern, sessions))
+  const notFound = compose<HttpContext, Response>([httpAudit(audit)], async () => {
+    throw new SecurityError('ERR_NOT_FOUND', 'no route')
+  })
+
+  return {
+    sessions,
+    modern,
+    async fetch(request, info) {
+      const url = new URL(request.url)
+      if (info.secure) url.protocol = 'https:'
+      const ctx: HttpContext = Object.assign(
+        createContext({ requestId: requestIdFrom(request.headers.get('x-request-id')), transport: 'http', remoteAddress: info.remoteAddress, signal: request.signal }),
+        { request, url, body: undefined, bodyTooLarge: info.bodyTooLarge === true, responseHeaders: new Headers() },
+      )
+      if (url.pathname === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
+        return finalizeResponse(ctx, Response.json({ status: 'ok' }, { headers: { 'cache-control': 'no-store' } }))
+      }
+      try {
+        return await (url.pathname === path ? mcpPipeline(ctx) : notFound(ctx))
+      } catch (error) {
+        // Only reachable if the audit stage itself threw: fail closed without detail.
+        options.onError?.(error instanceof Error ? error : new Error(String(error)))
+        return finalizeResponse(ctx, errorResponse(ctx, new SecurityError('ERR_INTERNAL', 'edge failure')))
+      }
+    },
+    async close() {
+      await sessions.closeAll()
+      await modern.close()
+    },
+  }
+}

@@ -1,0 +1,77 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { type NodeIncomingMessageLike, toWebRequest } from '@modelcontextprotocol/node'
+import type { Edge } from './edge.js'
+
+/**
+ * Node glue: `IncomingMessage` → web `Request` (the SDK's node adapter, body bounded by the limit),
+ * the edge, then the `Response` back onto the socket with backpressure. A body over the limit is
+ * not read further; the edge answers 413 (audited) and the connection is closed.
+ */
+export function nodeListener(edge: Edge, options: { maxBodyBytes: number; secure: boolean; onError?: (error: Error) => void }) {
+  return function bastionListener(req: IncomingMessage, res: ServerResponse): void {
+    handle(edge, options, req, res).catch((error: unknown) => {
+      options.onError?.(error instanceof Error ? error : new Error(String(error)))
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}')
+      else res.destroy()
+    })
+  }
+}
+
+async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boolean }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const abort = new AbortController()
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort()
+  })
+  let request: Request
+  let bodyTooLarge = false
+  try {
+    request = await toWebRequest(req as NodeIncomingMessageLike, undefined, { signal: abort.signal, maxRequestBodySize: options.maxBodyBytes })
+  } catch (error) {
+    if (!(error instanceof Error) || error.name !== 'RequestBodyTooLargeError') throw error
+    bodyTooLarge = true
+    request = headersOnly(req, abort.signal)
+  }
+  const response = await edge.fetch(request, { remoteAddress: req.socket.remoteAddress, secure: options.secure, bodyTooLarge })
+  await writeResponse(res, response, abort.signal)
+}
+
+/** The request without its body, for answering 413 through the edge. */
+function headersOnly(req: IncomingMessage, signal: AbortSignal): Request {
+  const headers = new Headers()
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name.startsWith(':')) continue
+    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
+    else headers.set(name, value)
+  }
+  headers.delete('content-length')
+  headers.delete('transfer-encoding')
+  const host = req.headers.host ?? 'localhost'
+  return new Request(`http://${host}${req.url ?? '/'}`, { method: req.method ?? 'POST', headers, signal })
+}
+
+async function writeResponse(res: ServerResponse, response: Response, signal: AbortSignal): Promise<void> {
+  const headers: Record<string, string | string[]> = {}
+  for (const [name, value] of response.headers) {
+    if (name === 'set-cookie') headers[name] = response.headers.getSetCookie()
+    else headers[name] = value
+  }
+  res.writeHead(response.status, headers)
+  if (response.body === null) {
+    res.end()
+    return
+  }
+  const reader = response.body.getReader()
+  const closed = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
+  try {
+    for (;;) {
+      const next = await Promise.race([reader.read(), closed.then(() => undefined)])
+      if (next === undefined || next.done) break
+      if (!res.write(next.value)) await Promise.race([new Promise<void>((resolve) => res.once('drain', () => resolve())), closed])
+    }
+  } catch {
+    // The client went away or the stream failed: nothing more to send.
+  } finally {
+    if (signal.aborted) await reader.cancel().catch(() => undefined)
+    res.end()
+  }
+}

@@ -1,0 +1,149 @@
+import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions } from '@modelcontextprotocol/server'
+import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
+import type { AuditLog } from '../audit/audit-log.js'
+import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
+import type { CallContext } from '../pipeline/call.js'
+import type { Principal, RequestContext } from '../pipeline/context.js'
+import { decide, type RbacPolicy } from '../policy/rbac.js'
+import type { Catalog } from '../tools/catalog.js'
+import type { ToolOutput, ToolRegistry } from '../tools/registry.js'
+
+export interface ServerDeps {
+  readonly info: { readonly name: string; readonly version: string }
+  readonly registry: ToolRegistry
+  readonly catalog: Catalog
+  readonly rbac: () => RbacPolicy
+  readonly audit: AuditLog
+  readonly callPipeline: (ctx: CallContext) => Promise<ToolOutput>
+  /** One validator for every instance: building one per request triples the SDK's cost per call. */
+  readonly validator: AjvJsonSchemaValidator
+  /** Extra capabilities a library user's tools rely on (logging, completions, …). */
+  readonly capabilities?: ServerCapabilities
+  readonly requestState?: ServerOptions['requestState']
+}
+
+/**
+ * How a handler finds its request context: over HTTP it rides in `authInfo.extra` from the edge
+ * (which authenticated the request and writes its audit line); over stdio it is made per message
+ * from the process principal, and the handler writes the line (`auditHere`).
+ */
+export type ContextSource = (handlerCtx: ServerContext) => { ctx: RequestContext; auditHere: boolean }
+
+export function toProtocolError(error: SecurityError, requestId: string): ProtocolError {
+  const wire = rpcError(error, requestId)
+  return new ProtocolError(wire.code, publicText(error), wire.data)
+}
+
+/**
+ * Run a non-tool handler inside the request's audit scope: one line per request when this
+ * transport audits in the handler, and SecurityErrors turned into safe protocol errors.
+ */
+async function audited<T>(deps: ServerDeps, contextOf: ContextSource, handlerCtx: ServerContext, method: string, target: string | undefined, run: () => Promise<T>): Promise<T> {
+  const { ctx, auditHere } = contextOf(handlerCtx)
+  ctx.method = method
+  if (target !== undefined) ctx.outcome.extra = { ...ctx.outcome.extra, target }
+  try {
+    const result = await run()
+    if (auditHere) deps.audit.recordRequest(ctx)
+    return result
+  } catch (error) {
+    if (error instanceof ProtocolError) {
+      if (auditHere && !ctx.audited) {
+        ctx.outcome = { event: 'request', decision: 'deny', reason: 'ERR_INVALID_REQUEST', detail: `protocol error ${error.code}` }
+        deps.audit.recordRequest(ctx)
+      }
+      throw error
+    }
+    const failure = toSecurityError(error)
+    if (auditHere && !ctx.audited && failure.code !== 'ERR_AUDIT_UNAVAILABLE') {
+      ctx.outcome = { event: 'request', decision: 'error', reason: failure.code, detail: failure.message }
+      deps.audit.recordRequest(ctx)
+    }
+    throw toProtocolError(failure, ctx.requestId)
+  }
+}
+
+/**
+ * An SDK `McpServer` for one principal: tools go through the call pipeline (the registry's shared
+ * descriptors, filtered per caller); resources and prompts are registered only when the caller
+ * may use them, so lists are filtered and a forbidden one is simply not found.
+ * Cheap to build: descriptors, schemas and the validator are shared across instances.
+ */
+export function buildServer(deps: ServerDeps, principal: Principal, contextOf: ContextSource): McpServer {
+  const policy = deps.rbac()
+  const resources = deps.catalog.resources.filter((r) => decide(policy, principal, 'resource', r.name).allow)
+  const templates = deps.catalog.templates.filter((r) => decide(policy, principal, 'resource', r.name).allow)
+  const prompts = deps.catalog.prompts.filter((p) => decide(policy, principal, 'prompt', p.name).allow)
+  const hasResources = deps.catalog.resources.length + deps.catalog.templates.length > 0
+  const hasPrompts = deps.catalog.prompts.length > 0
+
+  const mcp = new McpServer(deps.info, {
+    capabilities: {
+      ...deps.capabilities,
+      tools: { listChanged: false, ...deps.capabilities?.tools },
+      ...(hasResources ? { resources: { ...deps.capabilities?.resources } } : {}),
+      ...(hasPrompts ? { prompts: { ...deps.capabilities?.prompts } } : {}),
+    },
+    jsonSchemaValidator: deps.validator,
+    ...(deps.requestState === undefined ? {} : { requestState: deps.requestState }),
+  })
+  const server = mcp.server
+
+  server.setRequestHandler('tools/list', (_request, handlerCtx) =>
+    audited(deps, contextOf, handlerCtx, 'tools/list', undefined, async () => {
+      const current = deps.rbac()
+      const tools = deps.registry
+        .all()
+        .filter((t) => decide(current, principal, 'tool', t.definition.name).allow)
+        .map((t) => t.descriptor)
+      return { tools }
+    }),
+  )
+
+  server.setRequestHandler('tools/call', async (request, handlerCtx) => {
+    const { ctx } = contextOf(handlerCtx)
+    const signal = AbortSignal.any([ctx.signal, handlerCtx.mcpReq.signal])
+    try {
+      return await deps.callPipeline({ request: ctx, name: request.params.name, rawArgs: request.params.arguments, signal, mcp: handlerCtx, tool: undefined, args: undefined })
+    } catch (error) {
+      throw toProtocolError(toSecurityError(error), ctx.requestId)
+    }
+  })
+
+  for (const r of resources) {
+    mcp.registerResource(
+      r.name,
+      r.uri,
+      { ...(r.description === undefined ? {} : { description: r.description }), ...(r.mimeType === undefined ? {} : { mimeType: r.mimeType }) },
+      (uri, handlerCtx) => audited(deps, contextOf, handlerCtx, 'resources/read', r.name, () => r.read(uri, handlerCtx)),
+    )
+  }
+  for (const t of templates) {
+    mcp.registerResource(
+      t.name,
+      new ResourceTemplate(t.uriTemplate, { list: undefined }),
+      { ...(t.description === undefined ? {} : { description: t.description }), ...(t.mimeType === undefined ? {} : { mimeType: t.mimeType }) },
+      (uri, variables, handlerCtx) => audited(deps, contextOf, handlerCtx, 'resources/read', t.name, () => t.read(uri, variables, handlerCtx)),
+    )
+  }
+  for (const p of prompts) {
+    const meta = {
+      ...(p.title === undefined ? {} : { title: p.title }),
+      ...(p.description === undefined ? {} : { description: p.description }),
+    }
+    if (p.args === undefined) {
+      mcp.registerPrompt(p.name, meta, (handlerCtx) => audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get({}, handlerCtx)))
+    } else {
+      mcp.registerPrompt(p.name, { ...meta, argsSchema: p.args }, (args, handlerCtx) =>
+        audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get(args as Record<string, string>, handlerCtx)),
+      )
+    }
+  }
+  return mcp
+}
+
+/** Guard for handlers that must never run without a principal (fail closed). */
+export function requirePrincipal(ctx: RequestContext): Principal {
+  if (ctx.principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'handler reached without a principal')
+  return ctx.principal
+}
