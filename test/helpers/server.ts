@@ -1,0 +1,99 @@
+import { mkdtempSync, readFileSync, realpathSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { pino } from 'pino'
+import { type Bastion, type BastionConfigInput, createBastion, type RunningServer } from '../../src/index.js'
+
+export interface TestServer {
+  readonly bastion: Bastion
+  readonly running: RunningServer
+  readonly url: string
+  readonly dir: string
+  readonly auditPath: string
+  /** Keys by role, created in the store. */
+  readonly keys: { admin: string; reader: string; nobody: string }
+  /** Audit lines written so far, parsed. */
+  audit(): Record<string, unknown>[]
+  /** Audit lines written after `mark()`. */
+  mark(): () => Record<string, unknown>[]
+  close(): Promise<void>
+}
+
+/** A real bastion on 127.0.0.1:0 in a fresh state directory, with keys for three roles. */
+export async function startServer(config: BastionConfigInput = {}, setup?: (b: Bastion) => void): Promise<TestServer> {
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-test-')))
+  const bastion = await createBastion({
+    baseDir: dir,
+    logger: pino({ level: 'silent' }),
+    config: {
+      ...config,
+      roles: config.roles ?? { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] } },
+      auth: { reloadIntervalMs: 0, ...config.auth },
+    },
+  })
+  setup?.(bastion)
+  const running = await bastion.listen({ host: '127.0.0.1', port: 0 })
+  const admin = bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
+  const reader = bastion.keys.create({ name: 'reader', roles: ['reader'], expiresAt: null }).key
+  const nobody = bastion.keys.create({ name: 'nobody', roles: ['nobody'], expiresAt: null }).key
+  const auditPath = join(dir, '.bastion', 'audit.jsonl')
+  const audit = (): Record<string, unknown>[] =>
+    readFileSync(auditPath, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+  return {
+    bastion,
+    running,
+    url: running.url,
+    dir,
+    auditPath,
+    keys: { admin, reader, nobody },
+    audit,
+    mark() {
+      const start = audit().length
+      return () => audit().slice(start)
+    },
+    async close() {
+      await bastion.close()
+    },
+  }
+}
+
+export type Era = 'legacy' | 'modern'
+
+/** The SDK's real MCP client over Streamable HTTP, in either protocol era. */
+export async function connect(url: string, era: Era, headers: Record<string, string>): Promise<Client> {
+  const client = new Client({ name: 'bastion-test', version: '1.0.0' }, era === 'modern' ? { versionNegotiation: { mode: { pin: '2026-07-28' } } } : {})
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } })
+  await client.connect(transport)
+  return client
+}
+
+export const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
+
+/** A raw JSON-RPC POST. */
+export async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url, { method: 'POST', headers: { ...JSON_HEADERS, ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+}
+
+/** A legacy (2025-11-25) initialize request body. */
+export function initializeBody(id = 1): unknown {
+  return { jsonrpc: '2.0', id, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }
+}
+
+/** Read a JSON-RPC response from a JSON or single-event SSE body. */
+export async function rpcBody(res: Response): Promise<Record<string, unknown>> {
+  const text = await res.text()
+  if (res.headers.get('content-type')?.startsWith('text/event-stream')) {
+    const data = text
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => l.slice(6))
+      .filter((l) => l.length > 0)
+      .at(-1)
+    return JSON.parse(data ?? '{}') as Record<string, unknown>
+  }
+  return JSON.parse(text) as Record<string, unknown>
+}
