@@ -12,7 +12,7 @@ import { toolGateGuard } from '../../policy/tool-gate.js'
 import type { ToolRegistry } from '../../tools/registry.js'
 import { buildServer, type ServerDeps } from '../mcp-server.js'
 import type { HttpContext, HttpGuard } from './context.js'
-import { contextFromAuthInfo, dispatch } from './dispatch.js'
+import { contextFromAuthInfo, dispatch, eraGuard } from './dispatch.js'
 import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
 import { requestShapeGuard } from './request-shape.js'
 import { errorResponse, finalizeResponse } from './responses.js'
@@ -48,7 +48,7 @@ export interface Edge {
 
 /**
  * The HTTP edge: `/healthz`, and `/mcp` through the guard pipeline in fixed order —
- * audit → origin/host → request shape → body limits and parse → authenticate → tool gate → SDK.
+ * audit → origin/host → request shape → body limits and parse → authenticate → era → tool gate → SDK.
  */
 export function createEdge(options: EdgeOptions): Edge {
   const path = options.path ?? '/mcp'
@@ -81,6 +81,7 @@ export function createEdge(options: EdgeOptions): Edge {
     requestShapeGuard(),
     bodyGuard(options.body),
     authenticateGuard(options.authenticator),
+    eraGuard(),
     toolGateGuard(options.registry, options.rbac),
   ]
   const mcpPipeline = compose<HttpContext, Response>(guards, dispatch(modern, sessions))
