@@ -29,11 +29,13 @@ export interface AuditSink {
 
 /**
  * Serialise a record as one line of JSON Lines. JSON.stringify already escapes CR, LF, quotes
- * and lone surrogates; U+2028/U+2029 are legal in JSON strings but split lines for many log
- * readers, so they are escaped too. The result never contains a raw line break.
+ * and lone surrogates; NEL (U+0085) and U+2028/U+2029 are legal in JSON strings but split lines
+ * for many log readers (Unicode line breaks), so they are escaped too. The result never contains
+ * a raw line break.
  */
 export function toJsonLine(record: AuditRecord): string {
   return `${JSON.stringify(record)
+    .replace(/\u0085/g, '\\u0085')
     .replace(/\u2028/g, '\\u2028')
     .replace(/\u2029/g, '\\u2029')}\n`
 }

@@ -102,7 +102,7 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
 
   server.setRequestHandler('tools/call', async (request, handlerCtx) => {
     const { ctx } = contextOf(handlerCtx)
-    const signal = AbortSignal.any([ctx.signal, handlerCtx.mcpReq.signal])
+    const signal = handlerCtx.mcpReq.signal
     try {
       return await deps.callPipeline({ request: ctx, name: request.params.name, rawArgs: request.params.arguments, signal, mcp: handlerCtx, tool: undefined, args: undefined })
     } catch (error) {

@@ -61,16 +61,23 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
     return
   }
   const reader = response.body.getReader()
-  const closed = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
+  // The abort listener is removed when the write ends: a listener left on the request's signal
+  // keeps this response (and its request) reachable for as long as the signal lives.
+  let onAbort: (() => void) | undefined
+  const closed = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
   try {
     for (;;) {
-      const next = await Promise.race([reader.read(), closed.then(() => undefined)])
+      const next = await Promise.race([reader.read(), closed])
       if (next === undefined || next.done) break
       if (!res.write(next.value)) await Promise.race([new Promise<void>((resolve) => res.once('drain', () => resolve())), closed])
     }
   } catch {
     // The client went away or the stream failed: nothing more to send.
   } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
     if (signal.aborted) await reader.cancel().catch(() => undefined)
     res.end()
   }
