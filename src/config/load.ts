@@ -54,7 +54,14 @@ export function loadConfigFile(path: string): LoadedConfig {
   if (doc.errors.length > 0) {
     throw new ConfigError(`config ${path}: invalid YAML:\n${doc.errors.map((e) => `  - line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`).join('\n')}`)
   }
-  return validateConfig(doc.toJS({ maxAliasCount: 100 }), path, dirname(file))
+  let value: unknown
+  try {
+    value = doc.toJS({ maxAliasCount: 100 })
+  } catch (error) {
+    // e.g. an alias bomb: still a config error naming the file, not an unexpected crash.
+    throw new ConfigError(`config ${path}: invalid YAML: ${error instanceof Error ? error.message : 'cannot be converted'}`)
+  }
+  return validateConfig(value, path, dirname(file))
 }
 
 /** The embedded default: no file, everything under `.bastion/` in the working directory. */

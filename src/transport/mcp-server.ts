@@ -1,4 +1,4 @@
-import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions } from '@modelcontextprotocol/server'
+import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions, UriTemplate } from '@modelcontextprotocol/server'
 import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import type { AuditLog } from '../audit/audit-log.js'
 import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
@@ -69,7 +69,7 @@ async function audited<T>(deps: ServerDeps, contextOf: ContextSource, handlerCtx
  * may use them, so lists are filtered and a forbidden one is simply not found.
  * Cheap to build: descriptors, schemas and the validator are shared across instances.
  */
-export function buildServer(deps: ServerDeps, principal: Principal, contextOf: ContextSource): McpServer {
+export function buildServer(deps: ServerDeps, principal: Principal, contextOf: ContextSource, era: 'legacy' | 'modern' = 'legacy'): McpServer {
   const policy = deps.rbac()
   const resources = deps.catalog.resources.filter((r) => decide(policy, principal, 'resource', r.name).allow)
   const templates = deps.catalog.templates.filter((r) => decide(policy, principal, 'resource', r.name).allow)
@@ -88,6 +88,9 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
     ...(deps.requestState === undefined ? {} : { requestState: deps.requestState }),
   })
   const server = mcp.server
+  // The SDK's HTTP entry validates `Mcp-Param-*` headers (SEP-2243) against this schema before
+  // dispatch; tools registered through bastion are not in McpServer's own table, so supply them.
+  mcp.toolInputSchemaJson = (name: string) => deps.registry.get(name)?.descriptor.inputSchema
 
   server.setRequestHandler('tools/list', (_request, handlerCtx) =>
     audited(deps, contextOf, handlerCtx, 'tools/list', undefined, async () => {
@@ -110,6 +113,19 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
     }
   })
 
+  // resources/subscribe exists only in the 2025 era (2026-07-28 replaced it with subscriptions/listen,
+  // which the SDK serves). A caller may subscribe only to a URI it may read.
+  if (era === 'legacy' && deps.capabilities?.resources?.subscribe === true) {
+    const readable = (uri: string): boolean => resources.some((r) => r.uri === uri) || templates.some((t) => new UriTemplate(t.uriTemplate).match(uri) !== null)
+    for (const method of ['resources/subscribe', 'resources/unsubscribe'] as const) {
+      server.setRequestHandler(method, (request, handlerCtx) =>
+        audited(deps, contextOf, handlerCtx, method, request.params.uri.slice(0, 256), async () => {
+          if (!readable(request.params.uri)) throw new ProtocolError(-32602, 'resource not found', { uri: request.params.uri.slice(0, 256) })
+          return {}
+        }),
+      )
+    }
+  }
   for (const r of resources) {
     mcp.registerResource(
       r.name,

@@ -58,14 +58,14 @@ export function createEdge(options: EdgeOptions): Edge {
     (mcpCtx) => {
       const ctx = contextFromAuthInfo(mcpCtx.authInfo)
       if (ctx.principal === undefined) throw new SecurityError('ERR_INTERNAL', 'server factory without a principal')
-      return buildServer(serverDeps, ctx.principal, contextOf)
+      return buildServer(serverDeps, ctx.principal, contextOf, 'modern')
     },
     { legacy: 'reject', maxRequestBodySize: options.body.maxBytes, ...(options.onError === undefined ? {} : { onerror: options.onError }) },
   )
   const sessions = new LegacySessions(
     options.sessions,
     // A session serves the principal that created it; the binding is checked on every request.
-    (principal) => buildServer(serverDeps, principal, contextOf),
+    (principal) => buildServer(serverDeps, principal, contextOf, 'legacy'),
     (event) => {
       try {
         audit.record({ event: 'session.closed', principal: event.principalId, decision: 'allow', reason: 'OK', session: event.id, cause: event.reason })
