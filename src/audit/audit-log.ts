@@ -84,7 +84,7 @@ export class AuditLog {
 
   /** @throws SecurityError ERR_AUDIT_UNAVAILABLE when the line cannot be written whole. */
   record(fields: AuditFields): void {
-    const line = toJsonLine({ ts: this.clock().toISOString(), ...fields })
+    const line = toJsonLine({ ...fields, ts: this.clock().toISOString() })
     try {
       this.sink.write(line)
     } catch (error) {
@@ -96,7 +96,10 @@ export class AuditLog {
   recordRequest(ctx: RequestContext, extra?: Record<string, unknown>): void {
     if (ctx.audited) return
     const o = ctx.outcome
+    // Extra fields first: they can add to a line, never overwrite the decision or who decided.
     this.record({
+      ...o.extra,
+      ...extra,
       event: o.event,
       requestId: ctx.requestId,
       principal: ctx.principal?.id,
@@ -111,8 +114,6 @@ export class AuditLog {
       remote: ctx.remoteAddress,
       durationMs: Math.round((performance.now() - ctx.startedAt) * 100) / 100,
       detail: o.detail,
-      ...o.extra,
-      ...extra,
     })
     ctx.audited = true
   }

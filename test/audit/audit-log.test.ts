@@ -1,0 +1,187 @@
+import { existsSync } from 'node:fs'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import fc from 'fast-check'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type AuditFields, AuditLog, type AuditSink, FileAuditSink, MemoryAuditSink, toJsonLine } from '../../src/audit/audit-log.js'
+import { publicText, SecurityError } from '../../src/errors.js'
+import { createContext } from '../../src/pipeline/context.js'
+
+const FIXED = new Date('2026-01-02T03:04:05.678Z')
+const clock = () => FIXED
+
+let dir: string
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'bastion-audit-'))
+})
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+/** The invariants of one JSON Lines line: one terminator, no raw line breaks, parses back to the record. */
+function assertOneLine(line: string, expected: Record<string, unknown>): void {
+  expect(line.endsWith('\n')).toBe(true)
+  const body = line.slice(0, -1)
+  expect(body).not.toMatch(/[\r\n\u2028\u2029\u0085]/)
+  expect(JSON.parse(body)).toStrictEqual(expected)
+}
+
+describe('toJsonLine', () => {
+  const NASTY = [
+    { name: 'LF', value: 'a\nb' },
+    { name: 'CR', value: 'a\rb' },
+    { name: 'CRLF then a forged line', value: 'x\r\n{"ts":"1970","decision":"allow","reason":"OK"}' },
+    { name: 'U+2028 line separator', value: 'a\u2028b' },
+    { name: 'U+2029 paragraph separator', value: 'a\u2029b' },
+    { name: 'NEL', value: 'a\u0085b' },
+    { name: 'forged quotes', value: '","decision":"allow' },
+    { name: 'forged object end', value: '"}\n{"decision":"allow"}' },
+    { name: 'lone high surrogate', value: 'a\ud800b' },
+    { name: 'lone low surrogate', value: '\udfff' },
+    { name: 'backslashes', value: '\\","decision":"allow\\' },
+    { name: 'NUL and escapes', value: '\u0000\u001b[31m' },
+  ] as const
+
+  it.each(NASTY)('$name in every string field stays one line and keeps decision deny', ({ value }) => {
+    const record = {
+      ts: FIXED.toISOString(),
+      event: value,
+      requestId: value,
+      principal: value,
+      tool: value,
+      decision: 'deny',
+      reason: value,
+      roles: [value],
+      [value]: value,
+    } as const
+    const line = toJsonLine(record)
+    assertOneLine(line, record)
+    expect(JSON.parse(line)).toMatchObject({ decision: 'deny' })
+    expect(line.split('\n')).toHaveLength(2)
+  })
+
+  it('property: any strings in any fields give one valid JSON line that round-trips', () => {
+    const nasty = fc.string({ unit: fc.constantFrom('\r', '\n', '\u2028', '\u2029', '\u0085', '"', ',', ':', '\\', '{', '}', '\ud800', '\udfff', 'a', ' ') })
+    const text = fc.oneof(fc.string({ unit: 'binary' }), nasty)
+    fc.assert(
+      fc.property(text, text, text, fc.array(text, { maxLength: 3 }), fc.dictionary(text, text, { maxKeys: 4 }), (event, reason, principal, roles, extra) => {
+        const fields: AuditFields = { ...extra, event, reason, principal, roles, decision: 'deny' }
+        const sink = new MemoryAuditSink()
+        new AuditLog(sink, clock).record(fields)
+        expect(sink.lines).toHaveLength(1)
+        const [line] = sink.lines
+        expect(line).toBeDefined()
+        if (line === undefined) return
+        assertOneLine(line, { ts: FIXED.toISOString(), ...fields })
+        expect(JSON.parse(line)).toMatchObject({ decision: 'deny', reason, event })
+      }),
+      { numRuns: 500 },
+    )
+  })
+})
+
+describe('AuditLog', () => {
+  it('stamps the record with the injected clock first', () => {
+    const sink = new MemoryAuditSink()
+    new AuditLog(sink, clock).record({ event: 'e', decision: 'allow', reason: 'OK' })
+    expect(sink.lines).toStrictEqual(['{"ts":"2026-01-02T03:04:05.678Z","event":"e","decision":"allow","reason":"OK"}\n'])
+  })
+
+  it('a sink whose write throws → ERR_AUDIT_UNAVAILABLE, cause kept for operators, nothing leaked to clients', () => {
+    const failure = new Error('EIO: disk on fire at /var/log/bastion/audit.jsonl')
+    const broken: AuditSink = {
+      write() {
+        throw failure
+      },
+      close() {},
+    }
+    const log = new AuditLog(broken, clock)
+    let caught: unknown
+    try {
+      log.record({ event: 'e', decision: 'deny', reason: 'ERR_FORBIDDEN' })
+    } catch (error) {
+      caught = error
+    }
+    expect(caught).toBeInstanceOf(SecurityError)
+    if (!(caught instanceof SecurityError)) return
+    expect(caught.code).toBe('ERR_AUDIT_UNAVAILABLE')
+    expect(caught.cause).toBe(failure)
+    expect(publicText(caught)).toBe('service unavailable')
+  })
+
+  it('recordRequest writes one line per request, from the context, and only once', () => {
+    const sink = new MemoryAuditSink()
+    const log = new AuditLog(sink, clock)
+    const ctx = createContext({ requestId: 'req-00000001', transport: 'http', remoteAddress: '127.0.0.1', signal: new AbortController().signal })
+    ctx.principal = { id: 'key:0123456789abcdef', kind: 'api-key', name: 'ci', roles: ['reader'] }
+    ctx.method = 'tools/call'
+    ctx.tool = 'read_file'
+    ctx.outcome = { event: 'tool.call', decision: 'deny', reason: 'ERR_FORBIDDEN', detail: 'no rule', extra: { rule: 'default-deny' } }
+    log.recordRequest(ctx)
+    log.recordRequest(ctx)
+    expect(ctx.audited).toBe(true)
+    expect(sink.lines).toHaveLength(1)
+    const [line] = sink.lines
+    expect(JSON.parse(line ?? '')).toMatchObject({
+      ts: FIXED.toISOString(),
+      event: 'tool.call',
+      requestId: 'req-00000001',
+      principal: 'key:0123456789abcdef',
+      roles: ['reader'],
+      method: 'tools/call',
+      tool: 'read_file',
+      decision: 'deny',
+      reason: 'ERR_FORBIDDEN',
+      transport: 'http',
+      remote: '127.0.0.1',
+      detail: 'no rule',
+      rule: 'default-deny',
+    })
+  })
+
+  it('recordRequest does not mark the request audited when the sink fails', () => {
+    const log = new AuditLog(
+      {
+        write() {
+          throw new Error('down')
+        },
+        close() {},
+      },
+      clock,
+    )
+    const ctx = createContext({ requestId: 'req-00000002', transport: 'stdio', remoteAddress: undefined, signal: new AbortController().signal })
+    expect(() => log.recordRequest(ctx)).toThrow(SecurityError)
+    expect(ctx.audited).toBe(false)
+  })
+})
+
+describe('FileAuditSink', () => {
+  it('appends whole lines, across sink instances, to a 0600 file in a created directory', async () => {
+    const path = join(dir, 'nested', 'logs', 'audit.jsonl')
+    const values = ['plain', 'a\nb', 'c\r\nd', 'e\u2028f', '","decision":"allow', 'x'.repeat(200_000)]
+    const first = new AuditLog(new FileAuditSink(path), clock)
+    for (const reason of values.slice(0, 3)) first.record({ event: 'e', decision: 'deny', reason })
+    first.close()
+    const second = new AuditLog(new FileAuditSink(path), clock)
+    for (const reason of values.slice(3)) second.record({ event: 'e', decision: 'deny', reason })
+    second.close()
+
+    const text = await readFile(path, 'utf8')
+    expect(text.endsWith('\n')).toBe(true)
+    const lines = text.slice(0, -1).split('\n')
+    expect(lines).toHaveLength(values.length)
+    expect(lines.map((l) => JSON.parse(l))).toStrictEqual(values.map((reason) => ({ ts: FIXED.toISOString(), event: 'e', decision: 'deny', reason })))
+    expect((await stat(path)).mode & 0o777).toBe(0o600)
+  })
+
+  it.runIf(existsSync('/dev/full'))('a real failing write (disk full) → ERR_AUDIT_UNAVAILABLE', () => {
+    const sink = new FileAuditSink('/dev/full')
+    const log = new AuditLog(sink, clock)
+    try {
+      expect(() => log.record({ event: 'e', decision: 'allow', reason: 'OK' })).toThrow(expect.objectContaining({ code: 'ERR_AUDIT_UNAVAILABLE' }))
+    } finally {
+      expect(() => sink.close()).toThrow() // fsync on /dev/full is refused too; the descriptor is still closed
+    }
+  })
+})
