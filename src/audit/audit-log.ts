@@ -84,7 +84,9 @@ export class AuditLog {
 
   /** @throws SecurityError ERR_AUDIT_UNAVAILABLE when the line cannot be written whole. */
   record(fields: AuditFields): void {
-    const line = toJsonLine({ ...fields, ts: this.clock().toISOString() })
+    // `ts` first for readers; a field named `ts` never replaces the clock's.
+    const { ts: _ignored, ...rest } = fields as AuditFields & { ts?: unknown }
+    const line = toJsonLine({ ts: this.clock().toISOString(), ...rest })
     try {
       this.sink.write(line)
     } catch (error) {
