@@ -10,7 +10,7 @@ import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
 import { ApiKeyAuthenticator } from './auth/authenticate.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
-import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, resolvePath, statePath, validateConfig } from './config/load.js'
+import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, statePath, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
 import { createCallPipeline } from './pipeline/call.js'
@@ -304,11 +304,6 @@ export class Bastion {
   serverDeps(): ServerDeps {
     this.policy()
     return this.#serverDeps()
-  }
-
-  /** Absolute path helper for config-relative paths. */
-  path(p: string): string {
-    return resolvePath(this.loaded, p)
   }
 }
 

@@ -1,6 +1,6 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { SecurityError } from '../errors.js'
+import { SecurityError, type SecurityErrorCode } from '../errors.js'
 import type { RequestContext } from '../pipeline/context.js'
 
 /** The fields of an audit line, before the timestamp. Values are plain JSON; secrets never enter (callers pass ids, not keys). */
@@ -122,5 +122,33 @@ export class AuditLog {
 
   close(): void {
     this.sink.close()
+  }
+}
+
+/** The audit event name for a refusal code. */
+export function eventFor(code: SecurityErrorCode): string {
+  switch (code) {
+    case 'ERR_AUTH_MISSING':
+    case 'ERR_AUTH_INVALID':
+    case 'ERR_AUTH_EXPIRED':
+    case 'ERR_AUTH_REVOKED':
+      return 'auth.failure'
+    case 'ERR_FORBIDDEN':
+    case 'ERR_SESSION_FORBIDDEN':
+      return 'authz.denied'
+    case 'ERR_BODY_TOO_LARGE':
+    case 'ERR_JSON_TOO_DEEP':
+    case 'ERR_SESSION_LIMIT':
+      return 'limit.exceeded'
+    case 'ERR_ORIGIN_FORBIDDEN':
+    case 'ERR_HOST_FORBIDDEN':
+      return 'origin.rejected'
+    case 'ERR_VALIDATION':
+      return 'validation.failed'
+    case 'ERR_INTERNAL':
+    case 'ERR_AUDIT_UNAVAILABLE':
+      return 'error'
+    default:
+      return 'request.rejected'
   }
 }

@@ -1,8 +1,8 @@
-import type { SecurityErrorCode } from '../errors.js'
 import { toSecurityError } from '../errors.js'
+import { failureOutcome } from '../pipeline/context.js'
 import type { HttpGuard } from '../transport/http/context.js'
 import { errorResponse, finalizeResponse } from '../transport/http/responses.js'
-import type { AuditLog } from './audit-log.js'
+import { type AuditLog, eventFor } from './audit-log.js'
 
 function auditOnEnd(response: Response, record: () => void): Response {
   const body = response.body
@@ -17,13 +17,13 @@ function auditOnEnd(response: Response, record: () => void): Response {
       // The response is already on the wire; the sink's failure is reported by the next request.
     }
   }
-  const wrapped = body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ flush: once }))
-  const reader = wrapped.getReader()
+  const reader = body.getReader()
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {
       const { done: end, value } = await reader.read()
-      if (end) controller.close()
-      else controller.enqueue(value)
+      if (!end) return controller.enqueue(value)
+      once()
+      controller.close()
     },
     async cancel(reason) {
       once()
@@ -31,34 +31,6 @@ function auditOnEnd(response: Response, record: () => void): Response {
     },
   })
   return new Response(stream, { status: response.status, statusText: response.statusText, headers: response.headers })
-}
-
-/** The audit event name for a refusal code. */
-export function eventFor(code: SecurityErrorCode): string {
-  switch (code) {
-    case 'ERR_AUTH_MISSING':
-    case 'ERR_AUTH_INVALID':
-    case 'ERR_AUTH_EXPIRED':
-    case 'ERR_AUTH_REVOKED':
-      return 'auth.failure'
-    case 'ERR_FORBIDDEN':
-    case 'ERR_SESSION_FORBIDDEN':
-      return 'authz.denied'
-    case 'ERR_BODY_TOO_LARGE':
-    case 'ERR_JSON_TOO_DEEP':
-    case 'ERR_SESSION_LIMIT':
-      return 'limit.exceeded'
-    case 'ERR_ORIGIN_FORBIDDEN':
-    case 'ERR_HOST_FORBIDDEN':
-      return 'origin.rejected'
-    case 'ERR_VALIDATION':
-      return 'validation.failed'
-    case 'ERR_INTERNAL':
-    case 'ERR_AUDIT_UNAVAILABLE':
-      return 'error'
-    default:
-      return 'request.rejected'
-  }
 }
 
 /**
@@ -74,13 +46,7 @@ export function httpAudit(audit: AuditLog): HttpGuard {
       response = await next()
     } catch (error) {
       const failure = toSecurityError(error)
-      ctx.outcome = {
-        event: eventFor(failure.code),
-        decision: failure.code === 'ERR_INTERNAL' || failure.code === 'ERR_AUDIT_UNAVAILABLE' ? 'error' : 'deny',
-        reason: failure.code,
-        detail: failure.message,
-        ...(ctx.outcome.extra === undefined ? {} : { extra: ctx.outcome.extra }),
-      }
+      ctx.outcome = failureOutcome(ctx.outcome, eventFor(failure.code), failure)
       response = errorResponse(ctx, failure)
     }
     if (!ctx.audited && ctx.method === 'tools/call' && response.body !== null && response.headers.get('content-type')?.startsWith('text/event-stream')) {

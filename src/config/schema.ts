@@ -10,8 +10,6 @@ export type SecretRef = z.infer<typeof secretRef>
 const permissionList = z.array(z.string().min(1).max(128)).max(256)
 const targetRules = z.record(z.string().min(1).max(128), z.strictObject({ permissions: permissionList })).default({})
 
-const duration = z.string().regex(/^\d+[smhdw]$/, 'a duration such as 30d, 12h or 90m')
-
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -84,4 +82,3 @@ export const configSchema = z.strictObject({
 
 export type BastionConfigInput = z.input<typeof configSchema>
 export type BastionConfig = z.output<typeof configSchema>
-export { duration }

@@ -4,7 +4,7 @@ import { publicText, SecurityError, toSecurityError } from '../errors.js'
 import { decideTool, type RbacPolicy } from '../policy/rbac.js'
 import type { RegisteredTool, ToolOutput, ToolRegistry } from '../tools/registry.js'
 import { compose, type Guard } from './compose.js'
-import type { Principal, RequestContext } from './context.js'
+import { failureOutcome, type Principal, type RequestContext } from './context.js'
 
 /** One `tools/call` as it moves through the call pipeline. */
 export interface CallContext {
@@ -59,13 +59,8 @@ function auditCall(audit: AuditLog): CallGuard {
       failure = toSecurityError(error)
     }
     if (failure !== undefined) {
-      req.outcome = {
-        event: failure.code === 'ERR_FORBIDDEN' ? 'authz.denied' : failure.code === 'ERR_TOOL_NOT_FOUND' ? 'tool.unknown' : 'tool.call',
-        decision: failure.code === 'ERR_INTERNAL' ? 'error' : 'deny',
-        reason: failure.code,
-        detail: failure.message,
-        ...(req.outcome.extra === undefined ? {} : { extra: req.outcome.extra }),
-      }
+      const event = failure.code === 'ERR_FORBIDDEN' ? 'authz.denied' : failure.code === 'ERR_TOOL_NOT_FOUND' ? 'tool.unknown' : 'tool.call'
+      req.outcome = failureOutcome(req.outcome, event, failure)
     }
     audit.recordRequest(req)
     if (failure !== undefined) throw failure
@@ -102,13 +97,7 @@ function validateCall(): CallGuard {
       // zod's messages describe the schema, never echo the value; still, cap the length.
       const what = (issue?.message ?? 'invalid').slice(0, 200)
       const error = new SecurityError('ERR_VALIDATION', `invalid arguments for ${ctx.name}: ${where}: ${what}`, { expose: `${where}: ${what}` })
-      ctx.request.outcome = {
-        event: 'validation.failed',
-        decision: 'deny',
-        reason: 'ERR_VALIDATION',
-        detail: error.message,
-        ...(ctx.request.outcome.extra === undefined ? {} : { extra: ctx.request.outcome.extra }),
-      }
+      ctx.request.outcome = failureOutcome(ctx.request.outcome, 'validation.failed', error)
       return toolErrorResult(error, ctx.request.requestId)
     }
     ctx.args = parsed.data
@@ -127,13 +116,7 @@ async function runTool(ctx: CallContext): Promise<ToolOutput> {
     // audit line gets the cause.
     const failure = error instanceof SecurityError ? error : new SecurityError('ERR_TOOL_FAILED', `tool ${ctx.name} threw`, { cause: error })
     const cause = error instanceof Error && !(error instanceof SecurityError) ? `: ${error.message}` : ''
-    ctx.request.outcome = {
-      event: 'tool.call',
-      decision: failure.code === 'ERR_TOOL_FAILED' ? 'error' : 'deny',
-      reason: failure.code,
-      detail: `${failure.message}${cause}`,
-      ...(ctx.request.outcome.extra === undefined ? {} : { extra: ctx.request.outcome.extra }),
-    }
+    ctx.request.outcome = failureOutcome(ctx.request.outcome, 'tool.call', failure, `${failure.message}${cause}`)
     return toolErrorResult(failure, ctx.request.requestId)
   }
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { SecurityErrorCode } from '../errors.js'
+import type { SecurityError, SecurityErrorCode } from '../errors.js'
 
 /** Who is calling, after authentication. Never carries a secret. */
 export interface Principal {
@@ -22,6 +22,23 @@ export interface AuditOutcome {
   detail?: string
   /** Extra structured fields for the audit line. */
   extra?: Record<string, string | number | boolean>
+}
+
+// Failures of bastion itself, as opposed to refusals of the caller.
+const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set(['ERR_INTERNAL', 'ERR_AUDIT_UNAVAILABLE', 'ERR_TOOL_FAILED'])
+
+/**
+ * The outcome of a refusal or failure: one rule for `deny` versus `error`, keeping the extra
+ * fields earlier stages recorded (the deciding rule, the credential source).
+ */
+export function failureOutcome(previous: AuditOutcome, event: string, failure: SecurityError, detail = failure.message): AuditOutcome {
+  return {
+    event,
+    decision: ERROR_CODES.has(failure.code) ? 'error' : 'deny',
+    reason: failure.code,
+    detail,
+    ...(previous.extra === undefined ? {} : { extra: previous.extra }),
+  }
 }
 
 /** The typed per-request context every stage reads and writes. */

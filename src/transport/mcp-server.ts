@@ -1,9 +1,10 @@
 import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions, UriTemplate } from '@modelcontextprotocol/server'
 import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
-import type { AuditLog } from '../audit/audit-log.js'
+import { type AuditLog, eventFor } from '../audit/audit-log.js'
+
 import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
 import type { CallContext } from '../pipeline/call.js'
-import type { Principal, RequestContext } from '../pipeline/context.js'
+import { failureOutcome, type Principal, type RequestContext } from '../pipeline/context.js'
 import { decide, type RbacPolicy } from '../policy/rbac.js'
 import type { Catalog } from '../tools/catalog.js'
 import type { ToolOutput, ToolRegistry } from '../tools/registry.js'
@@ -49,14 +50,14 @@ async function audited<T>(deps: ServerDeps, contextOf: ContextSource, handlerCtx
   } catch (error) {
     if (error instanceof ProtocolError) {
       if (auditHere && !ctx.audited) {
-        ctx.outcome = { event: 'request', decision: 'deny', reason: 'ERR_INVALID_REQUEST', detail: `protocol error ${error.code}` }
+        ctx.outcome = failureOutcome(ctx.outcome, 'request', new SecurityError('ERR_INVALID_REQUEST', `protocol error ${error.code}`))
         deps.audit.recordRequest(ctx)
       }
       throw error
     }
     const failure = toSecurityError(error)
     if (auditHere && !ctx.audited && failure.code !== 'ERR_AUDIT_UNAVAILABLE') {
-      ctx.outcome = { event: 'request', decision: 'error', reason: failure.code, detail: failure.message }
+      ctx.outcome = failureOutcome(ctx.outcome, eventFor(failure.code), failure)
       deps.audit.recordRequest(ctx)
     }
     throw toProtocolError(failure, ctx.requestId)
@@ -156,10 +157,4 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
     }
   }
   return mcp
-}
-
-/** Guard for handlers that must never run without a principal (fail closed). */
-export function requirePrincipal(ctx: RequestContext): Principal {
-  if (ctx.principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'handler reached without a principal')
-  return ctx.principal
 }
