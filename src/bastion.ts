@@ -13,7 +13,13 @@ import { KeyStore, type StoredKey } from './auth/key-store.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, statePath, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
+import { ConcurrencyCaps } from './limits/concurrency.js'
+import { MemoryRateLimiter, type RateLimiter } from './limits/memory-limiter.js'
+import type { RateLimitDeps } from './limits/rate-guard.js'
+import { RatePlan } from './limits/rate-plan.js'
+import { RedisRateLimiter } from './limits/redis-limiter.js'
 import { createCallPipeline } from './pipeline/call.js'
+import { Metrics } from './pipeline/metrics.js'
 import { type RbacPolicy, targetKey } from './policy/rbac.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { Workspace } from './tools/confine.js'
@@ -74,17 +80,26 @@ export class Bastion {
   readonly registry = new ToolRegistry()
   readonly catalog = new Catalog()
   readonly log: Logger
+  readonly metrics = new Metrics()
+  readonly limiter: RateLimiter
+  readonly plan: RatePlan
+  readonly caps: ConcurrencyCaps
   #policy: RbacPolicy | undefined
   #workspace: Workspace | undefined
   #edge: Edge | undefined
   #servers: HttpServer[] = []
   readonly #options: CreateBastionOptions
 
-  private constructor(loaded: LoadedConfig, options: CreateBastionOptions, configKeys: StoredKey[]) {
+  private constructor(loaded: LoadedConfig, options: CreateBastionOptions, configKeys: StoredKey[], limiter: RateLimiter, log: Logger) {
     this.loaded = loaded
     this.#options = options
-    this.log = options.logger ?? pino({ name: 'mcp-bastion' }, pino.destination(2))
+    this.log = log
     const { config } = loaded
+    this.limiter = limiter
+    this.plan = new RatePlan(config.limits, (where, why) => {
+      throw new ConfigError(`config ${loaded.source}: ${where}: ${why}`)
+    })
+    this.caps = new ConcurrencyCaps(config.limits.concurrency)
     ensureState(statePath(loaded, '.'), config.workspace.enabled ? statePath(loaded, config.workspace.root) : undefined)
     this.audit = new AuditLog(options.auditSink ?? new FileAuditSink(statePath(loaded, config.audit.file)))
     this.keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
@@ -113,6 +128,7 @@ export class Bastion {
         id: parsed.id,
         name: k.name,
         roles: k.roles,
+        ...(k.tenant === undefined ? {} : { tenant: k.tenant }),
         hash: hashApiKey(key),
         createdAt: new Date(0).toISOString(),
         expiresAt: k.expires === undefined ? null : new Date(k.expires).toISOString(),
@@ -120,7 +136,30 @@ export class Bastion {
         source: 'config',
       }
     })
-    const bastion = new Bastion(loaded, options, configKeys)
+    const { limits } = loaded.config
+    for (const role of Object.keys(limits.roles)) {
+      if (!Object.hasOwn(loaded.config.roles, role)) throw new ConfigError(`config ${loaded.source}: limits.roles.${role}: role ${JSON.stringify(role)} is not defined under roles`)
+    }
+    const log = options.logger ?? pino({ name: 'mcp-bastion' }, pino.destination(2))
+    let limiter: RateLimiter
+    if (limits.backend === 'redis' && limits.redis !== undefined) {
+      const url = readSecret(loaded, limits.redis.url, 'limits.redis.url', env)
+      if (!/^rediss?:\/\//.test(url)) throw new ConfigError(`config ${loaded.source}: limits.redis.url: not a redis:// or rediss:// URL`)
+      limiter = new RedisRateLimiter({
+        url,
+        keyPrefix: limits.redis.keyPrefix,
+        timeoutMs: limits.redis.timeoutMs,
+        onError: (e) => log.warn({ err: { message: e.message } }, 'rate limiter backend'),
+      })
+    } else limiter = new MemoryRateLimiter()
+    if (limits.dangerouslyFailOpen) log.warn('limits.dangerouslyFailOpen: requests are admitted without rate limits while the rate-limit backend is down')
+    let bastion: Bastion
+    try {
+      bastion = new Bastion(loaded, options, configKeys, limiter, log)
+    } catch (error) {
+      await limiter.close()
+      throw error
+    }
     const { workspace } = loaded.config
     if (workspace.enabled) {
       bastion.#workspace = await Workspace.open(statePath(loaded, workspace.root))
@@ -185,6 +224,12 @@ export class Bastion {
         targets.set(targetKey(kind, name), rule.permissions)
       }
     }
+    for (const [name, settings] of Object.entries(config.limits.tools)) {
+      const tool = this.registry.get(name)
+      if (tool === undefined) throw new ConfigError(`config ${source}: limits.tools.${name}: no tool named ${JSON.stringify(name)} is registered`)
+      if ((settings.memoryMb !== undefined || settings.cpuMs !== undefined) && tool.definition.isolate === undefined)
+        throw new ConfigError(`config ${source}: limits.tools.${name}: memoryMb and cpuMs apply only to isolated tools`)
+    }
     this.#policy = { roles, targets }
     return this.#policy
   }
@@ -197,11 +242,16 @@ export class Bastion {
       catalog: this.catalog,
       rbac,
       audit: this.audit,
-      callPipeline: createCallPipeline({ registry: this.registry, rbac, audit: this.audit }),
+      callPipeline: createCallPipeline({ registry: this.registry, rbac, audit: this.audit, limits: this.rateLimits(), caps: this.caps }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
       ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),
     }
+  }
+
+  /** What the rate-limit stages need: backend, plan, metrics and the fail-open choice. */
+  rateLimits(): RateLimitDeps {
+    return { limiter: this.limiter, plan: this.plan, metrics: this.metrics, dangerouslyFailOpen: this.loaded.config.limits.dangerouslyFailOpen }
   }
 
   /** The web-standard HTTP edge (for embedding in another server or for tests). */
@@ -222,6 +272,8 @@ export class Bastion {
       body: { maxBytes: server.maxBodyBytes, maxDepth: server.maxJsonDepth },
       sessions: { maxTotal: server.sessions.maxTotal, maxPerPrincipal: server.sessions.maxPerPrincipal, idleTimeoutMs: server.sessions.idleTimeoutSeconds * 1000 },
       path: server.path,
+      limits: this.rateLimits(),
+      metrics: this.metrics,
       onError: (error) => this.log.warn({ err: { name: error.name, message: error.message } }, 'mcp sdk error'),
     })
     return this.#edge
@@ -297,6 +349,7 @@ export class Bastion {
     }
     this.#servers = []
     await this.#edge?.close()
+    await this.limiter.close()
     this.audit.close()
   }
 

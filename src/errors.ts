@@ -31,6 +31,13 @@ export type SecurityErrorCode =
   | 'ERR_AUDIT_UNAVAILABLE'
   | 'ERR_TOOL_FAILED'
   | 'ERR_INTERNAL'
+  | 'ERR_RATE_LIMITED'
+  | 'ERR_CONCURRENCY_LIMIT'
+  | 'ERR_LIMITS_UNAVAILABLE'
+  | 'ERR_TOOL_TIMEOUT'
+  | 'ERR_CANCELLED'
+  | 'ERR_OUTPUT_TOO_LARGE'
+  | 'ERR_TOOL_RESOURCE_LIMIT'
 
 export interface WireError {
   /** HTTP status where the protocol lets us choose one. */
@@ -70,20 +77,30 @@ export const WIRE: { readonly [C in SecurityErrorCode]: WireError } = {
   ERR_AUDIT_UNAVAILABLE: { http: 503, rpc: -32603, text: 'service unavailable' },
   ERR_TOOL_FAILED: { http: 200, rpc: -32603, text: 'tool failed' },
   ERR_INTERNAL: { http: 500, rpc: -32603, text: 'internal error' },
+  ERR_RATE_LIMITED: { http: 429, rpc: -32029, text: 'rate limit exceeded' },
+  ERR_CONCURRENCY_LIMIT: { http: 429, rpc: -32029, text: 'too many calls in progress' },
+  ERR_LIMITS_UNAVAILABLE: { http: 503, rpc: -32603, text: 'service unavailable' },
+  ERR_TOOL_TIMEOUT: { http: 200, rpc: -32603, text: 'tool timed out' },
+  ERR_CANCELLED: { http: 200, rpc: -32800, text: 'request cancelled' },
+  ERR_OUTPUT_TOO_LARGE: { http: 200, rpc: -32603, text: 'tool output too large' },
+  ERR_TOOL_RESOURCE_LIMIT: { http: 200, rpc: -32603, text: 'tool exceeded its resource limits' },
 }
 
 export class SecurityError extends Error {
   override readonly name = 'SecurityError'
   /** A short, client-safe detail authored by bastion (never input, never a host path). */
   readonly expose: string | undefined
+  /** For refusals a client may retry: when (ms). Goes on the wire as `Retry-After` and `data.retryAfterMs`. */
+  readonly retryAfterMs: number | undefined
   /** `message` goes to the audit log, never to the client. */
   constructor(
     readonly code: SecurityErrorCode,
     message: string,
-    options?: { cause?: unknown; expose?: string },
+    options?: { cause?: unknown; expose?: string; retryAfterMs?: number },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.expose = options?.expose
+    this.retryAfterMs = options?.retryAfterMs
   }
 }
 
@@ -95,9 +112,10 @@ export function toSecurityError(error: unknown): SecurityError {
 }
 
 /** The JSON-RPC `error` object a client sees: stable code, public text, request id. */
-export function rpcError(error: SecurityError, requestId: string): { code: number; message: string; data: { code: SecurityErrorCode; requestId: string } } {
+export function rpcError(error: SecurityError, requestId: string): { code: number; message: string; data: { code: SecurityErrorCode; requestId: string; retryAfterMs?: number } } {
   const wire = WIRE[error.code]
-  return { code: wire.rpc, message: publicText(error), data: { code: error.code, requestId } }
+  const data = error.retryAfterMs === undefined ? { code: error.code, requestId } : { code: error.code, requestId, retryAfterMs: error.retryAfterMs }
+  return { code: wire.rpc, message: publicText(error), data }
 }
 
 /** The public text: the table's text plus the error's client-safe detail, if any. */

@@ -31,6 +31,13 @@ const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
   ['ERR_AUDIT_UNAVAILABLE', { http: 503, rpc: -32603, text: 'service unavailable' }],
   ['ERR_TOOL_FAILED', { http: 200, rpc: -32603, text: 'tool failed' }],
   ['ERR_INTERNAL', { http: 500, rpc: -32603, text: 'internal error' }],
+  ['ERR_RATE_LIMITED', { http: 429, rpc: -32029, text: 'rate limit exceeded' }],
+  ['ERR_CONCURRENCY_LIMIT', { http: 429, rpc: -32029, text: 'too many calls in progress' }],
+  ['ERR_LIMITS_UNAVAILABLE', { http: 503, rpc: -32603, text: 'service unavailable' }],
+  ['ERR_TOOL_TIMEOUT', { http: 200, rpc: -32603, text: 'tool timed out' }],
+  ['ERR_CANCELLED', { http: 200, rpc: -32800, text: 'request cancelled' }],
+  ['ERR_OUTPUT_TOO_LARGE', { http: 200, rpc: -32603, text: 'tool output too large' }],
+  ['ERR_TOOL_RESOURCE_LIMIT', { http: 200, rpc: -32603, text: 'tool exceeded its resource limits' }],
 ]
 
 describe('WIRE table', () => {

@@ -139,6 +139,8 @@ export function eventFor(code: SecurityErrorCode): string {
     case 'ERR_BODY_TOO_LARGE':
     case 'ERR_JSON_TOO_DEEP':
     case 'ERR_SESSION_LIMIT':
+    case 'ERR_RATE_LIMITED':
+    case 'ERR_CONCURRENCY_LIMIT':
       return 'limit.exceeded'
     case 'ERR_ORIGIN_FORBIDDEN':
     case 'ERR_HOST_FORBIDDEN':
@@ -147,6 +149,7 @@ export function eventFor(code: SecurityErrorCode): string {
       return 'validation.failed'
     case 'ERR_INTERNAL':
     case 'ERR_AUDIT_UNAVAILABLE':
+    case 'ERR_LIMITS_UNAVAILABLE':
       return 'error'
     default:
       return 'request.rejected'

@@ -60,6 +60,6 @@ export class ApiKeyAuthenticator {
     if (stored.expiresAt !== null && Date.parse(stored.expiresAt) <= this.now()) {
       throw new SecurityError('ERR_AUTH_EXPIRED', `key ${stored.id} expired at ${stored.expiresAt}`)
     }
-    return { id: `key:${stored.id}`, kind: 'api-key', name: stored.name, roles: stored.roles }
+    return { id: `key:${stored.id}`, kind: 'api-key', name: stored.name, roles: stored.roles, ...(stored.tenant === undefined ? {} : { tenant: stored.tenant }) }
   }
 }

@@ -8,6 +8,8 @@ export interface StoredKey {
   readonly id: string
   readonly name: string
   readonly roles: readonly string[]
+  /** Tenant the key acts for, if the deployment has tenants (rate limits per tenant). */
+  readonly tenant?: string
   /** SHA-256 hex of the whole key. */
   readonly hash: string
   readonly createdAt: string

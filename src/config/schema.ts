@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { parseRate } from '../limits/token-bucket.js'
 
 /** A secret is never inline: it comes from an environment variable or a file. */
 export const secretRef = z.union([
@@ -9,6 +10,96 @@ export type SecretRef = z.infer<typeof secretRef>
 
 const permissionList = z.array(z.string().min(1).max(128)).max(256)
 const targetRules = z.record(z.string().min(1).max(128), z.strictObject({ permissions: permissionList })).default({})
+
+const rateSpec = z.strictObject({
+  /** Refill rate: `<count>/<s|min|h|day>`, e.g. `30/min`. */
+  rate: z.string().refine((t) => parseRate(t) !== undefined, 'a rate such as "30/min" (count / s, min, h or day)'),
+  /** Bucket capacity: how many may come at once. Default: the rate's count. */
+  burst: z.number().int().min(1).max(1_000_000_000).optional(),
+})
+const scopedRateSpec = rateSpec.extend({
+  /** One bucket per principal (default), or one bucket for everyone. */
+  scope: z.enum(['principal', 'global']).default('principal'),
+})
+const limitName = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'a name of letters, digits and _ . : -')
+
+const limitsSchema = z
+  .strictObject({
+    /** Where buckets live: this process (`memory`), or Redis shared by every replica. */
+    backend: z.enum(['memory', 'redis']).default('memory'),
+    redis: z
+      .strictObject({
+        /** `redis://[user:password@]host:port[/db]`, from the environment or a file (it may hold a password). */
+        url: secretRef,
+        keyPrefix: z.string().max(64).default('bastion:'),
+        /** A Redis answer slower than this is an outage (fail closed). */
+        timeoutMs: z.number().int().min(10).max(10_000).default(500),
+      })
+      .optional(),
+    /** Admit requests when the backend is down instead of refusing them. */
+    dangerouslyFailOpen: z.boolean().default(false),
+    /** Per client address, checked before any credential is verified; charged by failed authentication. */
+    anonymous: rateSpec.default({ rate: '60/min' }),
+    /** Every principal, unless one of its roles sets a rate (the most generous role wins). */
+    principal: rateSpec.default({ rate: '600/min' }),
+    roles: z.record(limitName, rateSpec).default({}),
+    /** Per tenant, for principals that carry one. */
+    tenant: rateSpec.optional(),
+    /** Server-wide: every authenticated request. */
+    global: rateSpec.optional(),
+    /** Named buckets tools share ("database queries: 30/min"). */
+    tiers: z.record(limitName, scopedRateSpec).default({}),
+    tools: z
+      .record(
+        z.string().min(1).max(128),
+        z.strictObject({
+          tier: limitName.optional(),
+          /** Tokens one call takes from every bucket it is charged to. */
+          cost: z.number().int().min(1).max(1_000_000).default(1),
+          /** The tool's own bucket. */
+          rate: scopedRateSpec.optional(),
+          timeoutMs: z.number().int().min(1).max(3_600_000).optional(),
+          maxOutputBytes: z
+            .number()
+            .int()
+            .min(1)
+            .max(256 * 1024 * 1024)
+            .optional(),
+          /** Isolated tools only: memory cap (MiB) of the tool's process. */
+          memoryMb: z.number().int().min(32).max(65_536).optional(),
+          /** Isolated tools only: CPU time cap (ms) of the tool's process. */
+          cpuMs: z.number().int().min(10).max(3_600_000).optional(),
+        }),
+      )
+      .default({}),
+    concurrency: z
+      .strictObject({
+        /** Tool calls one principal may have running at once, in this process. */
+        perPrincipal: z.number().int().min(1).max(100_000).default(8),
+        /** Tool calls running at once in this process. */
+        global: z.number().int().min(1).max(1_000_000).default(64),
+      })
+      .prefault({}),
+    /** Default tool timeout; a tool may set its own, config `limits.tools.<name>.timeoutMs` overrides. */
+    timeoutMs: z.number().int().min(1).max(3_600_000).default(30_000),
+    /** Default cap on one tool result (bytes of text and data). */
+    maxOutputBytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(256 * 1024 * 1024)
+      .default(4 * 1024 * 1024),
+  })
+  .superRefine((limits, ctx) => {
+    if (limits.backend === 'redis' && limits.redis === undefined) ctx.addIssue({ code: 'custom', path: ['redis'], message: 'required when backend is redis' })
+    for (const [name, tool] of Object.entries(limits.tools)) {
+      if (tool.tier !== undefined && !Object.hasOwn(limits.tiers, tool.tier))
+        ctx.addIssue({ code: 'custom', path: ['tools', name, 'tier'], message: `tier ${JSON.stringify(tool.tier)} is not defined under limits.tiers` })
+    }
+  })
+
+export type LimitsConfig = z.output<typeof limitsSchema>
+export type RateSpec = z.output<typeof rateSpec>
 
 export const configSchema = z.strictObject({
   server: z
@@ -53,6 +144,7 @@ export const configSchema = z.strictObject({
           z.strictObject({
             name: z.string().min(1).max(200),
             roles: z.array(z.string().min(1)).min(1),
+            tenant: limitName.optional(),
             key: secretRef,
             expires: z.iso.datetime({ offset: true }).or(z.iso.date()).optional(),
           }),
@@ -66,6 +158,7 @@ export const configSchema = z.strictObject({
   tools: targetRules,
   resources: targetRules,
   prompts: targetRules,
+  limits: limitsSchema.prefault({}),
   workspace: z
     .strictObject({
       enabled: z.boolean().default(true),

@@ -1,10 +1,13 @@
 import type { CallToolResult, ServerContext } from '@modelcontextprotocol/server'
 import type { AuditLog } from '../audit/audit-log.js'
-import { publicText, SecurityError, toSecurityError } from '../errors.js'
+import { publicText, SecurityError, type SecurityErrorCode, toSecurityError } from '../errors.js'
+import type { ConcurrencyCaps } from '../limits/concurrency.js'
+import { executeTool } from '../limits/execute.js'
+import { charge, type RateLimitDeps } from '../limits/rate-guard.js'
 import { decideTool, type RbacPolicy } from '../policy/rbac.js'
 import type { RegisteredTool, ToolOutput, ToolRegistry } from '../tools/registry.js'
 import { compose, type Guard } from './compose.js'
-import { failureOutcome, type Principal, type RequestContext } from './context.js'
+import { failureOutcome, type RequestContext } from './context.js'
 
 /** One `tools/call` as it moves through the call pipeline. */
 export interface CallContext {
@@ -24,6 +27,8 @@ export interface CallDeps {
   readonly registry: ToolRegistry
   readonly rbac: () => RbacPolicy
   readonly audit: AuditLog
+  readonly limits: RateLimitDeps
+  readonly caps: ConcurrencyCaps
 }
 
 export type CallGuard = Guard<CallContext, ToolOutput>
@@ -38,6 +43,15 @@ export function toolErrorResult(error: SecurityError, requestId: string): CallTo
     isError: true,
     _meta: { [ERROR_META_KEY]: { code: error.code, requestId } },
   }
+}
+
+const CALL_EVENTS: Partial<Record<SecurityErrorCode, string>> = {
+  ERR_FORBIDDEN: 'authz.denied',
+  ERR_TOOL_NOT_FOUND: 'tool.unknown',
+  ERR_RATE_LIMITED: 'limit.exceeded',
+  ERR_CONCURRENCY_LIMIT: 'limit.exceeded',
+  ERR_LIMITS_UNAVAILABLE: 'error',
+  ERR_CANCELLED: 'tool.cancelled',
 }
 
 /**
@@ -58,10 +72,8 @@ function auditCall(audit: AuditLog): CallGuard {
     } catch (error) {
       failure = toSecurityError(error)
     }
-    if (failure !== undefined) {
-      const event = failure.code === 'ERR_FORBIDDEN' ? 'authz.denied' : failure.code === 'ERR_TOOL_NOT_FOUND' ? 'tool.unknown' : 'tool.call'
-      req.outcome = failureOutcome(req.outcome, event, failure)
-    }
+    if (failure !== undefined)
+      req.outcome = failureOutcome(req.outcome, CALL_EVENTS[failure.code] ?? 'tool.call', failure, req.outcome.reason === failure.code ? req.outcome.detail : failure.message)
     audit.recordRequest(req)
     if (failure !== undefined) throw failure
     if (result === undefined) throw new SecurityError('ERR_INTERNAL', 'tool produced no result')
@@ -105,19 +117,17 @@ function validateCall(): CallGuard {
   }
 }
 
-async function runTool(ctx: CallContext): Promise<ToolOutput> {
-  const tool = ctx.tool
-  const principal: Principal | undefined = ctx.request.principal
-  if (tool === undefined || principal === undefined) throw new SecurityError('ERR_INTERNAL', 'run stage reached without tool or principal')
-  try {
-    return await tool.definition.run(ctx.args, { requestId: ctx.request.requestId, principal, signal: ctx.signal, mcp: ctx.mcp })
-  } catch (error) {
-    // Tool refusals and failures are in-band; the client gets the code and the request id, the
-    // audit line gets the cause.
-    const failure = error instanceof SecurityError ? error : new SecurityError('ERR_TOOL_FAILED', `tool ${ctx.name} threw`, { cause: error })
-    const cause = error instanceof Error && !(error instanceof SecurityError) ? `: ${error.message}` : ''
-    ctx.request.outcome = failureOutcome(ctx.request.outcome, 'tool.call', failure, `${failure.message}${cause}`)
-    return toolErrorResult(failure, ctx.request.requestId)
+/**
+ * Rate limits for transports that did not charge the request at their edge (stdio): the same
+ * buckets, refused with a JSON-RPC error carrying `data.retryAfterMs`.
+ */
+function limitCall(limits: RateLimitDeps): CallGuard {
+  return async function limitCallGuard(ctx, next) {
+    const principal = ctx.request.principal
+    if (ctx.request.limited || principal === undefined) return next()
+    await charge(limits, ctx.request, limits.plan.forRequest(principal, ctx.name))
+    ctx.request.limited = true
+    return next()
   }
 }
 
@@ -131,10 +141,12 @@ function resolveTool(registry: ToolRegistry): CallGuard {
 }
 
 /**
- * The call pipeline, in fixed order: audit → resolve → authorize → validate → tool.
+ * The call pipeline, in fixed order: audit → resolve → rate limit → authorize → validate → run
+ * (concurrency caps, timeout, cancellation, output cap, isolation).
  * Authorization by name runs before validation so that a caller who may not use a tool learns
  * nothing about its schema; argument-level policy (a later layer) runs after validation.
  */
 export function createCallPipeline(deps: CallDeps): (ctx: CallContext) => Promise<ToolOutput> {
-  return compose<CallContext, ToolOutput>([auditCall(deps.audit), resolveTool(deps.registry), authorizeCall(deps.rbac), validateCall()], runTool)
+  const run = executeTool({ plan: deps.limits.plan, caps: deps.caps, metrics: deps.limits.metrics, toolError: toolErrorResult })
+  return compose<CallContext, ToolOutput>([auditCall(deps.audit), resolveTool(deps.registry), limitCall(deps.limits), authorizeCall(deps.rbac), validateCall()], run)
 }

@@ -9,6 +9,8 @@ export interface Principal {
   /** Human name of the credential. */
   readonly name: string
   readonly roles: readonly string[]
+  /** Tenant the principal acts for, when the deployment has tenants. */
+  readonly tenant?: string
 }
 
 export type Decision = 'allow' | 'deny' | 'error'
@@ -25,7 +27,7 @@ export interface AuditOutcome {
 }
 
 // Failures of bastion itself, as opposed to refusals of the caller.
-const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set(['ERR_INTERNAL', 'ERR_AUDIT_UNAVAILABLE', 'ERR_TOOL_FAILED'])
+const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set(['ERR_INTERNAL', 'ERR_AUDIT_UNAVAILABLE', 'ERR_TOOL_FAILED', 'ERR_LIMITS_UNAVAILABLE'])
 
 /**
  * The outcome of a refusal or failure: one rule for `deny` versus `error`, keeping the extra
@@ -56,6 +58,8 @@ export interface RequestContext {
   tool: string | undefined
   /** Set once the single audit line of this request is written. */
   audited: boolean
+  /** Set once the request has been charged to its rate-limit buckets (the HTTP edge does it early). */
+  limited: boolean
   outcome: AuditOutcome
   readonly signal: AbortSignal
 }
@@ -86,6 +90,7 @@ export function createContext(init: {
     method: undefined,
     tool: undefined,
     audited: false,
+    limited: false,
     outcome: { event: 'request', decision: 'allow', reason: 'OK' },
     signal: init.signal,
   }

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { SecurityError } from '../errors.js'
 import type { Workspace } from './confine.js'
-import type { ToolDefinition } from './registry.js'
+import type { InProcessTool } from './registry.js'
 
 export interface FileToolsOptions {
   readonly workspace: Workspace
@@ -20,7 +20,7 @@ const pathArg = z.string().min(1).max(1024).describe('Path relative to the works
  * text; anything else as a base64 blob.
  * Does not check: what the file contains (secrets in workspace files are returned as they are).
  */
-export function readFileTool(options: FileToolsOptions): ToolDefinition<z.ZodObject<{ path: typeof pathArg }>> {
+export function readFileTool(options: FileToolsOptions): InProcessTool<z.ZodObject<{ path: typeof pathArg }>> {
   const { workspace, maxFileBytes } = options
   return {
     name: 'read_file',
@@ -69,7 +69,7 @@ export function readFileTool(options: FileToolsOptions): ToolDefinition<z.ZodObj
  * are listed as symlinks and never followed.
  * Does not check: entries' contents; hidden files are listed like any other.
  */
-export function listFilesTool(options: FileToolsOptions): ToolDefinition<z.ZodObject<{ path: z.ZodDefault<typeof pathArg> }>> {
+export function listFilesTool(options: FileToolsOptions): InProcessTool<z.ZodObject<{ path: z.ZodDefault<typeof pathArg> }>> {
   const { workspace } = options
   const maxEntries = options.maxEntries ?? 1000
   return {

@@ -1,12 +1,13 @@
 import type { CallToolResult, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '@modelcontextprotocol/server'
 import { z } from 'zod'
+import type { IsolateOptions } from '../limits/isolated.js'
 import type { Principal } from '../pipeline/context.js'
 
 /** What a tool receives besides its validated arguments. */
 export interface ToolContext {
   readonly requestId: string
   readonly principal: Principal
-  /** Aborted when the client cancels or disconnects. */
+  /** Aborted when the client cancels or disconnects, or the tool's timeout passes. */
   readonly signal: AbortSignal
   /** The SDK's handler context: progress, logging and multi-round-trip input for tools that need them. */
   readonly mcp: ServerContext
@@ -15,8 +16,7 @@ export interface ToolContext {
 /** What a tool returns: a result, or (2026-07-28 multi-round-trip) a request for client input. */
 export type ToolOutput = CallToolResult | InputRequiredResult
 
-/** A tool as registered with bastion: a zod input schema (validated once per call) and a runner. */
-export interface ToolDefinition<S extends z.ZodType = z.ZodType> {
+interface ToolBase<S extends z.ZodType> {
   readonly name: string
   readonly title?: string
   readonly description: string
@@ -24,8 +24,30 @@ export interface ToolDefinition<S extends z.ZodType = z.ZodType> {
   /** Permissions that may call the tool (any of). Config `tools:` overrides. None: only `*`. */
   readonly permissions?: readonly string[]
   readonly annotations?: ToolAnnotations
-  run(args: z.output<S>, ctx: ToolContext): Promise<ToolOutput>
+  /** Run-time limit (ms); config `limits.tools.<name>.timeoutMs` overrides. Default `limits.timeoutMs`. */
+  readonly timeoutMs?: number
+  /** Cap on the result's size (bytes); config overrides. Default `limits.maxOutputBytes`. */
+  readonly maxOutputBytes?: number
 }
+
+/** A tool that runs in the server process: fast, shares memory with everything else. */
+export interface InProcessTool<S extends z.ZodType = z.ZodType> extends ToolBase<S> {
+  run(args: z.output<S>, ctx: ToolContext): Promise<ToolOutput>
+  readonly isolate?: undefined
+}
+
+/**
+ * A tool that runs in its own process per call, with memory and CPU caps: for code that may loop
+ * or allocate without bound. The module's export receives the validated arguments and
+ * `{ requestId, principal, signal }` and returns a `CallToolResult` (plain JSON).
+ */
+export interface IsolatedTool<S extends z.ZodType = z.ZodType> extends ToolBase<S> {
+  readonly isolate: IsolateOptions
+  readonly run?: undefined
+}
+
+/** A tool as registered with bastion: a zod input schema (validated once per call) and a runner. */
+export type ToolDefinition<S extends z.ZodType = z.ZodType> = InProcessTool<S> | IsolatedTool<S>
 
 export interface RegisteredTool {
   readonly definition: ToolDefinition
@@ -43,6 +65,7 @@ export class ToolRegistry {
   register<S extends z.ZodType>(definition: ToolDefinition<S>): void {
     if (!TOOL_NAME.test(definition.name)) throw new Error(`tool name ${JSON.stringify(definition.name)} must match ${TOOL_NAME}`)
     if (this.#tools.has(definition.name)) throw new Error(`tool ${definition.name} is already registered`)
+    if ((definition.run === undefined) === (definition.isolate === undefined)) throw new Error(`tool ${definition.name}: give exactly one of run and isolate`)
     const schema = z.toJSONSchema(definition.input, { io: 'input' }) as Record<string, unknown>
     if (schema.type !== 'object') throw new Error(`tool ${definition.name}: input schema must be an object`)
     const { $schema: _dialect, ...inputSchema } = schema

@@ -5,8 +5,10 @@ import type { ApiKeyAuthenticator } from '../../auth/authenticate.js'
 import { authenticateGuard } from '../../auth/http-auth.js'
 import { SecurityError } from '../../errors.js'
 import { type BodyLimits, bodyGuard } from '../../limits/body-guard.js'
+import { anonymousLimitGuard, type RateLimitDeps, rateLimitGuard } from '../../limits/rate-guard.js'
 import { compose } from '../../pipeline/compose.js'
 import { createContext, requestIdFrom } from '../../pipeline/context.js'
+import type { Metrics } from '../../pipeline/metrics.js'
 import type { RbacPolicy } from '../../policy/rbac.js'
 import { toolGateGuard } from '../../policy/tool-gate.js'
 import type { ToolRegistry } from '../../tools/registry.js'
@@ -14,6 +16,7 @@ import { buildServer, type ServerDeps } from '../mcp-server.js'
 import type { HttpContext, HttpGuard } from './context.js'
 import { contextFromAuthInfo, dispatch, eraGuard } from './dispatch.js'
 import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
+import { metricsTerminal } from './metrics-route.js'
 import { requestShapeGuard } from './request-shape.js'
 import { errorResponse, finalizeResponse } from './responses.js'
 import { LegacySessions, type SessionLimits } from './sessions.js'
@@ -27,6 +30,8 @@ export interface EdgeOptions {
   readonly origins: OriginPolicy
   readonly body: BodyLimits
   readonly sessions: SessionLimits
+  readonly limits: RateLimitDeps
+  readonly metrics: Metrics
   /** Path of the MCP endpoint, default `/mcp`. */
   readonly path?: string
   /** Operator log for failures that have no request (SDK out-of-band errors). */
@@ -47,8 +52,9 @@ export interface Edge {
 }
 
 /**
- * The HTTP edge: `/healthz`, and `/mcp` through the guard pipeline in fixed order —
- * audit → origin/host → request shape → body limits and parse → authenticate → era → tool gate → SDK.
+ * The HTTP edge: `/healthz`, `/metrics`, and `/mcp` through the guard pipeline in fixed order —
+ * audit → origin/host → request shape → body limits and parse → anonymous limit → authenticate →
+ * rate limit → era → tool gate → SDK.
  */
 export function createEdge(options: EdgeOptions): Edge {
   const path = options.path ?? '/mcp'
@@ -80,11 +86,17 @@ export function createEdge(options: EdgeOptions): Edge {
     dnsRebindingGuard(options.origins),
     requestShapeGuard(),
     bodyGuard(options.body),
+    anonymousLimitGuard(options.limits),
     authenticateGuard(options.authenticator),
+    rateLimitGuard(options.limits, (name) => options.registry.get(name) !== undefined),
     eraGuard(),
     toolGateGuard(options.registry, options.rbac),
   ]
   const mcpPipeline = compose<HttpContext, Response>(guards, dispatch(modern, sessions))
+  const metricsPipeline = compose<HttpContext, Response>(
+    [httpAudit(audit), dnsRebindingGuard(options.origins), anonymousLimitGuard(options.limits), authenticateGuard(options.authenticator)],
+    metricsTerminal(options.metrics, options.rbac),
+  )
   const notFound = compose<HttpContext, Response>([httpAudit(audit)], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')
   })
@@ -103,7 +115,7 @@ export function createEdge(options: EdgeOptions): Edge {
         return finalizeResponse(ctx, Response.json({ status: 'ok' }, { headers: { 'cache-control': 'no-store' } }))
       }
       try {
-        return await (url.pathname === path ? mcpPipeline(ctx) : notFound(ctx))
+        return await (url.pathname === path ? mcpPipeline(ctx) : url.pathname === '/metrics' ? metricsPipeline(ctx) : notFound(ctx))
       } catch (error) {
         // Only reachable if the audit stage itself threw: fail closed without detail.
         options.onError?.(error instanceof Error ? error : new Error(String(error)))

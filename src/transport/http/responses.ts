@@ -18,6 +18,8 @@ export function errorResponse(ctx: HttpContext, error: SecurityError): Response 
   if (challenge !== undefined) headers.set('www-authenticate', challenge)
   if (error.code === 'ERR_BODY_TOO_LARGE') headers.set('connection', 'close')
   if (error.code === 'ERR_SESSION_LIMIT') headers.set('retry-after', '30')
+  // RFC 9110 §10.2.3: whole seconds, rounded up so a client that obeys is never early.
+  if (error.retryAfterMs !== undefined) headers.set('retry-after', String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))))
   const body = { jsonrpc: '2.0', id: rpcIdOf(ctx.body), error: rpcError(error, ctx.requestId) }
   return new Response(JSON.stringify(body), { status: wire.http, headers })
 }

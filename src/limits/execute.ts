@@ -1,0 +1,130 @@
+import { SecurityError, toSecurityError } from '../errors.js'
+import type { CallContext } from '../pipeline/call.js'
+import { failureOutcome } from '../pipeline/context.js'
+import type { Metrics } from '../pipeline/metrics.js'
+import type { ToolOutput } from '../tools/registry.js'
+import type { ConcurrencyCaps } from './concurrency.js'
+import { IsolatedRunError, runIsolated } from './isolated.js'
+import { exceedsBytes } from './output-size.js'
+import type { RatePlan } from './rate-plan.js'
+
+export interface ExecuteDeps {
+  readonly plan: RatePlan
+  readonly caps: ConcurrencyCaps
+  readonly metrics: Metrics
+  /** Builds the in-band error result a client sees for a tool-level refusal or failure. */
+  readonly toolError: (error: SecurityError, requestId: string) => ToolOutput
+}
+
+/** How long a client should wait after a concurrency refusal: a hint, calls have no schedule. */
+const CONCURRENCY_RETRY_MS = 1000
+
+/** Settles with the work, or rejects with the signal's reason as soon as it aborts. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(value)
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(error)
+      },
+    )
+  })
+}
+
+/**
+ * The terminal stage: run the validated call under the concurrency caps, a timeout, the caller's
+ * cancellation and the output cap, in process or in an isolated process.
+ * - A full concurrency cap is a protocol error (-32029) with `data.retryAfterMs`.
+ * - A timeout aborts the tool's signal and answers in-band `ERR_TOOL_TIMEOUT` at once; an in-process
+ *   tool that ignores its signal keeps running unobserved (its audit line says `abandoned`), an
+ *   isolated one is killed after a short grace.
+ * - Cancellation (`notifications/cancelled`, or the response stream closing) aborts the tool the same
+ *   way; no result is sent, and the audit line says `ERR_CANCELLED`.
+ * - A result over the size cap is refused in-band, never sent.
+ * Does not check: permissions or arguments (earlier stages did), rate limits (charged earlier).
+ */
+export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<ToolOutput> {
+  return async function executeToolTerminal(ctx) {
+    const tool = ctx.tool
+    const principal = ctx.request.principal
+    if (tool === undefined || principal === undefined) throw new SecurityError('ERR_INTERNAL', 'run stage reached without tool or principal')
+    const def = tool.definition
+    const limits = deps.plan.toolLimits(def.name, { timeoutMs: def.timeoutMs, maxOutputBytes: def.maxOutputBytes, memoryMb: def.isolate?.memoryMb, cpuMs: def.isolate?.cpuMs })
+    const slot = deps.caps.acquire(principal.id)
+    if ('refused' in slot) {
+      deps.metrics.concurrencyRefused.inc({ cap: slot.refused })
+      ctx.request.outcome.extra = { ...ctx.request.outcome.extra, cap: slot.refused }
+      throw new SecurityError('ERR_CONCURRENCY_LIMIT', `${slot.refused} concurrency cap reached`, { retryAfterMs: CONCURRENCY_RETRY_MS })
+    }
+    const timeout = new AbortController()
+    const timer = setTimeout(() => timeout.abort(new SecurityError('ERR_TOOL_TIMEOUT', `tool ${def.name} ran past its ${limits.timeoutMs} ms timeout`)), limits.timeoutMs)
+    const signal = AbortSignal.any([ctx.signal, ctx.request.signal, timeout.signal])
+    const started = performance.now()
+    const extra: Record<string, string | number | boolean> = {}
+    let code = 'OK'
+    deps.metrics.inFlight.inc()
+    let settled = false
+    try {
+      let output: ToolOutput
+      if (def.isolate !== undefined) {
+        const ran = await runIsolated({
+          module: String(def.isolate.module),
+          exportName: def.isolate.export ?? 'run',
+          args: ctx.args,
+          context: { requestId: ctx.request.requestId, principal },
+          memoryMb: limits.memoryMb ?? 256,
+          cpuMs: limits.cpuMs ?? 10_000,
+          maxOutputBytes: limits.maxOutputBytes,
+          env: def.isolate.env ?? {},
+          signal,
+        }).finally(() => {
+          settled = true
+        })
+        extra.cpuMs = ran.usage.cpuMs
+        extra.peakRssBytes = ran.usage.peakRssBytes
+        output = ran.result as ToolOutput
+      } else {
+        const work = def.run(ctx.args, { requestId: ctx.request.requestId, principal, signal, mcp: ctx.mcp }).finally(() => {
+          settled = true
+        })
+        output = await untilAborted(work, signal)
+      }
+      if (exceedsBytes(output, limits.maxOutputBytes)) throw new SecurityError('ERR_OUTPUT_TOO_LARGE', `tool ${def.name} returned more than ${limits.maxOutputBytes} bytes`)
+      return output
+    } catch (error) {
+      if (error instanceof IsolatedRunError) {
+        extra.cpuMs = error.usage.cpuMs
+        extra.peakRssBytes = error.usage.peakRssBytes
+      }
+      let failure: SecurityError
+      if (timeout.signal.aborted) failure = toSecurityError(timeout.signal.reason)
+      else if (signal.aborted) failure = new SecurityError('ERR_CANCELLED', `tool ${def.name} cancelled by the client`)
+      else if (error instanceof SecurityError) failure = error
+      else failure = new SecurityError('ERR_TOOL_FAILED', `tool ${def.name} threw: ${error instanceof Error ? error.message : 'non-error thrown'}`, { cause: error })
+      code = failure.code
+      if (failure.code === 'ERR_TOOL_TIMEOUT') extra.timeoutMs = limits.timeoutMs
+      const event = failure.code === 'ERR_CANCELLED' ? 'tool.cancelled' : 'tool.call'
+      ctx.request.outcome = failureOutcome(ctx.request.outcome, event, failure)
+      // Cancelled: the client no longer waits for an answer; the SDK sends none.
+      if (failure.code === 'ERR_CANCELLED') throw failure
+      return deps.toolError(failure, ctx.request.requestId)
+    } finally {
+      clearTimeout(timer)
+      const ms = performance.now() - started
+      extra.toolMs = Math.round(ms * 100) / 100
+      if (!settled) extra.abandoned = true
+      ctx.request.outcome.extra = { ...ctx.request.outcome.extra, ...extra }
+      deps.metrics.inFlight.dec()
+      deps.metrics.toolCalls.inc({ tool: def.name, code })
+      deps.metrics.toolSeconds.observe({ tool: def.name }, ms / 1000)
+      slot.release()
+    }
+  }
+}

@@ -1,0 +1,94 @@
+import { SecurityError, toSecurityError } from '../errors.js'
+import type { RequestContext } from '../pipeline/context.js'
+import type { Metrics } from '../pipeline/metrics.js'
+import type { HttpGuard } from '../transport/http/context.js'
+import type { RateLimiter } from './memory-limiter.js'
+import type { RatePlan } from './rate-plan.js'
+import type { Charge } from './token-bucket.js'
+
+export interface RateLimitDeps {
+  readonly limiter: RateLimiter
+  readonly plan: RatePlan
+  readonly metrics: Metrics
+  /** Admit when the backend is down (audited as `limits: fail-open`). Default: refuse. */
+  readonly dangerouslyFailOpen: boolean
+}
+
+const AUTH_FAILURES = new Set(['ERR_AUTH_MISSING', 'ERR_AUTH_INVALID', 'ERR_AUTH_EXPIRED', 'ERR_AUTH_REVOKED'])
+
+/**
+ * Charge a request to its buckets. A refusal throws ERR_RATE_LIMITED naming the bucket, with the
+ * exact wait; the audit line gets both. A backend failure throws ERR_LIMITS_UNAVAILABLE (503)
+ * unless the operator opted out, in which case the request passes and its audit line says so.
+ */
+export async function charge(deps: RateLimitDeps, ctx: RequestContext, charges: readonly Charge[], peek = false): Promise<void> {
+  let decision: Awaited<ReturnType<RateLimiter['take']>>
+  try {
+    decision = await deps.limiter.take(charges, peek)
+  } catch (error) {
+    const failure = toSecurityError(error)
+    if (!deps.dangerouslyFailOpen) {
+      deps.metrics.limiterErrors.inc({ backend: deps.limiter.backend, action: 'refused' })
+      throw failure.code === 'ERR_LIMITS_UNAVAILABLE' ? failure : new SecurityError('ERR_LIMITS_UNAVAILABLE', `rate limiter failed: ${failure.message}`, { cause: error })
+    }
+    deps.metrics.limiterErrors.inc({ backend: deps.limiter.backend, action: 'admitted' })
+    ctx.outcome.extra = { ...ctx.outcome.extra, limits: 'fail-open', limitsError: failure.message.slice(0, 200) }
+    return
+  }
+  if (decision.admitted) return
+  deps.metrics.rateLimited.inc({ bucket: decision.bucket })
+  ctx.outcome.extra = { ...ctx.outcome.extra, bucket: decision.bucket, retryAfterMs: decision.retryAfterMs }
+  throw new SecurityError('ERR_RATE_LIMITED', `bucket ${decision.bucket} is empty; retry in ${decision.retryAfterMs} ms`, { retryAfterMs: decision.retryAfterMs })
+}
+
+/**
+ * Before authentication: a client address whose anonymous bucket is empty is refused before any
+ * credential is verified; each failed authentication takes a token from it. Authenticated
+ * requests cost it nothing, so many users behind one address are limited by their own buckets.
+ * Does not check: who the caller is (authentication does), authenticated request rates.
+ */
+export function anonymousLimitGuard(deps: RateLimitDeps): HttpGuard {
+  return async function anonymousLimitStage(ctx, next) {
+    const charges = deps.plan.anonymous(ctx.remoteAddress)
+    await charge(deps, ctx, charges, true)
+    try {
+      return await next()
+    } catch (error) {
+      if (ctx.principal === undefined && error instanceof SecurityError && AUTH_FAILURES.has(error.code)) {
+        // Best effort: the request is refused either way; a backend failure here must not turn
+        // the authentication failure into a different answer.
+        await deps.limiter.take(charges).catch(() => undefined)
+      }
+      throw error
+    }
+  }
+}
+
+/** The JSON-RPC request (not notification or response) a POST carries, if any. */
+function requestOf(body: unknown): { method: string; tool: string | undefined } | undefined {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return undefined
+  const message = body as { id?: unknown; method?: unknown; params?: unknown }
+  if (typeof message.method !== 'string' || message.id === undefined || message.id === null) return undefined
+  const params = message.params
+  const name = message.method === 'tools/call' && params !== null && typeof params === 'object' ? (params as { name?: unknown }).name : undefined
+  return { method: message.method, tool: typeof name === 'string' ? name : undefined }
+}
+
+/**
+ * After authentication: charge every JSON-RPC request to the principal's, tenant's and global
+ * buckets, and a `tools/call` also its tool's cost, tier and own bucket, all or nothing; a
+ * refusal is HTTP 429 with `Retry-After`. Notifications and responses are not charged.
+ * Does not check: unregistered tool names (charged like any request; the call pipeline answers
+ * not-found), requests in flight (the concurrency cap does).
+ */
+export function rateLimitGuard(deps: RateLimitDeps, isTool: (name: string) => boolean): HttpGuard {
+  return async function rateLimitStage(ctx, next) {
+    const principal = ctx.principal
+    const message = ctx.request.method === 'POST' ? requestOf(ctx.body) : undefined
+    if (principal === undefined || message === undefined) return next()
+    const tool = message.tool !== undefined && isTool(message.tool) ? message.tool : undefined
+    await charge(deps, ctx, deps.plan.forRequest(principal, tool))
+    ctx.limited = true
+    return next()
+  }
+}
