@@ -87,6 +87,7 @@ export function rateLimitGuard(deps: RateLimitDeps, isTool: (name: string) => bo
     const message = ctx.request.method === 'POST' ? requestOf(ctx.body) : undefined
     if (principal === undefined || message === undefined) return next()
     const tool = message.tool !== undefined && isTool(message.tool) ? message.tool : undefined
+    if (tool !== undefined) ctx.tool = tool
     await charge(deps, ctx, deps.plan.forRequest(principal, tool))
     ctx.limited = true
     return next()

@@ -2,23 +2,11 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { initializeBody, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
+import { initializeBody, MODERN_META, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
 
 let server: TestServer
 let revoked: string
 let expired: string
-
-const MODERN_META = {
-  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-  'io.modelcontextprotocol/clientInfo': { name: 't', version: '1' },
-  'io.modelcontextprotocol/clientCapabilities': {},
-}
-const modernHeaders = (method: string, name?: string): Record<string, string> => ({
-  'mcp-protocol-version': '2026-07-28',
-  'mcp-method': method,
-  ...(name === undefined ? {} : { 'mcp-name': name }),
-})
-const modernCall = (name: string, args: unknown, id = 7): unknown => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args, _meta: MODERN_META } })
 
 beforeAll(async () => {
   server = await startServer()

@@ -97,3 +97,37 @@ export async function rpcBody(res: Response): Promise<Record<string, unknown>> {
   }
   return JSON.parse(text) as Record<string, unknown>
 }
+
+/** `_meta` every 2026-07-28 request carries. */
+export const MODERN_META = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientInfo': { name: 't', version: '1' },
+  'io.modelcontextprotocol/clientCapabilities': {},
+}
+
+/** Routing headers of a 2026-07-28 request. */
+export const modernHeaders = (method: string, name?: string): Record<string, string> => ({
+  'mcp-protocol-version': '2026-07-28',
+  'mcp-method': method,
+  ...(name === undefined ? {} : { 'mcp-name': name }),
+})
+
+/** A 2026-07-28 `tools/call` body. */
+export const modernCall = (name: string, args: unknown, id = 7): unknown => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: args, _meta: MODERN_META } })
+
+/** POST a 2026-07-28 `tools/call` with a key; returns the response and its parsed body. */
+export async function callModern(
+  url: string,
+  key: string,
+  name: string,
+  args: unknown,
+  init: { signal?: AbortSignal; id?: number } = {},
+): Promise<{ res: Response; body: Record<string, unknown> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { ...JSON_HEADERS, ...modernHeaders('tools/call', name), authorization: `Bearer ${key}` },
+    body: JSON.stringify(modernCall(name, args, init.id ?? 7)),
+    ...(init.signal === undefined ? {} : { signal: init.signal }),
+  })
+  return { res, body: await rpcBody(res) }
+}

@@ -9,7 +9,11 @@ import { createBastion } from '../../dist/index.js'
 const total = Number(process.argv[2] ?? 50_000)
 const concurrency = 8
 const dir = mkdtempSync(join(tmpdir(), 'bastion-soak-'))
-const bastion = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), config: { auth: { reloadIntervalMs: 1000 } } })
+const bastion = await createBastion({
+  baseDir: dir,
+  logger: pino({ level: 'silent' }),
+  config: { auth: { reloadIntervalMs: 1000 }, limits: { principal: { rate: '1000000/s' }, anonymous: { rate: '1000000/s' } } },
+})
 bastion.tool({
   name: 'echo',
   description: 'echo',
