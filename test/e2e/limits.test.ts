@@ -116,7 +116,7 @@ describe('metrics endpoint', () => {
 
 describe('execution limits', () => {
   let server: TestServer
-  const seen: { abortedBy?: string } = {}
+  const seen: { abortedBy?: string | undefined } = {}
   beforeAll(async () => {
     server = await startServer(
       {

@@ -6,7 +6,12 @@ import { type Charge, parseRate } from '../../src/limits/token-bucket.js'
 // A fake clock: the only thing tests fake.
 function clock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
   let t = start
-  return { now: () => t, advance: (ms) => void (t += ms) }
+  return {
+    now: () => t,
+    advance: (ms) => {
+      t += ms
+    },
+  }
 }
 
 function bucket(name: string, capacity: number, perSecond: number, cost = 1): Charge {
