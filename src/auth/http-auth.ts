@@ -10,7 +10,7 @@ export function authenticateGuard(authenticator: ApiKeyAuthenticator): HttpGuard
   return async function authenticateGuardStage(ctx, next) {
     const { token, source } = credentialFromHeaders(ctx.request.headers)
     ctx.principal = authenticator.verify(token)
-    ctx.outcome = { event: 'auth.success', decision: 'allow', reason: 'OK', extra: { credential: source } }
+    ctx.outcome = { event: 'auth.success', decision: 'allow', reason: 'OK', extra: { ...ctx.outcome.extra, credential: source } }
     return next()
   }
 }

@@ -64,7 +64,8 @@ function auditCall(audit: AuditLog): CallGuard {
     const req = ctx.request
     req.method = 'tools/call'
     req.tool = ctx.name
-    req.outcome = { event: 'tool.call', decision: 'allow', reason: 'OK' }
+    // Earlier stages' fields (the credential, a fail-open limiter) stay on the line.
+    req.outcome = { event: 'tool.call', decision: 'allow', reason: 'OK', ...(req.outcome.extra === undefined ? {} : { extra: req.outcome.extra }) }
     let result: ToolOutput | undefined
     let failure: SecurityError | undefined
     try {

@@ -1,0 +1,72 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+export const BIN = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url))
+
+/** A free loopback TCP port (closed again before it is returned). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** A `mcp-bastion serve` process; resolves once it listens. */
+export function serveProcess(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      child.once('exit', () => resolve())
+      child.kill('SIGTERM')
+    })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    let err = ''
+    child.stderr?.on('data', (c: Buffer) => {
+      err += c.toString()
+    })
+    child.stdout?.on('data', (c: Buffer) => {
+      out += c.toString()
+      const m = /listening on (\S+)/.exec(out)
+      if (m?.[1] !== undefined) resolve({ url: m[1], child, stop })
+    })
+    child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}\n${err}`)))
+  })
+}
+
+/**
+ * A private redis-server on a free loopback port, for outage tests: stopping it never touches the
+ * machine's shared Redis. Fails loudly if redis-server is not installed.
+ */
+export async function privateRedis(): Promise<{ port: number; url: string; stop(): Promise<void>; start(): Promise<void> }> {
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  const start = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
+      child = proc
+      let out = ''
+      proc.once('error', (e) => reject(new Error(`cannot start redis-server: ${e.message}`)))
+      proc.stdout?.on('data', (c: Buffer) => {
+        out += c.toString()
+        if (out.includes('Ready to accept connections')) resolve()
+      })
+      proc.once('exit', (code) => reject(new Error(`redis-server exited ${code}: ${out}`)))
+    })
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      const proc = child
+      if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return resolve()
+      proc.once('exit', () => resolve())
+      proc.kill('SIGKILL')
+    })
+  await start()
+  return { port, url: `redis://127.0.0.1:${port}`, stop, start }
+}

@@ -1,0 +1,240 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import fc from 'fast-check'
+import { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { generateApiKey } from '../../src/auth/api-key.js'
+import { MemoryRateLimiter } from '../../src/limits/memory-limiter.js'
+import { RedisRateLimiter } from '../../src/limits/redis-limiter.js'
+import type { Charge } from '../../src/limits/token-bucket.js'
+import { privateRedis, serveProcess } from '../helpers/processes.js'
+import { callModern, startServer, type TestServer } from '../helpers/server.js'
+
+// The machine's shared Redis. Missing Redis fails this suite in beforeAll; nothing is skipped.
+const SHARED_REDIS = 'redis://127.0.0.1:6379'
+const prefix = (): string => `bastion-test:${randomBytes(6).toString('hex')}:`
+
+let raw: Redis
+beforeAll(async () => {
+  raw = new Redis(SHARED_REDIS, { lazyConnect: true, maxRetriesPerRequest: 0 })
+  await raw.connect()
+  expect(await raw.ping()).toBe('PONG')
+})
+afterAll(() => {
+  raw.disconnect()
+})
+
+describe('Redis backend: the same arithmetic as memory, one atomic script', () => {
+  let limiter: RedisRateLimiter
+  let keyPrefix: string
+  beforeAll(async () => {
+    keyPrefix = prefix()
+    limiter = new RedisRateLimiter({ url: SHARED_REDIS, keyPrefix, timeoutMs: 1000 })
+    await limiter.ready()
+  })
+  afterAll(async () => {
+    await limiter.close()
+  })
+
+  it('makes the decisions the memory backend makes, request by request (bursts, costs, multi-bucket atomicity)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ cost: fc.integer({ min: 1, max: 4 }), which: fc.subarray([0, 1, 2], { minLength: 1 }) }), { minLength: 1, maxLength: 40 }),
+        async (requests) => {
+          const run = randomBytes(4).toString('hex')
+          // Slow refill (1 per hour): decisions cannot depend on the few ms between the two runs.
+          const shapes: Charge[] = [
+            { bucket: 'a', key: `${run}:a`, capacity: 10, perMs: 1 / 3_600_000, cost: 1 },
+            { bucket: 'b', key: `${run}:b`, capacity: 6, perMs: 1 / 3_600_000, cost: 1 },
+            { bucket: 'c', key: `${run}:c`, capacity: 15, perMs: 1 / 3_600_000, cost: 1 },
+          ]
+          const memory = new MemoryRateLimiter()
+          for (const r of requests) {
+            const charges = r.which.map((i) => ({ ...(shapes[i] as Charge), cost: r.cost }))
+            const [fromRedis, fromMemory] = [await limiter.take(charges), memory.takeSync(charges)]
+            expect(fromRedis.admitted).toBe(fromMemory.admitted)
+            if (!fromRedis.admitted && !fromMemory.admitted) {
+              expect(fromRedis.bucket).toBe(fromMemory.bucket)
+              expect(Math.abs(fromRedis.retryAfterMs - fromMemory.retryAfterMs)).toBeLessThan(60_000)
+            }
+          }
+        },
+      ),
+      { numRuns: 25 },
+    )
+  })
+
+  it('computes the exact wait and keeps keys only until their bucket is full again', async () => {
+    const charge: Charge = { bucket: 'x', key: 'expiry', capacity: 2, perMs: 1 / 1000, cost: 1 }
+    expect(await limiter.take([charge])).toStrictEqual({ admitted: true })
+    expect(await limiter.take([charge])).toStrictEqual({ admitted: true })
+    const refused = await limiter.take([charge])
+    expect(refused.admitted).toBe(false)
+    if (!refused.admitted) {
+      expect(refused.bucket).toBe('x')
+      expect(refused.retryAfterMs).toBeGreaterThan(900)
+      expect(refused.retryAfterMs).toBeLessThanOrEqual(1000)
+    }
+    // Empty bucket: full again in 2 s, plus a second of slack.
+    const ttl = await raw.pttl(`${keyPrefix}expiry`)
+    expect(ttl).toBeGreaterThan(2500)
+    expect(ttl).toBeLessThanOrEqual(3000)
+  })
+})
+
+/** Keys, a config file and two `serve` processes sharing one Redis. */
+async function twoReplicas(limits: string, principals: number): Promise<{ urls: string[]; keys: string[]; stop(): Promise<void> }> {
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-replicas-')))
+  const keys = Array.from({ length: principals }, () => generateApiKey().key)
+  const env: Record<string, string> = { REPLICA_REDIS_URL: SHARED_REDIS }
+  keys.forEach((k, i) => {
+    env[`REPLICA_KEY_${i}`] = k
+  })
+  const configKeys = keys.map((_, i) => `    - { name: p${i}, roles: [user], key: { env: REPLICA_KEY_${i} } }`).join('\n')
+  const config = (state: string): string => `stateDir: ${state}
+roles:
+  user: { permissions: ['*'] }
+auth:
+  keys:
+${configKeys}
+limits:
+  backend: redis
+  redis: { url: { env: REPLICA_REDIS_URL }, keyPrefix: '${prefix()}' }
+${limits}
+`
+  // One prefix for both replicas: the same config text except the state directory.
+  const shared = config('STATE')
+  writeFileSync(join(dir, 'a.yaml'), shared.replace('STATE', 'state-a'))
+  writeFileSync(join(dir, 'b.yaml'), shared.replace('STATE', 'state-b'))
+  const servers = await Promise.all(['a.yaml', 'b.yaml'].map((f) => serveProcess(dir, ['--config', join(dir, f)], env)))
+  return {
+    urls: servers.map((s) => s.url),
+    keys,
+    stop: async () => {
+      await Promise.all(servers.map((s) => s.stop()))
+    },
+  }
+}
+
+/** Keep `workers` calls in flight per principal per replica until `until()` says stop. */
+async function hammer(
+  urls: string[],
+  keys: string[],
+  workers: number,
+  until: (sent: number) => boolean,
+): Promise<{ statuses: Map<string, number[]>; firstSent: number; lastSent: number; firstDone: number; lastDone: number }> {
+  const statuses = new Map<string, number[]>(keys.map((k) => [k, []]))
+  let sent = 0
+  let firstDone = 0
+  let lastDone = 0
+  let lastSent = 0
+  const firstSent = performance.now()
+  const worker = async (url: string, key: string): Promise<void> => {
+    while (until(sent)) {
+      sent += 1
+      lastSent = performance.now()
+      const { res } = await callModern(url, key, 'list_files', {})
+      const now = performance.now()
+      if (firstDone === 0) firstDone = now
+      lastDone = now
+      statuses.get(key)?.push(res.status)
+    }
+  }
+  const all: Promise<void>[] = []
+  for (const url of urls) for (const key of keys) for (let w = 0; w < workers; w++) all.push(worker(url, key))
+  await Promise.all(all)
+  return { statuses, firstSent, lastSent, firstDone, lastDone }
+}
+
+describe('two server processes sharing Redis enforce one combined limit', () => {
+  it('bursts: per-principal and global capacities hold exactly across replicas', async () => {
+    const replicas = await twoReplicas(
+      `  anonymous: { rate: '100000/min' }
+  principal: { rate: '1/hour', burst: 150 }
+  global: { rate: '1/hour', burst: 400 }`,
+      3,
+    )
+    try {
+      const { statuses } = await hammer(replicas.urls, replicas.keys, 4, (sent) => sent < 750)
+      const admitted = [...statuses.values()].map((s) => s.filter((c) => c === 200).length)
+      const refused = [...statuses.values()].map((s) => s.filter((c) => c === 429).length)
+      // 3 principals × 150 would be 450; the global bucket holds 400. Exactly, not approximately.
+      expect(admitted.reduce((a, b) => a + b, 0)).toBe(400)
+      for (const n of admitted) expect(n).toBeLessThanOrEqual(150)
+      expect(admitted.reduce((a, b) => a + b, 0) + refused.reduce((a, b) => a + b, 0)).toBe(750)
+    } finally {
+      await replicas.stop()
+    }
+  })
+
+  it('refill: the combined admitted rate matches burst + rate × time within 2 %', async () => {
+    const replicas = await twoReplicas(
+      `  anonymous: { rate: '100000/min' }
+  principal: { rate: '100/s', burst: 20 }`,
+      2,
+    )
+    try {
+      let deadline = 0
+      const run = await hammer(replicas.urls, replicas.keys, 3, () => {
+        if (deadline === 0) deadline = performance.now() + 2500
+        return performance.now() < deadline
+      })
+      for (const [, codes] of run.statuses) {
+        const admitted = codes.filter((c) => c === 200).length
+        expect(codes.every((c) => c === 200 || c === 429)).toBe(true)
+        // Tokens are granted between the first and the last request that reached Redis.
+        const most = 20 + (100 * (run.lastDone - run.firstSent)) / 1000
+        const least = 20 + (100 * (run.lastSent - run.firstDone)) / 1000
+        expect(admitted).toBeLessThanOrEqual(Math.ceil(most * 1.02))
+        expect(admitted).toBeGreaterThanOrEqual(Math.floor(least * 0.98))
+      }
+    } finally {
+      await replicas.stop()
+    }
+  })
+})
+
+describe('Redis outage', () => {
+  let redis: Awaited<ReturnType<typeof privateRedis>>
+  let closed: TestServer
+  let open: TestServer
+  beforeAll(async () => {
+    redis = await privateRedis()
+    process.env.BASTION_TEST_OUTAGE_REDIS = redis.url
+    const limits = (failOpen: boolean) => ({
+      backend: 'redis' as const,
+      redis: { url: { env: 'BASTION_TEST_OUTAGE_REDIS' }, keyPrefix: prefix(), timeoutMs: 300 },
+      dangerouslyFailOpen: failOpen,
+    })
+    closed = await startServer({ limits: limits(false) })
+    open = await startServer({ limits: limits(true) })
+  })
+  afterAll(async () => {
+    await closed.close()
+    await open.close()
+    await redis.stop()
+  })
+
+  it('fails closed with 503 and a clear audit reason, and recovers without a restart', async () => {
+    expect((await callModern(closed.url, closed.keys.admin, 'list_files', {})).res.status).toBe(200)
+    await redis.stop()
+    const since = closed.mark()
+    const { res, body } = await callModern(closed.url, closed.keys.admin, 'list_files', {})
+    expect(res.status).toBe(503)
+    expect(body.error).toMatchObject({ message: 'service unavailable', data: { code: 'ERR_LIMITS_UNAVAILABLE' } })
+    expect(JSON.stringify(body)).not.toMatch(/redis|127\.0\.0\.1|ECONNREFUSED/i)
+    const line = since().at(-1)
+    expect(line).toMatchObject({ decision: 'error', reason: 'ERR_LIMITS_UNAVAILABLE', event: 'error' })
+    expect(String(line?.detail)).toMatch(/rate-limit backend unavailable/)
+
+    // Fail-open replica: admitted, and its audit line says why it was not limited.
+    const openSince = open.mark()
+    expect((await callModern(open.url, open.keys.admin, 'list_files', {})).res.status).toBe(200)
+    expect(openSince().at(-1)).toMatchObject({ reason: 'OK', limits: 'fail-open' })
+
+    await redis.start()
+    await expect.poll(async () => (await callModern(closed.url, closed.keys.admin, 'list_files', {})).res.status, { timeout: 10_000, interval: 200 }).toBe(200)
+  })
+})
