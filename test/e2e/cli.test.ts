@@ -141,6 +141,35 @@ describe('stdio mode', () => {
     expect(lines).toContainEqual(expect.objectContaining({ event: 'tool.call', transport: 'stdio', reason: 'ERR_PATH_FORBIDDEN' }))
   })
 
+  it('tool calls over stdio are rate limited too: a JSON-RPC error with data.retryAfterMs, audited with the bucket', async () => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'bastion.yaml'), "limits:\n  roles:\n    reader: { rate: '2/hour' }\n")
+    const key = cli(dir, ['keys', 'create', '--role', 'reader', '--config', 'bastion.yaml']).stdout.trim()
+    const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: [BIN, 'serve', '--stdio', '--config', 'bastion.yaml'],
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', MCP_API_KEY: key },
+      stderr: 'pipe',
+    })
+    const client = new Client({ name: 'stdio-test', version: '1' })
+    await client.connect(transport)
+    for (let i = 0; i < 2; i++) expect((await client.callTool({ name: 'list_files', arguments: {} })).isError ?? false).toBe(false)
+    const refused = await client.callTool({ name: 'list_files', arguments: {} }).then(
+      () => undefined,
+      (error: unknown) => error as { code: number; data: { code: string; retryAfterMs: number } },
+    )
+    await client.close()
+    expect(refused?.code).toBe(-32029)
+    expect(refused?.data.code).toBe('ERR_RATE_LIMITED')
+    expect(refused?.data.retryAfterMs).toBeGreaterThan(29 * 60_000)
+    const lines = readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(lines.at(-1)).toMatchObject({ event: 'limit.exceeded', transport: 'stdio', tool: 'list_files', reason: 'ERR_RATE_LIMITED', bucket: 'role:reader' })
+  })
+
   it('refuses to start without a valid MCP_API_KEY', () => {
     const dir = tempDir()
     expect(cli(dir, ['serve', '--stdio'], { MCP_API_KEY: '' }).stderr).toContain('MCP_API_KEY is not set')
