@@ -46,6 +46,8 @@ export interface CreateBastionOptions {
   readonly requestState?: ServerOptions['requestState']
   /** Environment to read secret references from (default: process.env). */
   readonly env?: NodeJS.ProcessEnv
+  /** A rate-limit backend instead of the configured one (`limits.backend`); bastion closes it. */
+  readonly rateLimiter?: RateLimiter
 }
 
 export interface ListenOptions {
@@ -142,7 +144,8 @@ export class Bastion {
     }
     const log = options.logger ?? pino({ name: 'mcp-bastion' }, pino.destination(2))
     let limiter: RateLimiter
-    if (limits.backend === 'redis' && limits.redis !== undefined) {
+    if (options.rateLimiter !== undefined) limiter = options.rateLimiter
+    else if (limits.backend === 'redis' && limits.redis !== undefined) {
       const url = readSecret(loaded, limits.redis.url, 'limits.redis.url', env)
       if (!/^rediss?:\/\//.test(url)) throw new ConfigError(`config ${loaded.source}: limits.redis.url: not a redis:// or rediss:// URL`)
       limiter = new RedisRateLimiter({
