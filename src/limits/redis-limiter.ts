@@ -37,7 +37,9 @@ for i = 1, #KEYS do
   local rate = tonumber(ARGV[i * 3])
   local left = levels[i] - tonumber(ARGV[i * 3 + 1])
   redis.call('HSET', KEYS[i], 't', string.format('%.17g', left), 'at', now)
-  redis.call('PEXPIRE', KEYS[i], math.ceil((cap - left) / rate) + 1000)
+  -- Keys live ten years at most: a longer refill is a configuration mistake, not state worth keeping.
+  local ttl = math.min(math.ceil((cap - left) / rate) + 1000, 315360000000)
+  redis.call('PEXPIRE', KEYS[i], string.format('%d', ttl))
 end
 return {0, 0}
 `

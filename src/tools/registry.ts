@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import type { CallToolResult, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '@modelcontextprotocol/server'
 import { z } from 'zod'
 import type { IsolateOptions } from '../limits/isolated.js'
@@ -66,6 +67,8 @@ export class ToolRegistry {
     if (!TOOL_NAME.test(definition.name)) throw new Error(`tool name ${JSON.stringify(definition.name)} must match ${TOOL_NAME}`)
     if (this.#tools.has(definition.name)) throw new Error(`tool ${definition.name} is already registered`)
     if ((definition.run === undefined) === (definition.isolate === undefined)) throw new Error(`tool ${definition.name}: give exactly one of run and isolate`)
+    // The CPU and memory caps of isolated runs are read from /proc: without it they could not hold.
+    if (definition.isolate !== undefined && !existsSync('/proc/self/status')) throw new Error(`tool ${definition.name}: isolated tools need Linux (/proc) to enforce their caps`)
     const schema = z.toJSONSchema(definition.input, { io: 'input' }) as Record<string, unknown>
     if (schema.type !== 'object') throw new Error(`tool ${definition.name}: input schema must be an object`)
     const { $schema: _dialect, ...inputSchema } = schema

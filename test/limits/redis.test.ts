@@ -82,6 +82,14 @@ describe('Redis backend: the same arithmetic as memory, one atomic script', () =
     expect(ttl).toBeGreaterThan(2500)
     expect(ttl).toBeLessThanOrEqual(3000)
   })
+
+  it('a bucket that takes longer than ten years to refill still works, its key kept for ten years at most', async () => {
+    const slow: Charge = { bucket: 'slow', key: 'slow', capacity: 1_000_000_000, perMs: 1 / 86_400_000, cost: 100_000_000 }
+    expect(await limiter.take([slow])).toStrictEqual({ admitted: true })
+    const ttl = await raw.pttl(`${keyPrefix}slow`)
+    expect(ttl).toBeGreaterThan(300_000_000_000)
+    expect(ttl).toBeLessThanOrEqual(315_360_000_000)
+  })
 })
 
 /** Keys, a config file and two `serve` processes sharing one Redis. */
