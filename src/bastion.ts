@@ -5,12 +5,12 @@ import { isIP } from 'node:net'
 import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/server'
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type Logger, pino } from 'pino'
-import type { z } from 'zod'
+import { z } from 'zod'
 import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
 import { ApiKeyAuthenticator } from './auth/authenticate.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
-import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, statePath, validateConfig } from './config/load.js'
+import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, resolvePath, statePath, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
 import { ConcurrencyCaps } from './limits/concurrency.js'
@@ -20,7 +20,9 @@ import { RatePlan } from './limits/rate-plan.js'
 import { RedisRateLimiter } from './limits/redis-limiter.js'
 import { createCallPipeline } from './pipeline/call.js'
 import { Metrics } from './pipeline/metrics.js'
+import { type CompiledPolicy, PolicyError, type PolicyTargets } from './policy/engine.js'
 import { type RbacPolicy, targetKey } from './policy/rbac.js'
+import { PolicySource } from './policy/source.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { Workspace } from './tools/confine.js'
 import { listFilesTool, readFileTool } from './tools/files.js'
@@ -86,7 +88,8 @@ export class Bastion {
   readonly limiter: RateLimiter
   readonly plan: RatePlan
   readonly caps: ConcurrencyCaps
-  #policy: RbacPolicy | undefined
+  #grants: RbacPolicy | undefined
+  #policy: PolicySource | undefined
   #workspace: Workspace | undefined
   #edge: Edge | undefined
   #servers: HttpServer[] = []
@@ -199,12 +202,12 @@ export class Bastion {
   }
 
   #assertOpen(): void {
-    if (this.#policy !== undefined) throw new Error('register tools, resources and prompts before listen() or serveStdio()')
+    if (this.#grants !== undefined) throw new Error('register tools, resources and prompts before listen() or serveStdio()')
   }
 
-  /** The RBAC policy: config roles; target rules from registrations, overridden by config. */
-  policy(): RbacPolicy {
-    if (this.#policy !== undefined) return this.#policy
+  /** Role permissions: config roles; target permissions from registrations, overridden by config. */
+  grants(): RbacPolicy {
+    if (this.#grants !== undefined) return this.#grants
     const { config, source } = this.loaded
     const roles = new Map<string, ReadonlySet<string>>()
     for (const [name, role] of Object.entries(config.roles)) roles.set(name, new Set(role.permissions))
@@ -233,19 +236,56 @@ export class Bastion {
       if ((settings.memoryMb !== undefined || settings.cpuMs !== undefined) && tool.definition.isolate === undefined)
         throw new ConfigError(`config ${source}: limits.tools.${name}: memoryMb and cpuMs apply only to isolated tools`)
     }
-    this.#policy = { roles, targets }
+    this.#grants = { roles, targets }
+    return this.#grants
+  }
+
+  /** What policies are compiled against: every registered tool, resource and prompt with its input schema. */
+  policyTargets(): PolicyTargets {
+    return {
+      tools: new Map(this.registry.all().map((t) => [t.definition.name, t.descriptor.inputSchema as Record<string, unknown>])),
+      prompts: new Map(this.catalog.prompts.map((p) => [p.name, p.args === undefined ? undefined : (z.toJSONSchema(p.args, { io: 'output' }) as Record<string, unknown>)])),
+      resources: new Map(this.catalog.resources.map((r) => [r.name, r.uri])),
+      templates: new Map(this.catalog.templates.map((t) => [t.name, t.uriTemplate])),
+    }
+  }
+
+  /** The policy source: role rules plus policy rules, hot-reloaded from \`policy.file\`. @throws ConfigError */
+  policySource(): PolicySource {
+    if (this.#policy !== undefined) return this.#policy
+    const grants = this.grants()
+    const { config, source } = this.loaded
+    try {
+      this.#policy = new PolicySource({
+        grants,
+        inline: config.policy.rules,
+        file: config.policy.file === undefined ? undefined : resolvePath(this.loaded, config.policy.file),
+        targets: this.policyTargets(),
+        reloadIntervalMs: config.policy.reloadIntervalMs,
+        audit: this.audit,
+        log: this.log,
+      })
+    } catch (error) {
+      if (error instanceof PolicyError) throw new ConfigError(`config ${source}: policy: ${error.message}`)
+      throw error
+    }
     return this.#policy
   }
 
+  /** The policy in force now. @throws ConfigError when the initial policy does not load. */
+  policy(): CompiledPolicy {
+    return this.policySource().current()
+  }
+
   #serverDeps(): ServerDeps {
-    const rbac = (): RbacPolicy => this.policy()
+    const policy = (): CompiledPolicy => this.policy()
     return {
       info: this.#options.info ?? { name: 'mcp-bastion', version: VERSION },
       registry: this.registry,
       catalog: this.catalog,
-      rbac,
+      policy,
       audit: this.audit,
-      callPipeline: createCallPipeline({ registry: this.registry, rbac, audit: this.audit, limits: this.rateLimits(), caps: this.caps }),
+      callPipeline: createCallPipeline({ registry: this.registry, policy, audit: this.audit, limits: this.rateLimits(), caps: this.caps }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
       ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),
@@ -270,7 +310,8 @@ export class Bastion {
       audit: this.audit,
       authenticator: new ApiKeyAuthenticator(this.keys),
       registry: this.registry,
-      rbac: () => this.policy(),
+      policy: () => this.policy(),
+      grants: this.grants(),
       origins: { allowedHosts: [...hosts], allowedOrigins: server.allowedOrigins },
       body: { maxBytes: server.maxBodyBytes, maxDepth: server.maxJsonDepth },
       sessions: { maxTotal: server.sessions.maxTotal, maxPerPrincipal: server.sessions.maxPerPrincipal, idleTimeoutMs: server.sessions.idleTimeoutSeconds * 1000 },
@@ -353,6 +394,7 @@ export class Bastion {
     this.#servers = []
     await this.#edge?.close()
     await this.limiter.close()
+    this.#policy?.close()
     this.audit.close()
   }
 

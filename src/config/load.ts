@@ -9,7 +9,7 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError'
 }
 
-function describe(issue: z.core.$ZodIssue): string {
+export function describeIssue(issue: z.core.$ZodIssue): string {
   const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.')
   if (issue.code === 'unrecognized_keys')
     return `${where === '(top level)' ? '' : `${where}: `}unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')} (a typo must not silently disable a protection)`
@@ -36,7 +36,7 @@ function deepFreeze<T>(value: T): T {
 export function validateConfig(input: unknown, source: string, baseDir: string): LoadedConfig {
   const parsed = configSchema.safeParse(input ?? {})
   if (!parsed.success) {
-    throw new ConfigError(`config ${source}:\n${parsed.error.issues.map((i) => `  - ${describe(i)}`).join('\n')}`)
+    throw new ConfigError(`config ${source}:\n${parsed.error.issues.map((i) => `  - ${describeIssue(i)}`).join('\n')}`)
   }
   return deepFreeze({ config: parsed.data, baseDir, source })
 }

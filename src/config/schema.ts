@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { parseRate } from '../limits/token-bucket.js'
+import { ruleSchema } from '../policy/schema.js'
 
 /** A secret is never inline: it comes from an environment variable or a file. */
 export const secretRef = z.union([
@@ -159,6 +160,19 @@ export const configSchema = z.strictObject({
   resources: targetRules,
   prompts: targetRules,
   limits: limitsSchema.prefault({}),
+  /**
+   * Policy rules on top of the role permissions above: inline, or in a separate file that is
+   * watched and reloaded. Deny wins over allow; no match is deny.
+   */
+  policy: z
+    .strictObject({
+      file: z.string().min(1).optional(),
+      rules: z.array(ruleSchema).max(10_000).default([]),
+      /** How often the policy file is checked for changes. */
+      reloadIntervalMs: z.number().int().min(50).max(60_000).default(1000),
+    })
+    .refine((p) => p.file === undefined || p.rules.length === 0, 'give rules inline or in a file, not both')
+    .prefault({}),
   workspace: z
     .strictObject({
       enabled: z.boolean().default(true),

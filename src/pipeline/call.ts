@@ -4,10 +4,11 @@ import { publicText, SecurityError, type SecurityErrorCode, toSecurityError } fr
 import type { ConcurrencyCaps } from '../limits/concurrency.js'
 import { executeTool } from '../limits/execute.js'
 import { charge, type RateLimitDeps } from '../limits/rate-guard.js'
-import { decideTool, type RbacPolicy } from '../policy/rbac.js'
+import type { CompiledPolicy, PolicyDecision } from '../policy/engine.js'
+import { auditArgs } from '../protect/redact.js'
 import type { RegisteredTool, ToolOutput, ToolRegistry } from '../tools/registry.js'
 import { compose, type Guard } from './compose.js'
-import { failureOutcome, type RequestContext } from './context.js'
+import { failureOutcome, policyOf, type RequestContext } from './context.js'
 
 /** One `tools/call` as it moves through the call pipeline. */
 export interface CallContext {
@@ -21,11 +22,13 @@ export interface CallContext {
   tool: RegisteredTool | undefined
   /** Arguments after validation: the one value every later stage and the tool see. */
   args: unknown
+  /** The policy decision on the validated arguments (its `output` settings are for later layers). */
+  decision?: PolicyDecision
 }
 
 export interface CallDeps {
   readonly registry: ToolRegistry
-  readonly rbac: () => RbacPolicy
+  readonly policy: () => CompiledPolicy
   readonly audit: AuditLog
   readonly limits: RateLimitDeps
   readonly caps: ConcurrencyCaps
@@ -82,14 +85,41 @@ function auditCall(audit: AuditLog): CallGuard {
   }
 }
 
-/** RBAC by tool name. Does not check: arguments. */
-function authorizeCall(rbac: () => RbacPolicy): CallGuard {
+/**
+ * May this principal call this tool at all (some allow rule covers it, no unconditional deny)?
+ * Runs before validation, so a caller who may not use a tool learns nothing about its schema.
+ * Does not check: arguments (the argument stage does, after validation).
+ */
+function authorizeCall(current: () => CompiledPolicy): CallGuard {
   return async function authorizeCallGuard(ctx, next) {
     const principal = ctx.request.principal
     if (principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'tools/call reached the call pipeline unauthenticated')
-    const decision = decideTool(rbac(), principal, ctx.name)
-    ctx.request.outcome.extra = { ...ctx.request.outcome.extra, rule: decision.rule }
-    if (!decision.allow) throw new SecurityError('ERR_FORBIDDEN', `no role of ${principal.id} grants tool ${ctx.name} (${decision.rule})`)
+    const policy = policyOf(ctx.request, current)
+    const decision = policy.reachable(principal, { kind: 'tool', name: ctx.name })
+    ctx.request.outcome.extra = { ...ctx.request.outcome.extra, rule: decision.rule, policy: policy.version }
+    if (!decision.allow) throw new SecurityError('ERR_FORBIDDEN', `policy ${policy.version} denies ${principal.id} tool ${ctx.name} (${decision.rule})`)
+    return next()
+  }
+}
+
+/**
+ * The full decision on the validated arguments: exactly the object the tool will receive (one
+ * parse, one value). The audit line gets the deciding rule, the policy version and the arguments
+ * (redacted), enough to replay the decision against another policy.
+ * Does not check: anything the rules do not say.
+ */
+function authorizeArgs(current: () => CompiledPolicy): CallGuard {
+  return async function authorizeArgsGuard(ctx, next) {
+    const principal = ctx.request.principal
+    if (principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'argument policy reached unauthenticated')
+    const policy = policyOf(ctx.request, current)
+    const decision = policy.decide(principal, { kind: 'tool', name: ctx.name }, ctx.args)
+    ctx.decision = decision
+    ctx.request.outcome.extra = { ...ctx.request.outcome.extra, ...auditArgs(ctx.args), rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' }
+    if (!decision.allow) {
+      const why = decision.error === undefined ? '' : `: condition failed to evaluate (${decision.error})`
+      throw new SecurityError('ERR_FORBIDDEN', `policy ${policy.version} denies ${principal.id} tool ${ctx.name} with these arguments (${decision.rule})${why}`)
+    }
     return next()
   }
 }
@@ -142,12 +172,15 @@ function resolveTool(registry: ToolRegistry): CallGuard {
 }
 
 /**
- * The call pipeline, in fixed order: audit → resolve → rate limit → authorize → validate → run
- * (concurrency caps, timeout, cancellation, output cap, isolation).
+ * The call pipeline, in fixed order: audit → resolve → rate limit → authorize (tool) → validate →
+ * authorize (arguments) → run (concurrency caps, timeout, cancellation, output cap, isolation).
  * Authorization by name runs before validation so that a caller who may not use a tool learns
  * nothing about its schema; argument-level policy (a later layer) runs after validation.
  */
 export function createCallPipeline(deps: CallDeps): (ctx: CallContext) => Promise<ToolOutput> {
   const run = executeTool({ plan: deps.limits.plan, caps: deps.caps, metrics: deps.limits.metrics, toolError: toolErrorResult })
-  return compose<CallContext, ToolOutput>([auditCall(deps.audit), resolveTool(deps.registry), limitCall(deps.limits), authorizeCall(deps.rbac), validateCall()], run)
+  return compose<CallContext, ToolOutput>(
+    [auditCall(deps.audit), resolveTool(deps.registry), limitCall(deps.limits), authorizeCall(deps.policy), validateCall(), authorizeArgs(deps.policy)],
+    run,
+  )
 }

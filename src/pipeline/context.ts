@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { SecurityError, SecurityErrorCode } from '../errors.js'
+import type { CompiledPolicy } from '../policy/engine.js'
 
 /** Who is calling, after authentication. Never carries a secret. */
 export interface Principal {
@@ -11,6 +12,10 @@ export interface Principal {
   readonly roles: readonly string[]
   /** Tenant the principal acts for, when the deployment has tenants. */
   readonly tenant?: string
+  /** OAuth scopes granted to the credential (none for API keys). */
+  readonly scopes?: readonly string[]
+  /** Token claims, for policy conditions (none for API keys). */
+  readonly claims?: Readonly<Record<string, unknown>>
 }
 
 export type Decision = 'allow' | 'deny' | 'error'
@@ -23,7 +28,7 @@ export interface AuditOutcome {
   /** Operator-only cause: bastion's own message, never a secret. */
   detail?: string
   /** Extra structured fields for the audit line. */
-  extra?: Record<string, string | number | boolean>
+  extra?: Record<string, unknown>
 }
 
 // Failures of bastion itself, as opposed to refusals of the caller.
@@ -58,6 +63,8 @@ export interface RequestContext {
   tool: string | undefined
   /** Set once the single audit line of this request is written. */
   audited: boolean
+  /** The policy version this request is decided by: taken once, so a reload never splits a request. */
+  policy: CompiledPolicy | undefined
   /** Set once the request has been charged to its rate-limit buckets (the HTTP edge does it early). */
   limited: boolean
   outcome: AuditOutcome
@@ -91,7 +98,14 @@ export function createContext(init: {
     tool: undefined,
     audited: false,
     limited: false,
+    policy: undefined,
     outcome: { event: 'request', decision: 'allow', reason: 'OK' },
     signal: init.signal,
   }
+}
+
+/** The policy a request is decided by, pinned on first use. */
+export function policyOf(ctx: RequestContext, current: () => CompiledPolicy): CompiledPolicy {
+  ctx.policy ??= current()
+  return ctx.policy
 }

@@ -4,8 +4,8 @@ import { type AuditLog, eventFor } from '../audit/audit-log.js'
 
 import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
 import type { CallContext } from '../pipeline/call.js'
-import { failureOutcome, type Principal, type RequestContext } from '../pipeline/context.js'
-import { decide, type RbacPolicy } from '../policy/rbac.js'
+import { failureOutcome, type Principal, policyOf, type RequestContext } from '../pipeline/context.js'
+import type { CompiledPolicy, Target } from '../policy/engine.js'
 import type { Catalog } from '../tools/catalog.js'
 import type { ToolOutput, ToolRegistry } from '../tools/registry.js'
 
@@ -13,7 +13,7 @@ export interface ServerDeps {
   readonly info: { readonly name: string; readonly version: string }
   readonly registry: ToolRegistry
   readonly catalog: Catalog
-  readonly rbac: () => RbacPolicy
+  readonly policy: () => CompiledPolicy
   readonly audit: AuditLog
   readonly callPipeline: (ctx: CallContext) => Promise<ToolOutput>
   /** One validator for every instance: building one per request triples the SDK's cost per call. */
@@ -39,27 +39,45 @@ export function toProtocolError(error: SecurityError, requestId: string): Protoc
  * Run a non-tool handler inside the request's audit scope: one line per request when this
  * transport audits in the handler, and SecurityErrors turned into safe protocol errors.
  */
-async function audited<T>(deps: ServerDeps, contextOf: ContextSource, handlerCtx: ServerContext, method: string, target: string | undefined, run: () => Promise<T>): Promise<T> {
+async function audited<T>(
+  deps: ServerDeps,
+  contextOf: ContextSource,
+  handlerCtx: ServerContext,
+  method: string,
+  target: string | undefined,
+  run: () => Promise<T>,
+  authorize?: { target: Target; args: unknown },
+): Promise<T> {
   const { ctx, auditHere } = contextOf(handlerCtx)
   ctx.method = method
   if (target !== undefined) ctx.outcome.extra = { ...ctx.outcome.extra, target }
   try {
+    if (authorize !== undefined) {
+      // Decided at use, by the policy in force now: a session's lists may predate a reload.
+      const principal = ctx.principal
+      if (principal === undefined) throw new SecurityError('ERR_INTERNAL', `${method} without a principal`)
+      const policy = policyOf(ctx, deps.policy)
+      const decision = policy.decide(principal, authorize.target, authorize.args)
+      ctx.outcome.extra = { ...ctx.outcome.extra, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' }
+      if (!decision.allow)
+        throw new SecurityError(
+          'ERR_FORBIDDEN',
+          `policy ${policy.version} denies ${principal.id} ${method} ${target ?? ''} (${decision.rule})${decision.error === undefined ? '' : `: ${decision.error}`}`,
+        )
+    }
     const result = await run()
     if (auditHere) deps.audit.recordRequest(ctx)
     return result
   } catch (error) {
+    // The outcome is set whichever transport writes the line (HTTP writes it at the edge).
     if (error instanceof ProtocolError) {
-      if (auditHere && !ctx.audited) {
-        ctx.outcome = failureOutcome(ctx.outcome, 'request', new SecurityError('ERR_INVALID_REQUEST', `protocol error ${error.code}`))
-        deps.audit.recordRequest(ctx)
-      }
+      if (!ctx.audited) ctx.outcome = failureOutcome(ctx.outcome, 'request', new SecurityError('ERR_INVALID_REQUEST', `protocol error ${error.code}`))
+      if (auditHere && !ctx.audited) deps.audit.recordRequest(ctx)
       throw error
     }
     const failure = toSecurityError(error)
-    if (auditHere && !ctx.audited && failure.code !== 'ERR_AUDIT_UNAVAILABLE') {
-      ctx.outcome = failureOutcome(ctx.outcome, eventFor(failure.code), failure)
-      deps.audit.recordRequest(ctx)
-    }
+    if (!ctx.audited) ctx.outcome = failureOutcome(ctx.outcome, eventFor(failure.code), failure)
+    if (auditHere && !ctx.audited && failure.code !== 'ERR_AUDIT_UNAVAILABLE') deps.audit.recordRequest(ctx)
     throw toProtocolError(failure, ctx.requestId)
   }
 }
@@ -71,10 +89,15 @@ async function audited<T>(deps: ServerDeps, contextOf: ContextSource, handlerCtx
  * Cheap to build: descriptors, schemas and the validator are shared across instances.
  */
 export function buildServer(deps: ServerDeps, principal: Principal, contextOf: ContextSource, era: 'legacy' | 'modern' = 'legacy'): McpServer {
-  const policy = deps.rbac()
-  const resources = deps.catalog.resources.filter((r) => decide(policy, principal, 'resource', r.name).allow)
-  const templates = deps.catalog.templates.filter((r) => decide(policy, principal, 'resource', r.name).allow)
-  const prompts = deps.catalog.prompts.filter((p) => decide(policy, principal, 'prompt', p.name).allow)
+  const policy = deps.policy()
+  // Lists show what the caller may use: resources it may both list and read, by their URI.
+  const resources = deps.catalog.resources.filter(
+    (r) =>
+      policy.decide(principal, { kind: 'resource', name: r.name, uri: r.uri, action: 'list' }, undefined).allow &&
+      policy.decide(principal, { kind: 'resource', name: r.name, uri: r.uri, action: 'read' }, undefined).allow,
+  )
+  const templates = deps.catalog.templates.filter((t) => policy.templateReachable(principal, t.name, t.uriTemplate))
+  const prompts = deps.catalog.prompts.filter((p) => policy.reachable(principal, { kind: 'prompt', name: p.name }).allow)
   const hasResources = deps.catalog.resources.length + deps.catalog.templates.length > 0
   const hasPrompts = deps.catalog.prompts.length > 0
 
@@ -95,10 +118,12 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
 
   server.setRequestHandler('tools/list', (_request, handlerCtx) =>
     audited(deps, contextOf, handlerCtx, 'tools/list', undefined, async () => {
-      const current = deps.rbac()
+      const { ctx } = contextOf(handlerCtx)
+      const current = policyOf(ctx, deps.policy)
+      ctx.outcome.extra = { ...ctx.outcome.extra, policy: current.version }
       const tools = deps.registry
         .all()
-        .filter((t) => decide(current, principal, 'tool', t.definition.name).allow)
+        .filter((t) => current.reachable(principal, { kind: 'tool', name: t.definition.name }).allow)
         .map((t) => t.descriptor)
       return { tools }
     }),
@@ -132,7 +157,11 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
       r.name,
       r.uri,
       { ...(r.description === undefined ? {} : { description: r.description }), ...(r.mimeType === undefined ? {} : { mimeType: r.mimeType }) },
-      (uri, handlerCtx) => audited(deps, contextOf, handlerCtx, 'resources/read', r.name, () => r.read(uri, handlerCtx)),
+      (uri, handlerCtx) =>
+        audited(deps, contextOf, handlerCtx, 'resources/read', r.name, () => r.read(uri, handlerCtx), {
+          target: { kind: 'resource', name: r.name, uri: uri.href, action: 'read' },
+          args: undefined,
+        }),
     )
   }
   for (const t of templates) {
@@ -140,7 +169,11 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
       t.name,
       new ResourceTemplate(t.uriTemplate, { list: undefined }),
       { ...(t.description === undefined ? {} : { description: t.description }), ...(t.mimeType === undefined ? {} : { mimeType: t.mimeType }) },
-      (uri, variables, handlerCtx) => audited(deps, contextOf, handlerCtx, 'resources/read', t.name, () => t.read(uri, variables, handlerCtx)),
+      (uri, variables, handlerCtx) =>
+        audited(deps, contextOf, handlerCtx, 'resources/read', t.name, () => t.read(uri, variables, handlerCtx), {
+          target: { kind: 'resource', name: t.name, uri: uri.href, action: 'read' },
+          args: undefined,
+        }),
     )
   }
   for (const p of prompts) {
@@ -149,10 +182,15 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
       ...(p.description === undefined ? {} : { description: p.description }),
     }
     if (p.args === undefined) {
-      mcp.registerPrompt(p.name, meta, (handlerCtx) => audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get({}, handlerCtx)))
+      mcp.registerPrompt(p.name, meta, (handlerCtx) =>
+        audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get({}, handlerCtx), { target: { kind: 'prompt', name: p.name }, args: {} }),
+      )
     } else {
       mcp.registerPrompt(p.name, { ...meta, argsSchema: p.args }, (args, handlerCtx) =>
-        audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get(args as Record<string, string>, handlerCtx)),
+        audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get(args as Record<string, string>, handlerCtx), {
+          target: { kind: 'prompt', name: p.name },
+          args,
+        }),
       )
     }
   }

@@ -1,7 +1,26 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import type { Principal } from '../../src/pipeline/context.js'
-import { ALL, decide, decideTool, type RbacPolicy, type TargetKind, targetKey } from '../../src/policy/rbac.js'
+import { CompiledPolicy } from '../../src/policy/engine.js'
+import { ALL, type RbacPolicy, rbacRules, type TargetKind, targetKey } from '../../src/policy/rbac.js'
+
+/** Role permissions decided the only way bastion decides: as rules of the policy engine. */
+function decide(p: RbacPolicy, principal: Principal, kind: TargetKind, name: string): { allow: boolean; rule: string } {
+  const names = (k: string) => [...p.targets.keys()].filter((t) => t.startsWith(`${k}:`)).map((t) => t.slice(k.length + 1))
+  const engine = CompiledPolicy.compile(rbacRules(p), {
+    tools: new Map(names('tool').map((n) => [n, {}])),
+    prompts: new Map(names('prompt').map((n) => [n, undefined])),
+    resources: new Map(names('resource').map((n) => [n, `test://${n}`])),
+    templates: new Map(),
+  })
+  const target = kind === 'resource' ? { kind, name, uri: `test://${name}`, action: 'read' as const } : { kind, name }
+  const { allow, rule } = engine.decide(principal, target, {})
+  return { allow, rule }
+}
+
+function decideTool(p: RbacPolicy, principal: Principal, name: string): { allow: boolean; rule: string } {
+  return decide(p, principal, 'tool', name)
+}
 
 function policy(roles: Record<string, readonly string[]>, targets: Record<string, readonly string[]>): RbacPolicy {
   return {

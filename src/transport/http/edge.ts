@@ -9,6 +9,7 @@ import { anonymousLimitGuard, type RateLimitDeps, rateLimitGuard } from '../../l
 import { compose } from '../../pipeline/compose.js'
 import { createContext, requestIdFrom } from '../../pipeline/context.js'
 import type { Metrics } from '../../pipeline/metrics.js'
+import type { CompiledPolicy } from '../../policy/engine.js'
 import type { RbacPolicy } from '../../policy/rbac.js'
 import { toolGateGuard } from '../../policy/tool-gate.js'
 import type { ToolRegistry } from '../../tools/registry.js'
@@ -26,7 +27,9 @@ export interface EdgeOptions {
   readonly audit: AuditLog
   readonly authenticator: ApiKeyAuthenticator
   readonly registry: ToolRegistry
-  readonly rbac: () => RbacPolicy
+  readonly policy: () => CompiledPolicy
+  /** Role permissions, for endpoints outside MCP (`/metrics`). */
+  readonly grants: RbacPolicy
   readonly origins: OriginPolicy
   readonly body: BodyLimits
   readonly sessions: SessionLimits
@@ -90,12 +93,12 @@ export function createEdge(options: EdgeOptions): Edge {
     authenticateGuard(options.authenticator),
     rateLimitGuard(options.limits, (name) => options.registry.get(name) !== undefined),
     eraGuard(),
-    toolGateGuard(options.registry, options.rbac),
+    toolGateGuard(options.registry, options.policy),
   ]
   const mcpPipeline = compose<HttpContext, Response>(guards, dispatch(modern, sessions))
   const metricsPipeline = compose<HttpContext, Response>(
     [httpAudit(audit), dnsRebindingGuard(options.origins), anonymousLimitGuard(options.limits), authenticateGuard(options.authenticator)],
-    metricsTerminal(options.metrics, options.rbac),
+    metricsTerminal(options.metrics, options.grants),
   )
   const notFound = compose<HttpContext, Response>([httpAudit(audit)], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')

@@ -1,6 +1,6 @@
 import { SecurityError } from '../../errors.js'
 import type { Metrics } from '../../pipeline/metrics.js'
-import { ALL, type RbacPolicy } from '../../policy/rbac.js'
+import { hasPermission, type RbacPolicy } from '../../policy/rbac.js'
 import type { HttpContext } from './context.js'
 
 /** The permission a role needs to read `/metrics`. */
@@ -11,18 +11,13 @@ export const METRICS_PERMISSION = 'metrics:read'
  * Runs after authentication; the scraper presents an API key like any client.
  * Does not check: anything about the metrics themselves (they carry no principal ids or input).
  */
-export function metricsTerminal(metrics: Metrics, rbac: () => RbacPolicy): (ctx: HttpContext) => Promise<Response> {
+export function metricsTerminal(metrics: Metrics, grants: RbacPolicy): (ctx: HttpContext) => Promise<Response> {
   return async function metricsRoute(ctx) {
     ctx.method = 'metrics'
     if (ctx.request.method !== 'GET') throw new SecurityError('ERR_METHOD_NOT_ALLOWED', `${ctx.request.method.slice(0, 16)} /metrics`)
     const principal = ctx.principal
     if (principal === undefined) throw new SecurityError('ERR_INTERNAL', 'metrics reached unauthenticated')
-    const roles = rbac().roles
-    const allowed = principal.roles.some((role) => {
-      const granted = roles.get(role)
-      return granted !== undefined && (granted.has(ALL) || granted.has(METRICS_PERMISSION))
-    })
-    if (!allowed) throw new SecurityError('ERR_FORBIDDEN', `no role of ${principal.id} grants ${METRICS_PERMISSION}`)
+    if (!hasPermission(grants, principal, METRICS_PERMISSION)) throw new SecurityError('ERR_FORBIDDEN', `no role of ${principal.id} grants ${METRICS_PERMISSION}`)
     return new Response(await metrics.text(), { headers: { 'content-type': metrics.contentType, 'cache-control': 'no-store' } })
   }
 }

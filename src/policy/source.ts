@@ -1,0 +1,133 @@
+import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import type { Logger } from 'pino'
+import { parseDocument } from 'yaml'
+import type { AuditLog } from '../audit/audit-log.js'
+import { describeIssue } from '../config/load.js'
+import { CompiledPolicy, PolicyError, type PolicyTargets } from './engine.js'
+import { type RbacPolicy, rbacRules } from './rbac.js'
+import { type PolicyRule, policyFileSchema } from './schema.js'
+
+/** Read and validate a policy file. @throws PolicyError naming the file, key path or line. */
+export function readPolicyFile(path: string): PolicyRule[] {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new PolicyError(`policy ${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  return parsePolicyText(text, path)
+}
+
+/** Validate policy YAML. @throws PolicyError */
+export function parsePolicyText(text: string, path: string): PolicyRule[] {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true })
+  if (doc.errors.length > 0) throw new PolicyError(`policy ${path}: invalid YAML: line ${doc.errors[0]?.linePos?.[0]?.line ?? '?'}: ${doc.errors[0]?.message.split('\n')[0] ?? ''}`)
+  let value: unknown
+  try {
+    value = doc.toJS({ maxAliasCount: 100 })
+  } catch (error) {
+    throw new PolicyError(`policy ${path}: invalid YAML: ${error instanceof Error ? error.message : 'cannot be converted'}`)
+  }
+  const parsed = policyFileSchema.safeParse(value ?? {})
+  if (!parsed.success) throw new PolicyError(`policy ${path}:\n${parsed.error.issues.map((i) => `  - ${describeIssue(i)}`).join('\n')}`)
+  return parsed.data.rules
+}
+
+export interface PolicySourceOptions {
+  readonly grants: RbacPolicy
+  /** Rules from the main config (when there is no policy file). */
+  readonly inline: readonly PolicyRule[]
+  /** Absolute path of the watched policy file, if any. */
+  readonly file: string | undefined
+  readonly targets: PolicyTargets
+  readonly reloadIntervalMs: number
+  readonly audit: AuditLog
+  readonly log: Logger
+}
+
+/**
+ * The policy in force: role rules, then the config's or the file's rules, compiled into one
+ * immutable value. A changed file is compiled completely before one assignment swaps it in, so a
+ * request sees the old policy or the new one, never a mix; a file that does not load leaves the
+ * old one in force. Both outcomes are audited with the version hash.
+ * Does not check: files included from the policy file (there is no include).
+ */
+export class PolicySource {
+  #current: CompiledPolicy
+  #lastText: string | undefined
+  readonly #options: PolicySourceOptions
+
+  /** @throws PolicyError when the initial policy does not load: start-up fails. */
+  constructor(options: PolicySourceOptions) {
+    this.#options = options
+    this.#lastText = options.file === undefined ? undefined : safeRead(options.file)
+    this.#current = this.#compile(this.#lastText)
+    options.audit.record({
+      event: 'policy.loaded',
+      decision: 'allow',
+      reason: 'OK',
+      policy: this.#current.version,
+      source: options.file ?? 'config',
+      rules: this.#current.rules.length,
+    })
+    if (options.file !== undefined) watchFile(options.file, { interval: options.reloadIntervalMs, persistent: false }, () => this.reload())
+  }
+
+  #compile(text: string | undefined): CompiledPolicy {
+    const { grants, inline, file, targets } = this.#options
+    let extra = inline
+    if (file !== undefined) {
+      if (text === undefined) throw new PolicyError(`policy ${file}: cannot read`)
+      extra = parsePolicyText(text, file)
+    }
+    return CompiledPolicy.compile([...rbacRules(grants), ...extra], targets)
+  }
+
+  current(): CompiledPolicy {
+    return this.#current
+  }
+
+  /** Load the file again now. Returns what happened; never throws. */
+  reload(): { ok: true; version: string; changed: boolean } | { ok: false; error: string } {
+    const { file, audit, log } = this.#options
+    if (file === undefined) return { ok: true, version: this.#current.version, changed: false }
+    const text = safeRead(file)
+    if (text !== undefined && text === this.#lastText) return { ok: true, version: this.#current.version, changed: false }
+    let next: CompiledPolicy
+    try {
+      next = this.#compile(text)
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error)
+      this.#lastText = text
+      log.error({ policy: this.#current.version, file }, `policy reload refused, previous version stays in force: ${message}`)
+      try {
+        audit.record({ event: 'policy.rejected', decision: 'error', reason: 'POLICY_INVALID', policy: this.#current.version, source: file, detail: message.slice(0, 2000) })
+      } catch {
+        // The operator log has it; the audit sink's failure shows on the next request.
+      }
+      return { ok: false, error: message }
+    }
+    const previous = this.#current.version
+    this.#current = next
+    this.#lastText = text
+    log.info({ policy: next.version, previous, file }, 'policy reloaded')
+    try {
+      audit.record({ event: 'policy.loaded', decision: 'allow', reason: 'OK', policy: next.version, previous, source: file, rules: next.rules.length })
+    } catch {
+      // As above.
+    }
+    return { ok: true, version: next.version, changed: next.version !== previous }
+  }
+
+  close(): void {
+    if (this.#options.file !== undefined) unwatchFile(this.#options.file)
+  }
+}
+
+function safeRead(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
+}
