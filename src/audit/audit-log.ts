@@ -106,6 +106,8 @@ export class AuditLog {
       requestId: ctx.requestId,
       principal: ctx.principal?.id,
       roles: ctx.principal?.roles,
+      tenant: ctx.principal?.tenant,
+      scopes: ctx.principal?.scopes,
       method: ctx.method,
       tool: ctx.tool,
       decision: o.decision,

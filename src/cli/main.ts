@@ -8,6 +8,7 @@ import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, statePa
 import { parseDuration } from '../config/state.js'
 import { SecurityError } from '../errors.js'
 import { serveStdio } from '../transport/stdio.js'
+import { PolicyUsageError, policyCommand } from './policy.js'
 
 const HELP = `mcp-bastion ${VERSION} — a security-first MCP server
 
@@ -17,6 +18,11 @@ Usage:
   mcp-bastion keys list [--config FILE] [--json]
   mcp-bastion keys revoke ID [--config FILE]
   mcp-bastion config check FILE
+  mcp-bastion policy check FILE [--config FILE]
+  mcp-bastion policy explain --role ROLE [--principal ID] [--tenant T] [--scope S]
+                             (--tool NAME --args JSON | --prompt NAME | --resource NAME --uri URI [--action read|list])
+                             [--policy FILE] [--config FILE] [--json]
+  mcp-bastion policy replay --audit FILE [--audit FILE…] --policy NEW.yaml [--config FILE] [--json] [--fail-on-change]
 
 Config: --config, else $BASTION_CONFIG, else ./bastion.yaml if present, else the embedded default.
 Overrides: $BASTION_HOST, $BASTION_PORT (flags win). stdio mode reads the API key from $MCP_API_KEY.
@@ -174,6 +180,8 @@ async function main(argv: string[]): Promise<void> {
       return keys(rest)
     case 'config':
       return config(rest)
+    case 'policy':
+      return policyCommand(rest, configPath)
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`)
@@ -190,10 +198,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof UsageError) process.stderr.write(`mcp-bastion: ${error.message}\n`)
+  if (error instanceof ConfigError || error instanceof UsageError || error instanceof PolicyUsageError) process.stderr.write(`mcp-bastion: ${error.message}\n`)
   else if (error instanceof SecurityError) process.stderr.write(`mcp-bastion: refused: ${error.code}\n`)
   else if (error instanceof Error && 'code' in error && typeof error.code === 'string' && error.code.startsWith('ERR_PARSE_ARGS'))
     process.stderr.write(`mcp-bastion: ${error.message}\n`)
   else process.stderr.write(`mcp-bastion: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`)
-  process.exit(error instanceof UsageError || error instanceof ConfigError ? 2 : 1)
+  process.exit(error instanceof UsageError || error instanceof ConfigError || error instanceof PolicyUsageError ? 2 : 1)
 })

@@ -6,6 +6,7 @@ import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.
 import type { CallContext } from '../pipeline/call.js'
 import { failureOutcome, type Principal, policyOf, type RequestContext } from '../pipeline/context.js'
 import type { CompiledPolicy, Target } from '../policy/engine.js'
+import { auditArgs } from '../protect/redact.js'
 import type { Catalog } from '../tools/catalog.js'
 import type { ToolOutput, ToolRegistry } from '../tools/registry.js'
 
@@ -58,7 +59,8 @@ async function audited<T>(
       if (principal === undefined) throw new SecurityError('ERR_INTERNAL', `${method} without a principal`)
       const policy = policyOf(ctx, deps.policy)
       const decision = policy.decide(principal, authorize.target, authorize.args)
-      ctx.outcome.extra = { ...ctx.outcome.extra, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' }
+      const recorded = authorize.target.kind === 'resource' ? { uri: authorize.target.uri.slice(0, 1024) } : auditArgs(authorize.args)
+      ctx.outcome.extra = { ...ctx.outcome.extra, ...recorded, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' }
       if (!decision.allow)
         throw new SecurityError(
           'ERR_FORBIDDEN',
