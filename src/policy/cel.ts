@@ -65,7 +65,9 @@ export function toCel(value: unknown, schema: unknown): unknown {
   if (value !== null && typeof value === 'object') {
     const props = s.properties !== null && typeof s.properties === 'object' ? (s.properties as Record<string, unknown>) : {}
     const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) out[k] = toCel(v, Object.hasOwn(props, k) ? props[k] : undefined)
+    // defineProperty: a key named `__proto__` stays an own key and never becomes the prototype.
+    for (const [k, v] of Object.entries(value))
+      Object.defineProperty(out, k, { value: toCel(v, Object.hasOwn(props, k) ? props[k] : undefined), enumerable: true, writable: false })
     return out
   }
   return value
