@@ -28,6 +28,15 @@ const RULES_V1 = `rules:
     subjects: { roles: [analyst] }
     targets: { tools: [read_file] }
     when: args.path.startsWith("notes/")
+  - id: analysts-summaries
+    effect: allow
+    subjects: { roles: [analyst] }
+    targets: { prompts: [summary] }
+  - id: no-salary-summaries
+    effect: deny
+    subjects: '*'
+    targets: { prompts: [summary] }
+    when: args.topic == "salaries"
 `
 // v2 lowers the row limit to 10.
 const RULES_V2 = RULES_V1.replace('args.limit <= 1000', 'args.limit <= 10')
@@ -57,6 +66,12 @@ describe('policy end to end', () => {
             return { content: [{ type: 'text', text: JSON.stringify(args) }] }
           },
         })
+        b.prompt({
+          name: 'summary',
+          args: z.object({ topic: z.string().max(64) }),
+          get: async (args) => ({ messages: [{ role: 'user', content: { type: 'text', text: `summarise ${args.topic}` } }] }),
+        })
+        b.prompt({ name: 'internal', permissions: ['internal'], get: async () => ({ messages: [] }) })
         b.resource({ name: 'readme', uri: 'file:///public/readme.md', read: async (uri) => ({ contents: [{ uri: uri.href, text: 'public' }] }) })
         b.resource({ name: 'keys', uri: 'file:///private/keys.txt', read: async (uri) => ({ contents: [{ uri: uri.href, text: 'CANARY-PRIVATE' }] }) })
       },
@@ -75,7 +90,12 @@ describe('policy end to end', () => {
     expect((await client.listResources()).resources.map((r) => r.uri)).toStrictEqual(['file:///public/readme.md'])
     expect((await client.readResource({ uri: 'file:///public/readme.md' })).contents[0]).toMatchObject({ text: 'public' })
     await expect(client.readResource({ uri: 'file:///private/keys.txt' })).rejects.toThrow()
+    expect((await client.listPrompts()).prompts.map((p) => p.name)).toStrictEqual(['summary'])
+    expect((await client.getPrompt({ name: 'summary', arguments: { topic: 'q3' } })).messages[0]?.content).toMatchObject({ text: 'summarise q3' })
+    const since = server.mark()
+    await expect(client.getPrompt({ name: 'summary', arguments: { topic: 'salaries' } })).rejects.toMatchObject({ code: -32003 })
     await client.close()
+    expect(since().find((l) => l.method === 'prompts/get')).toMatchObject({ decision: 'deny', rule: 'no-salary-summaries', authz: 'deny', args: { topic: 'salaries' } })
   })
 
   it('the seed example: own rows only, at most 1,000, never the users table; audited with rule, version and arguments', async () => {
