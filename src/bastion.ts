@@ -8,8 +8,9 @@ import { type Logger, pino } from 'pino'
 import { z } from 'zod'
 import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
-import { ApiKeyAuthenticator } from './auth/authenticate.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
+import type { ScopeRules } from './auth/resource-metadata.js'
+import { type AuthSetup, setupAuth } from './auth/setup.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, resolvePath, statePath, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
@@ -90,6 +91,9 @@ export class Bastion {
   readonly caps: ConcurrencyCaps
   #grants: RbacPolicy | undefined
   #policy: PolicySource | undefined
+  #auth: AuthSetup | undefined
+  /** This server's resource URI (RFC 8707): from config, else the URL it first listened on. */
+  #resourceUri: string | undefined
   #workspace: Workspace | undefined
   #edge: Edge | undefined
   #servers: HttpServer[] = []
@@ -162,6 +166,8 @@ export class Bastion {
     let bastion: Bastion
     try {
       bastion = new Bastion(loaded, options, configKeys, limiter, log)
+      bastion.#resourceUri = loaded.config.auth.resource
+      bastion.#auth = await setupAuth({ loaded, env, keys: bastion.keys, audit: bastion.audit, log, resource: () => bastion.#resourceUri })
     } catch (error) {
       await limiter.close()
       throw error
@@ -227,7 +233,7 @@ export class Bastion {
     ] as const) {
       for (const [name, rule] of Object.entries(config[section])) {
         if (!known[kind].has(name)) throw new ConfigError(`config ${source}: ${section}.${name}: no ${kind} named ${JSON.stringify(name)} is registered`)
-        targets.set(targetKey(kind, name), rule.permissions)
+        if (rule.permissions !== undefined) targets.set(targetKey(kind, name), rule.permissions)
       }
     }
     for (const [name, settings] of Object.entries(config.limits.tools)) {
@@ -284,11 +290,34 @@ export class Bastion {
       registry: this.registry,
       catalog: this.catalog,
       policy,
+      scopes: this.scopeRules(),
       audit: this.audit,
-      callPipeline: createCallPipeline({ registry: this.registry, policy, audit: this.audit, limits: this.rateLimits(), caps: this.caps }),
+      callPipeline: createCallPipeline({ registry: this.registry, policy, scopes: this.scopeRules(), audit: this.audit, limits: this.rateLimits(), caps: this.caps }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
       ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),
+    }
+  }
+
+  /** Authentication: API keys, token issuers, introspection, the token service. */
+  get auth(): AuthSetup {
+    if (this.#auth === undefined) throw new Error('bastion is not initialised')
+    return this.#auth
+  }
+
+  /** Scopes token principals need per target: config `tools|resources|prompts.<name>.scopes`, else the tool's own. */
+  scopeRules(): ScopeRules {
+    const { config } = this.loaded
+    const sections = { tool: config.tools, resource: config.resources, prompt: config.prompts }
+    const implies = new Map(Object.entries(config.auth.scopes.implies))
+    return {
+      implies,
+      required: (kind, name) => {
+        const section = sections[kind]
+        const configured = Object.hasOwn(section, name) ? section[name]?.scopes : undefined
+        if (configured !== undefined) return configured
+        return kind === 'tool' ? (this.registry.get(name)?.definition.scopes ?? []) : []
+      },
     }
   }
 
@@ -308,7 +337,11 @@ export class Bastion {
     this.#edge = createEdge({
       serverDeps: this.#serverDeps(),
       audit: this.audit,
-      authenticator: new ApiKeyAuthenticator(this.keys),
+      authenticator: this.auth.authenticator,
+      bruteForce: this.auth.bruteForce,
+      resourceServer: this.auth.resourceServer,
+      tokenService: this.auth.tokenService,
+      scopes: this.scopeRules(),
       registry: this.registry,
       policy: () => this.policy(),
       grants: this.grants(),
@@ -370,6 +403,8 @@ export class Bastion {
     const address = server.address() as AddressInfo
     const shownHost = isIP(address.address) === 6 ? `[${address.address}]` : address.address
     const url = `${tls === undefined ? 'http' : 'https'}://${shownHost}:${address.port}${config.server.path}`
+    // Without auth.resource, the first URL served is the resource tokens must be issued for.
+    this.#resourceUri ??= url
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url, tools: this.registry.all().length })
     return {
       url,
@@ -394,6 +429,7 @@ export class Bastion {
     this.#servers = []
     await this.#edge?.close()
     await this.limiter.close()
+    await this.#auth?.close()
     this.#policy?.close()
     this.audit.close()
   }

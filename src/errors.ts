@@ -38,6 +38,10 @@ export type SecurityErrorCode =
   | 'ERR_CANCELLED'
   | 'ERR_OUTPUT_TOO_LARGE'
   | 'ERR_TOOL_RESOURCE_LIMIT'
+  | 'ERR_AUTH_UNAVAILABLE'
+  | 'ERR_INSUFFICIENT_SCOPE'
+  | 'ERR_AUTH_BLOCKED'
+  | 'ERR_TOKEN_IN_QUERY'
 
 export interface WireError {
   /** HTTP status where the protocol lets us choose one. */
@@ -84,6 +88,10 @@ export const WIRE: { readonly [C in SecurityErrorCode]: WireError } = {
   ERR_CANCELLED: { http: 200, rpc: -32800, text: 'request cancelled' },
   ERR_OUTPUT_TOO_LARGE: { http: 200, rpc: -32603, text: 'tool output too large' },
   ERR_TOOL_RESOURCE_LIMIT: { http: 200, rpc: -32603, text: 'tool exceeded its resource limits' },
+  ERR_AUTH_UNAVAILABLE: { http: 503, rpc: -32001, text: 'authentication unavailable' },
+  ERR_INSUFFICIENT_SCOPE: { http: 403, rpc: -32003, text: 'insufficient scope' },
+  ERR_AUTH_BLOCKED: { http: 429, rpc: -32029, text: 'too many failed authentications' },
+  ERR_TOKEN_IN_QUERY: { http: 400, rpc: -32600, text: 'credentials are not accepted in the URL' },
 }
 
 export class SecurityError extends Error {

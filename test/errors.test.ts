@@ -38,6 +38,10 @@ const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
   ['ERR_CANCELLED', { http: 200, rpc: -32800, text: 'request cancelled' }],
   ['ERR_OUTPUT_TOO_LARGE', { http: 200, rpc: -32603, text: 'tool output too large' }],
   ['ERR_TOOL_RESOURCE_LIMIT', { http: 200, rpc: -32603, text: 'tool exceeded its resource limits' }],
+  ['ERR_AUTH_UNAVAILABLE', { http: 503, rpc: -32001, text: 'authentication unavailable' }],
+  ['ERR_INSUFFICIENT_SCOPE', { http: 403, rpc: -32003, text: 'insufficient scope' }],
+  ['ERR_AUTH_BLOCKED', { http: 429, rpc: -32029, text: 'too many failed authentications' }],
+  ['ERR_TOKEN_IN_QUERY', { http: 400, rpc: -32600, text: 'credentials are not accepted in the URL' }],
 ]
 
 describe('WIRE table', () => {

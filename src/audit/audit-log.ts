@@ -134,7 +134,13 @@ export function eventFor(code: SecurityErrorCode): string {
     case 'ERR_AUTH_INVALID':
     case 'ERR_AUTH_EXPIRED':
     case 'ERR_AUTH_REVOKED':
+    case 'ERR_AUTH_UNAVAILABLE':
+    case 'ERR_TOKEN_IN_QUERY':
       return 'auth.failure'
+    case 'ERR_AUTH_BLOCKED':
+      return 'auth.blocked'
+    case 'ERR_INSUFFICIENT_SCOPE':
+      return 'authz.denied'
     case 'ERR_FORBIDDEN':
     case 'ERR_SESSION_FORBIDDEN':
       return 'authz.denied'

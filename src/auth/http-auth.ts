@@ -1,16 +1,96 @@
+import type { AuditLog } from '../audit/audit-log.js'
+import { SecurityError } from '../errors.js'
+import { addressKey } from '../limits/rate-plan.js'
 import type { HttpGuard } from '../transport/http/context.js'
-import { type ApiKeyAuthenticator, credentialFromHeaders } from './authenticate.js'
+import { parseApiKey } from './api-key.js'
+import { credentialFromHeaders } from './authenticate.js'
+import type { Authenticator } from './authenticator.js'
+import type { BruteForce } from './brute-force.js'
+
+// RFC 6750 §2.3 and the names API keys travel under: a credential in a URL ends up in logs and history.
+const QUERY_CREDENTIALS = ['access_token', 'token', 'api_key', 'apikey', 'key', 'id_token']
 
 /**
- * Authenticate every request to `/mcp` from its own credential: a session id never stands in
- * for one. Does not check: what the principal may do (policy does), session ownership (the
- * session stage does).
+ * Credentials in the query string are refused (400) before anything else looks at them.
+ * Does not check: credentials anywhere else.
  */
-export function authenticateGuard(authenticator: ApiKeyAuthenticator): HttpGuard {
+export function queryCredentialGuard(): HttpGuard {
+  return async function queryCredentialStage(ctx, next) {
+    for (const name of QUERY_CREDENTIALS) {
+      if (ctx.url.searchParams.has(name)) throw new SecurityError('ERR_TOKEN_IN_QUERY', `credential parameter ${name} in the URL`)
+    }
+    return next()
+  }
+}
+
+export interface AuthenticateOptions {
+  readonly authenticator: Authenticator
+  readonly bruteForce: BruteForce
+  readonly audit: AuditLog
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer)
+        resolve()
+      },
+      { once: true },
+    )
+  })
+
+/**
+ * Authenticate every request from its own credential: a session id never stands in for one.
+ * Repeated failures from one address, or against one API key id, are answered ever later and
+ * then blocked for a while (429 before any credential is checked); a block is an audited alert.
+ * Does not check: what the principal may do (policy does), session ownership (the session stage
+ * does), scopes (the scope stages do).
+ */
+export function authenticateGuard(options: AuthenticateOptions): HttpGuard {
+  const { authenticator, bruteForce, audit } = options
   return async function authenticateGuardStage(ctx, next) {
+    const address = `addr:${addressKey(ctx.remoteAddress)}`
+    const blocked = bruteForce.blockedUntil(address)
+    if (blocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `${address} is blocked after repeated failures`, { retryAfterMs: blocked - Date.now() })
     const { token, source } = credentialFromHeaders(ctx.request.headers)
-    ctx.principal = authenticator.verify(token)
-    ctx.outcome = { event: 'auth.success', decision: 'allow', reason: 'OK', extra: { ...ctx.outcome.extra, credential: source } }
+    const keyId = parseApiKey(token)?.id
+    const subjects = keyId === undefined ? [address] : [address, `key:${keyId}`]
+    const keyBlocked = keyId === undefined ? undefined : bruteForce.blockedUntil(`key:${keyId}`)
+    if (keyBlocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `key ${keyId} is blocked after repeated failures`, { retryAfterMs: keyBlocked - Date.now() })
+    try {
+      ctx.principal = await authenticator.verify(token, source)
+    } catch (error) {
+      if (error instanceof SecurityError && error.code === 'ERR_AUTH_INVALID') {
+        let delayMs = 0
+        for (const subject of subjects) {
+          const verdict = bruteForce.fail(subject)
+          delayMs = Math.max(delayMs, verdict.delayMs)
+          ctx.outcome.extra = { ...ctx.outcome.extra, failures: verdict.failures }
+          if (verdict.blockedUntil !== undefined) {
+            audit.record({
+              event: 'alert',
+              alert: 'auth.blocked',
+              requestId: ctx.requestId,
+              subject,
+              failures: verdict.failures,
+              until: new Date(verdict.blockedUntil).toISOString(),
+              decision: 'deny',
+              reason: 'ERR_AUTH_BLOCKED',
+              remote: ctx.remoteAddress,
+            })
+          }
+        }
+        if (delayMs > 0) {
+          ctx.outcome.extra = { ...ctx.outcome.extra, delayedMs: delayMs }
+          await sleep(delayMs, ctx.signal)
+        }
+      }
+      throw error
+    }
+    ctx.outcome = { event: 'auth.success', decision: 'allow', reason: 'OK', extra: { ...ctx.outcome.extra, credential: source, kind: ctx.principal.kind } }
     return next()
   }
 }

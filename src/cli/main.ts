@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { AuditLog, FileAuditSink } from '../audit/audit-log.js'
 import { KeyStore } from '../auth/key-store.js'
+import { SigningKeys } from '../auth/signing-keys.js'
 import { createBastion, VERSION } from '../bastion.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, statePath } from '../config/load.js'
 import { parseDuration } from '../config/state.js'
@@ -17,6 +18,7 @@ Usage:
   mcp-bastion keys create --role ROLE [--role ROLE…] [--name NAME] [--expires 30d] [--config FILE]
   mcp-bastion keys list [--config FILE] [--json]
   mcp-bastion keys revoke ID [--config FILE]
+  mcp-bastion keys rotate-signing [--config FILE]
   mcp-bastion config check FILE
   mcp-bastion policy check FILE [--config FILE]
   mcp-bastion policy explain --role ROLE [--principal ID] [--tenant T] [--scope S]
@@ -91,7 +93,7 @@ function keyStoreFor(loaded: LoadedConfig): { store: KeyStore; audit: AuditLog }
   return { store, audit }
 }
 
-function keys(args: string[]): void {
+async function keys(args: string[]): Promise<void> {
   const [sub, ...rest] = args
   if (sub === 'create') {
     const { values } = parseArgs({
@@ -161,7 +163,20 @@ function keys(args: string[]): void {
     process.stdout.write(`revoked ${id}\n`)
     return
   }
-  throw new UsageError(`keys: unknown subcommand ${JSON.stringify(sub ?? '')} (create, list, revoke)`)
+  if (sub === 'rotate-signing') {
+    const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } }, strict: true })
+    const loaded = loadConfig(values.config)
+    const { tokenService } = loaded.config.auth
+    const keys = new SigningKeys(statePath(loaded, tokenService.signingKeysFile), tokenService.accessTokenSeconds)
+    await keys.init()
+    const kid = await keys.rotate()
+    const { audit } = keyStoreFor(loaded)
+    audit.record({ event: 'signing-key.rotated', kid, decision: 'allow', reason: 'OK', transport: 'cli' })
+    audit.close()
+    process.stdout.write(`signing key ${kid} now signs; older keys verify for ${tokenService.accessTokenSeconds} s more\n`)
+    return
+  }
+  throw new UsageError(`keys: unknown subcommand ${JSON.stringify(sub ?? '')} (create, list, revoke, rotate-signing)`)
 }
 
 function config(args: string[]): void {

@@ -2,15 +2,22 @@ import { z } from 'zod'
 import { parseRate } from '../limits/token-bucket.js'
 import { ruleSchema } from '../policy/schema.js'
 
-/** A secret is never inline: it comes from an environment variable or a file. */
-export const secretRef = z.union([
-  z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name') }),
-  z.strictObject({ file: z.string().min(1) }),
-])
-export type SecretRef = z.infer<typeof secretRef>
+import { oauthShape } from './auth-schema.js'
+import { secretRef } from './secret-ref.js'
+
+export { type SecretRef, secretRef } from './secret-ref.js'
 
 const permissionList = z.array(z.string().min(1).max(128)).max(256)
-const targetRules = z.record(z.string().min(1).max(128), z.strictObject({ permissions: permissionList })).default({})
+const targetRules = z
+  .record(
+    z.string().min(1).max(128),
+    z.strictObject({
+      permissions: permissionList.optional(),
+      /** OAuth scopes a token must hold (all of them) to use the target; API keys are governed by roles. */
+      scopes: z.array(z.string().min(1).max(128)).max(64).optional(),
+    }),
+  )
+  .default({})
 
 const rateSpec = z.strictObject({
   /** Refill rate: `<count>/<s|min|h|day>`, e.g. `30/min`. */
@@ -151,6 +158,7 @@ export const configSchema = z.strictObject({
           }),
         )
         .default([]),
+      ...oauthShape,
     })
     .prefault({}),
   roles: z

@@ -1,5 +1,6 @@
 import type { CallToolResult, ServerContext } from '@modelcontextprotocol/server'
 import type { AuditLog } from '../audit/audit-log.js'
+import { requireScopes, type ScopeRules } from '../auth/resource-metadata.js'
 import { publicText, SecurityError, type SecurityErrorCode, toSecurityError } from '../errors.js'
 import type { ConcurrencyCaps } from '../limits/concurrency.js'
 import { executeTool } from '../limits/execute.js'
@@ -29,6 +30,7 @@ export interface CallContext {
 export interface CallDeps {
   readonly registry: ToolRegistry
   readonly policy: () => CompiledPolicy
+  readonly scopes: ScopeRules
   readonly audit: AuditLog
   readonly limits: RateLimitDeps
   readonly caps: ConcurrencyCaps
@@ -90,7 +92,7 @@ function auditCall(audit: AuditLog): CallGuard {
  * Runs before validation, so a caller who may not use a tool learns nothing about its schema.
  * Does not check: arguments (the argument stage does, after validation).
  */
-function authorizeCall(current: () => CompiledPolicy): CallGuard {
+function authorizeCall(current: () => CompiledPolicy, scopes: ScopeRules): CallGuard {
   return async function authorizeCallGuard(ctx, next) {
     const principal = ctx.request.principal
     if (principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'tools/call reached the call pipeline unauthenticated')
@@ -98,6 +100,7 @@ function authorizeCall(current: () => CompiledPolicy): CallGuard {
     const decision = policy.reachable(principal, { kind: 'tool', name: ctx.name })
     ctx.request.outcome.extra = { ...ctx.request.outcome.extra, rule: decision.rule, policy: policy.version }
     if (!decision.allow) throw new SecurityError('ERR_FORBIDDEN', `policy ${policy.version} denies ${principal.id} tool ${ctx.name} (${decision.rule})`)
+    requireScopes(principal, scopes.required('tool', ctx.name), scopes.implies, `tool ${ctx.name}`)
     return next()
   }
 }
@@ -180,7 +183,7 @@ function resolveTool(registry: ToolRegistry): CallGuard {
 export function createCallPipeline(deps: CallDeps): (ctx: CallContext) => Promise<ToolOutput> {
   const run = executeTool({ plan: deps.limits.plan, caps: deps.caps, metrics: deps.limits.metrics, toolError: toolErrorResult })
   return compose<CallContext, ToolOutput>(
-    [auditCall(deps.audit), resolveTool(deps.registry), limitCall(deps.limits), authorizeCall(deps.policy), validateCall(), authorizeArgs(deps.policy)],
+    [auditCall(deps.audit), resolveTool(deps.registry), limitCall(deps.limits), authorizeCall(deps.policy, deps.scopes), validateCall(), authorizeArgs(deps.policy)],
     run,
   )
 }

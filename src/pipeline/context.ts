@@ -6,7 +6,7 @@ import type { CompiledPolicy } from '../policy/engine.js'
 export interface Principal {
   /** Stable id for audit and session binding, e.g. `key:3f9a…`. */
   readonly id: string
-  readonly kind: 'api-key'
+  readonly kind: 'api-key' | 'jwt' | 'opaque'
   /** Human name of the credential. */
   readonly name: string
   readonly roles: readonly string[]
@@ -32,7 +32,7 @@ export interface AuditOutcome {
 }
 
 // Failures of bastion itself, as opposed to refusals of the caller.
-const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set(['ERR_INTERNAL', 'ERR_AUDIT_UNAVAILABLE', 'ERR_TOOL_FAILED', 'ERR_LIMITS_UNAVAILABLE'])
+const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set(['ERR_INTERNAL', 'ERR_AUDIT_UNAVAILABLE', 'ERR_TOOL_FAILED', 'ERR_LIMITS_UNAVAILABLE', 'ERR_AUTH_UNAVAILABLE'])
 
 /**
  * The outcome of a refusal or failure: one rule for `deny` versus `error`, keeping the extra

@@ -29,6 +29,8 @@ interface ToolBase<S extends z.ZodType> {
   readonly timeoutMs?: number
   /** Cap on the result's size (bytes); config overrides. Default `limits.maxOutputBytes`. */
   readonly maxOutputBytes?: number
+  /** OAuth scopes a token must hold to call it (all of them); config `tools.<name>.scopes` overrides. */
+  readonly scopes?: readonly string[]
 }
 
 /** A tool that runs in the server process: fast, shares memory with everything else. */

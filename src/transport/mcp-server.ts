@@ -1,6 +1,7 @@
 import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions, UriTemplate } from '@modelcontextprotocol/server'
 import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type AuditLog, eventFor } from '../audit/audit-log.js'
+import { requireScopes, type ScopeRules } from '../auth/resource-metadata.js'
 
 import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
 import type { CallContext } from '../pipeline/call.js'
@@ -15,6 +16,7 @@ export interface ServerDeps {
   readonly registry: ToolRegistry
   readonly catalog: Catalog
   readonly policy: () => CompiledPolicy
+  readonly scopes: ScopeRules
   readonly audit: AuditLog
   readonly callPipeline: (ctx: CallContext) => Promise<ToolOutput>
   /** One validator for every instance: building one per request triples the SDK's cost per call. */

@@ -47,7 +47,10 @@ describe('embedded default', () => {
     expect(config.server.tls).toBeUndefined()
     expect(config.server.sessions).toStrictEqual({ maxTotal: 1000, maxPerPrincipal: 16, idleTimeoutSeconds: 900 })
     expect(config.roles).toStrictEqual({ admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] } })
-    expect(config.auth).toStrictEqual({ keysFile: 'keys.json', reloadIntervalMs: 1000, keys: [] })
+    expect(config.auth).toMatchObject({ keysFile: 'keys.json', reloadIntervalMs: 1000, keys: [], issuers: [], introspection: [] })
+    // Tokens are off until configured: API keys only, and no token endpoint.
+    expect(config.auth.tokenService.enabled).toBe(false)
+    expect(config.auth.resource).toBeUndefined()
     expect(config.workspace).toStrictEqual({ enabled: true, root: 'workspace', maxFileBytes: 1024 * 1024 })
     expect(config.stateDir).toBe('.bastion')
     expect(statePath(loaded, config.audit.file)).toBe('/srv/app/.bastion/audit.jsonl')

@@ -1,3 +1,4 @@
+import type { ResourceServer } from '../../auth/resource-metadata.js'
 import type { RequestContext } from '../../pipeline/context.js'
 
 /** The per-request context of the HTTP edge: the request context plus the HTTP exchange. */
@@ -10,6 +11,8 @@ export interface HttpContext extends RequestContext {
   readonly bodyTooLarge: boolean
   /** Headers added to whatever response goes out (request id, challenges). */
   readonly responseHeaders: Headers
+  /** Set when tokens are accepted: challenges then point at the Protected Resource Metadata. */
+  readonly resourceServer: ResourceServer | undefined
 }
 
 export type HttpGuard = (ctx: HttpContext, next: () => Promise<Response>) => Promise<Response>

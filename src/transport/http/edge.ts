@@ -1,8 +1,11 @@
 import { createMcpHandler, type McpHttpHandler } from '@modelcontextprotocol/server'
 import type { AuditLog } from '../../audit/audit-log.js'
 import { httpAudit } from '../../audit/http-audit.js'
-import type { ApiKeyAuthenticator } from '../../auth/authenticate.js'
-import { authenticateGuard } from '../../auth/http-auth.js'
+import type { Authenticator } from '../../auth/authenticator.js'
+import type { BruteForce } from '../../auth/brute-force.js'
+import { authenticateGuard, queryCredentialGuard } from '../../auth/http-auth.js'
+import type { ResourceServer, ScopeRules } from '../../auth/resource-metadata.js'
+import type { TokenService } from '../../auth/token-service.js'
 import { SecurityError } from '../../errors.js'
 import { type BodyLimits, bodyGuard } from '../../limits/body-guard.js'
 import { anonymousLimitGuard, type RateLimitDeps, rateLimitGuard } from '../../limits/rate-guard.js'
@@ -18,6 +21,7 @@ import type { HttpContext, HttpGuard } from './context.js'
 import { contextFromAuthInfo, dispatch, eraGuard } from './dispatch.js'
 import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
 import { metricsTerminal } from './metrics-route.js'
+import { oauthRouter } from './oauth-routes.js'
 import { requestShapeGuard } from './request-shape.js'
 import { errorResponse, finalizeResponse } from './responses.js'
 import { LegacySessions, type SessionLimits } from './sessions.js'
@@ -25,7 +29,12 @@ import { LegacySessions, type SessionLimits } from './sessions.js'
 export interface EdgeOptions {
   readonly serverDeps: ServerDeps
   readonly audit: AuditLog
-  readonly authenticator: ApiKeyAuthenticator
+  readonly authenticator: Authenticator
+  readonly bruteForce: BruteForce
+  /** Set when tokens are accepted: Protected Resource Metadata and OAuth challenges. */
+  readonly resourceServer: ResourceServer | undefined
+  readonly tokenService: TokenService | undefined
+  readonly scopes: ScopeRules
   readonly registry: ToolRegistry
   readonly policy: () => CompiledPolicy
   /** Role permissions, for endpoints outside MCP (`/metrics`). */
@@ -84,20 +93,23 @@ export function createEdge(options: EdgeOptions): Edge {
     },
   )
 
+  const auth = { authenticator: options.authenticator, bruteForce: options.bruteForce, audit }
+  const oauth = oauthRouter({ audit, origins: options.origins, resourceServer: options.resourceServer, tokenService: options.tokenService, bruteForce: options.bruteForce })
   const guards: HttpGuard[] = [
     httpAudit(audit),
     dnsRebindingGuard(options.origins),
     requestShapeGuard(),
     bodyGuard(options.body),
+    queryCredentialGuard(),
     anonymousLimitGuard(options.limits),
-    authenticateGuard(options.authenticator),
+    authenticateGuard(auth),
     rateLimitGuard(options.limits, (name) => options.registry.get(name) !== undefined),
     eraGuard(),
-    toolGateGuard(options.registry, options.policy),
+    toolGateGuard(options.registry, options.policy, options.scopes),
   ]
   const mcpPipeline = compose<HttpContext, Response>(guards, dispatch(modern, sessions))
   const metricsPipeline = compose<HttpContext, Response>(
-    [httpAudit(audit), dnsRebindingGuard(options.origins), anonymousLimitGuard(options.limits), authenticateGuard(options.authenticator)],
+    [httpAudit(audit), dnsRebindingGuard(options.origins), queryCredentialGuard(), anonymousLimitGuard(options.limits), authenticateGuard(auth)],
     metricsTerminal(options.metrics, options.grants),
   )
   const notFound = compose<HttpContext, Response>([httpAudit(audit)], async () => {
@@ -112,13 +124,15 @@ export function createEdge(options: EdgeOptions): Edge {
       if (info.secure) url.protocol = 'https:'
       const ctx: HttpContext = Object.assign(
         createContext({ requestId: requestIdFrom(request.headers.get('x-request-id')), transport: 'http', remoteAddress: info.remoteAddress, signal: request.signal }),
-        { request, url, body: undefined, bodyTooLarge: info.bodyTooLarge === true, responseHeaders: new Headers() },
+        { request, url, body: undefined, bodyTooLarge: info.bodyTooLarge === true, responseHeaders: new Headers(), resourceServer: options.resourceServer },
       )
       if (url.pathname === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
         return finalizeResponse(ctx, Response.json({ status: 'ok' }, { headers: { 'cache-control': 'no-store' } }))
       }
       try {
-        return await (url.pathname === path ? mcpPipeline(ctx) : url.pathname === '/metrics' ? metricsPipeline(ctx) : notFound(ctx))
+        if (url.pathname === path) return await mcpPipeline(ctx)
+        if (url.pathname === '/metrics') return await metricsPipeline(ctx)
+        return await (oauth(ctx) ?? notFound(ctx))
       } catch (error) {
         // Only reachable if the audit stage itself threw: fail closed without detail.
         options.onError?.(error instanceof Error ? error : new Error(String(error)))

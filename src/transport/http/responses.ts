@@ -1,20 +1,29 @@
-import { rpcError, type SecurityError, type SecurityErrorCode, WIRE } from '../../errors.js'
+import { bearerChallenge, ScopeError } from '../../auth/resource-metadata.js'
+import { rpcError, type SecurityError, WIRE } from '../../errors.js'
 import { type HttpContext, rpcIdOf } from './context.js'
 
 const CHALLENGE = 'Bearer realm="mcp-bastion"'
+const INVALID = new Set(['ERR_AUTH_INVALID', 'ERR_AUTH_EXPIRED', 'ERR_AUTH_REVOKED'])
 
-function challengeFor(code: SecurityErrorCode): string | undefined {
-  if (code === 'ERR_AUTH_MISSING') return CHALLENGE
-  // RFC 6750 §3.1: invalid_token for malformed, unknown, revoked or expired credentials.
-  if (code === 'ERR_AUTH_INVALID' || code === 'ERR_AUTH_EXPIRED' || code === 'ERR_AUTH_REVOKED') return `${CHALLENGE}, error="invalid_token"`
-  return undefined
+/**
+ * RFC 6750 §3: a challenge on every 401, `invalid_token` when a credential was refused, and
+ * `insufficient_scope` on a scope 403. With tokens enabled the challenge names the Protected
+ * Resource Metadata and the scopes (MCP authorization spec, RFC 9728 §5.1).
+ */
+function challengeFor(ctx: HttpContext, error: SecurityError): string | undefined {
+  const rs = ctx.resourceServer
+  const invalid = INVALID.has(error.code)
+  if (error.code === 'ERR_INSUFFICIENT_SCOPE' && error instanceof ScopeError && rs !== undefined) return bearerChallenge(rs, 'insufficient_scope', error.needed)
+  if (error.code !== 'ERR_AUTH_MISSING' && !invalid) return undefined
+  if (rs !== undefined) return bearerChallenge(rs, invalid ? 'invalid_token' : undefined, rs.scopesSupported)
+  return invalid ? `${CHALLENGE}, error="invalid_token"` : CHALLENGE
 }
 
 /** The one HTTP error shape: status from the wire table, a JSON-RPC error body with the request id. */
 export function errorResponse(ctx: HttpContext, error: SecurityError): Response {
   const wire = WIRE[error.code]
   const headers = new Headers({ 'content-type': 'application/json', 'cache-control': 'no-store' })
-  const challenge = challengeFor(error.code)
+  const challenge = challengeFor(ctx, error)
   if (challenge !== undefined) headers.set('www-authenticate', challenge)
   if (error.code === 'ERR_BODY_TOO_LARGE') headers.set('connection', 'close')
   if (error.code === 'ERR_SESSION_LIMIT') headers.set('retry-after', '30')

@@ -1,0 +1,181 @@
+import { createPublicKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors, type JWK, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
+import { SecurityError } from '../errors.js'
+import type { Principal } from '../pipeline/context.js'
+
+/** Longest token accepted at all: bigger ones are refused before any parsing. */
+export const MAX_TOKEN_BYTES = 8192
+
+export interface IssuerOptions {
+  readonly name: string
+  readonly issuer: string
+  /** Accepted audiences, read per verification (the resource URI may be known only once listening). */
+  readonly audience: () => readonly string[]
+  readonly algorithms: readonly string[]
+  /** Where keys come from: never from the token (`jwk`, `jku`, `x5u`, `x5c` are ignored). */
+  readonly keys:
+    | { readonly remote: URL; readonly cooldownMs: number; readonly timeoutMs: number }
+    | { readonly jwks: { keys: JWK[] } }
+    | { readonly secret: Uint8Array }
+    | { readonly resolver: JWTVerifyGetKey }
+  readonly requireTyp: boolean
+  readonly clockSkewSeconds: number
+  readonly maxLifetimeSeconds: number
+  readonly claims: { readonly roles: string; readonly tenant?: string | undefined }
+  readonly defaultRoles: readonly string[]
+}
+
+/** Read a dot-separated claim path from a payload (own properties only). */
+export function claimAt(payload: Readonly<Record<string, unknown>>, path: string): unknown {
+  let value: unknown = payload
+  for (const part of path.split('.')) {
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, part)) return undefined
+    value = (value as Record<string, unknown>)[part]
+  }
+  return value
+}
+
+/** Strings of a claim: an array of strings, or one space-separated string. */
+export function claimStrings(value: unknown): string[] {
+  if (typeof value === 'string') return value.split(' ').filter((s) => s.length > 0)
+  if (Array.isArray(value)) return value.filter((v): v is string => typeof v === 'string')
+  return []
+}
+
+/** A JWKS from PEM public keys and JWKs (public parts only: a private key in config is refused). */
+export function staticJwks(entries: readonly ({ pem: string } | { jwk: Record<string, unknown> })[]): { keys: JWK[] } {
+  return {
+    keys: entries.map((e, i) => {
+      if ('pem' in e) {
+        const key = createPublicKey(e.pem)
+        return key.export({ format: 'jwk' }) as JWK
+      }
+      if ('d' in e.jwk || 'k' in e.jwk) throw new Error(`keys.${i}: a private or symmetric JWK; give the public key`)
+      return e.jwk as JWK
+    }),
+  }
+}
+
+/** Read a local JWKS file. */
+export function jwksFromFile(path: string): { keys: JWK[] } {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown
+  if (parsed === null || typeof parsed !== 'object' || !Array.isArray((parsed as { keys?: unknown }).keys)) throw new Error(`${path}: not a JWKS ({"keys": [...]})`)
+  return parsed as { keys: JWK[] }
+}
+
+interface Trusted {
+  readonly options: IssuerOptions
+  readonly key: JWTVerifyGetKey | Uint8Array
+}
+
+/**
+ * JWT access tokens (RFC 9068 profile where required) from configured issuers, verified with
+ * `jose`: the issuer is looked up by the unverified `iss`, then everything is checked against that
+ * issuer's own settings — algorithm allowlist, keys from config only, `aud` (RFC 8707), `exp`
+ * required, `nbf`, `iat` not in the future, lifetime cap, `typ`, unknown `crit` refused.
+ * Does not check: revocation (the token cache consults the revocation list), scopes (the scope
+ * stage does), what the principal may do (policy does).
+ */
+export class JwtVerifier {
+  readonly #byIssuer = new Map<string, Trusted>()
+  readonly #self: { readonly issuer: () => string; readonly trusted: Trusted } | undefined
+
+  /** @param self bastion's own token service, whose issuer is its URL (known once listening). */
+  constructor(
+    issuers: readonly IssuerOptions[],
+    self?: { readonly issuer: () => string; readonly options: IssuerOptions & { readonly keys: { readonly resolver: JWTVerifyGetKey } } },
+  ) {
+    this.#self = self === undefined ? undefined : { issuer: self.issuer, trusted: { options: self.options, key: self.options.keys.resolver } }
+    for (const options of issuers) {
+      if (this.#byIssuer.has(options.issuer)) throw new Error(`issuer ${options.issuer} is configured twice`)
+      let key: JWTVerifyGetKey | Uint8Array
+      if ('secret' in options.keys) key = options.keys.secret
+      else if ('resolver' in options.keys) key = options.keys.resolver
+      else if ('jwks' in options.keys) key = createLocalJWKSet(options.keys.jwks)
+      else {
+        // Cached without expiry: an IdP outage must not break tokens signed with keys we already
+        // have. An unknown `kid` refetches, at most once per cooldown.
+        key = createRemoteJWKSet(options.keys.remote, { cooldownDuration: options.keys.cooldownMs, timeoutDuration: options.keys.timeoutMs, cacheMaxAge: Number.POSITIVE_INFINITY })
+      }
+      this.#byIssuer.set(options.issuer, { options, key })
+    }
+  }
+
+  get size(): number {
+    return this.#byIssuer.size + (this.#self === undefined ? 0 : 1)
+  }
+
+  /** Is this one of ours to verify (a trusted `iss`)? Cheap, unverified. */
+  claims(token: string): JWTPayload | undefined {
+    try {
+      return decodeJwt(token)
+    } catch {
+      return undefined
+    }
+  }
+
+  /**
+   * @returns the principal and the token's expiry (ms since the epoch)
+   * @throws SecurityError ERR_AUTH_INVALID, ERR_AUTH_EXPIRED, ERR_AUTH_UNAVAILABLE (keys unreachable)
+   */
+  async verify(token: string): Promise<{ principal: Principal; expiresAt: number; jti: string | undefined }> {
+    if (token.length > MAX_TOKEN_BYTES) throw new SecurityError('ERR_AUTH_INVALID', `token of ${token.length} bytes is over ${MAX_TOKEN_BYTES}`)
+    const unverified = this.claims(token)
+    if (unverified === undefined) throw new SecurityError('ERR_AUTH_INVALID', 'not a JWT')
+    const iss = unverified.iss
+    let trusted = typeof iss === 'string' ? this.#byIssuer.get(iss) : undefined
+    if (trusted === undefined && this.#self !== undefined && iss === this.#self.issuer()) trusted = this.#self.trusted
+    if (trusted === undefined || typeof iss !== 'string') throw new SecurityError('ERR_AUTH_INVALID', 'token from an untrusted issuer')
+    const o = trusted.options
+    let payload: JWTPayload
+    try {
+      const verifyOptions = {
+        issuer: iss,
+        audience: [...o.audience()],
+        algorithms: [...o.algorithms],
+        clockTolerance: o.clockSkewSeconds,
+        requiredClaims: ['exp', 'sub'],
+        ...(o.requireTyp ? { typ: 'at+jwt' } : {}),
+      }
+      const key = trusted.key
+      payload = (key instanceof Uint8Array ? await jwtVerify(token, key, verifyOptions) : await jwtVerify(token, key, verifyOptions)).payload
+    } catch (error) {
+      throw fromJose(error, o.issuer)
+    }
+    const now = Date.now() / 1000
+    const exp = payload.exp ?? 0
+    if (payload.iat !== undefined && payload.iat > now + o.clockSkewSeconds) throw new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: iat is in the future`)
+    const start = payload.iat ?? payload.nbf ?? now
+    if (exp - start > o.maxLifetimeSeconds)
+      throw new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: lifetime ${Math.round(exp - start)} s is over the maximum ${o.maxLifetimeSeconds} s`)
+    const sub = payload.sub ?? ''
+    if (sub.length === 0 || sub.length > 256) throw new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: unusable sub`)
+    const roles = [...new Set([...o.defaultRoles, ...claimStrings(claimAt(payload, o.claims.roles))])]
+    const scopes = [...new Set([...claimStrings(payload.scope), ...claimStrings(payload.scp)])]
+    const tenant = o.claims.tenant === undefined ? undefined : claimAt(payload, o.claims.tenant)
+    const principal: Principal = {
+      id: `${o.name}:${sub}`,
+      kind: 'jwt',
+      name: sub,
+      roles,
+      scopes,
+      claims: payload,
+      ...(typeof tenant === 'string' && tenant.length > 0 ? { tenant } : {}),
+    }
+    return { principal, expiresAt: exp * 1000, jti: typeof payload.jti === 'string' ? payload.jti : undefined }
+  }
+}
+
+/** jose's errors as bastion's: expired, unavailable keys, or simply invalid. The message is for the audit line. */
+function fromJose(error: unknown, issuer: string): SecurityError {
+  const what = error instanceof Error ? `${error.name}: ${error.message}` : 'verification failed'
+  if (error instanceof errors.JWTExpired) return new SecurityError('ERR_AUTH_EXPIRED', `${issuer}: ${what}`)
+  if (
+    error instanceof errors.JWKSTimeout ||
+    (error instanceof TypeError && /fetch/i.test(error.message)) ||
+    (error instanceof errors.JOSEError && error.code === 'ERR_JOSE_GENERIC' && /fetch|response/i.test(error.message))
+  )
+    return new SecurityError('ERR_AUTH_UNAVAILABLE', `${issuer}: keys unreachable: ${what}`, { cause: error })
+  return new SecurityError('ERR_AUTH_INVALID', `${issuer}: ${what}`)
+}

@@ -1,0 +1,195 @@
+import { isIP } from 'node:net'
+import { createLocalJWKSet } from 'jose'
+import type { Logger } from 'pino'
+import type { AuditLog } from '../audit/audit-log.js'
+import { ConfigError, type LoadedConfig, readSecret, resolvePath, statePath } from '../config/load.js'
+import { ApiKeyAuthenticator } from './authenticate.js'
+import { Authenticator } from './authenticator.js'
+import { BruteForce } from './brute-force.js'
+import { Introspector } from './introspection.js'
+import { type IssuerOptions, JwtVerifier, jwksFromFile, staticJwks } from './jwt.js'
+import type { KeyStore } from './key-store.js'
+import { FileRefreshStore, RedisRefreshStore, type RefreshStore } from './refresh-store.js'
+import type { ResourceServer } from './resource-metadata.js'
+import { SigningKeys } from './signing-keys.js'
+import { TokenCache } from './token-cache.js'
+import { TokenService } from './token-service.js'
+
+export interface AuthSetup {
+  readonly apiKeys: ApiKeyAuthenticator
+  readonly authenticator: Authenticator
+  readonly bruteForce: BruteForce
+  readonly cache: TokenCache
+  readonly resourceServer: ResourceServer | undefined
+  readonly tokenService: TokenService | undefined
+  readonly signingKeys: SigningKeys | undefined
+  close(): Promise<void>
+}
+
+function loopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '')
+  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'))
+}
+
+/** HTTPS, or plain HTTP to a loopback address only. @throws ConfigError */
+function secureUrl(loaded: LoadedConfig, where: string, text: string): URL {
+  const url = new URL(text)
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopbackHost(url.hostname)))
+    throw new ConfigError(`config ${loaded.source}: ${where}: must be https (plain http only to a loopback address)`)
+  return url
+}
+
+/**
+ * Everything that turns a credential into a principal, from config: API keys, trusted JWT issuers,
+ * introspection, bastion's own token service, the verified-token cache and brute-force counters.
+ * @throws ConfigError naming the key, for unusable settings (short HS256 secrets, plain-HTTP key
+ *   endpoints, unreadable key files)
+ */
+export async function setupAuth(input: {
+  loaded: LoadedConfig
+  env: NodeJS.ProcessEnv
+  keys: KeyStore
+  audit: AuditLog
+  log: Logger
+  /** This server's resource URI, once known. */
+  resource: () => string | undefined
+}): Promise<AuthSetup> {
+  const { loaded, env } = input
+  const { auth } = loaded.config
+  const source = loaded.source
+  const apiKeys = new ApiKeyAuthenticator(input.keys)
+  const resource = (): string => input.resource() ?? ''
+  const audienceOf = (configured: readonly string[] | undefined) => (configured === undefined ? () => [resource()].filter((r) => r !== '') : () => configured)
+  const issuers = auth.issuers.map((c, i): IssuerOptions => {
+    const where = `auth.issuers.${i}`
+    let keys: IssuerOptions['keys']
+    try {
+      if (c.jwksUri !== undefined) keys = { remote: secureUrl(loaded, `${where}.jwksUri`, c.jwksUri), cooldownMs: c.jwksCooldownSeconds * 1000, timeoutMs: c.jwksTimeoutMs }
+      else if (c.jwksFile !== undefined) keys = { jwks: jwksFromFile(resolvePath(loaded, c.jwksFile)) }
+      else if (c.keys !== undefined)
+        keys = { jwks: staticJwks(c.keys.map((k, j) => ('pem' in k ? { pem: readSecret(loaded, k.pem, `${where}.keys.${j}.pem`, env) } : { jwk: k.jwk }))) }
+      else {
+        const secret = Buffer.from(readSecret(loaded, c.secret ?? { env: 'UNSET' }, `${where}.secret`, env), 'utf8')
+        // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+        if (secret.length < 32) throw new ConfigError(`config ${source}: ${where}.secret: an HS256 secret must be at least 32 bytes (got ${secret.length})`)
+        keys = { secret: new Uint8Array(secret) }
+      }
+    } catch (error) {
+      if (error instanceof ConfigError) throw error
+      throw new ConfigError(`config ${source}: ${where}: ${error instanceof Error ? error.message : 'unusable keys'}`)
+    }
+    return {
+      name: c.name,
+      issuer: c.issuer,
+      audience: audienceOf(c.audience),
+      algorithms: c.algorithms,
+      keys,
+      requireTyp: c.requireTyp,
+      clockSkewSeconds: c.clockSkewSeconds,
+      maxLifetimeSeconds: c.maxLifetimeSeconds,
+      claims: c.claims,
+      defaultRoles: c.defaultRoles,
+    }
+  })
+  const ts = auth.tokenService
+  let signingKeys: SigningKeys | undefined
+  let store: RefreshStore | undefined
+  const selfIssuer = (): string => {
+    const r = resource()
+    return r === '' ? '' : new URL(r).origin
+  }
+  if (ts.enabled) {
+    signingKeys = new SigningKeys(statePath(loaded, ts.signingKeysFile), ts.accessTokenSeconds)
+    await signingKeys.init()
+    store =
+      ts.store === 'redis' && ts.redis !== undefined
+        ? new RedisRefreshStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>
+            input.log.warn({ err: { message: e.message } }, 'token store'),
+          )
+        : new FileRefreshStore(statePath(loaded, ts.refreshTokensFile))
+  }
+  const keysForSelf = signingKeys
+  const jwt =
+    issuers.length > 0 || keysForSelf !== undefined
+      ? new JwtVerifier(
+          issuers,
+          keysForSelf === undefined
+            ? undefined
+            : {
+                issuer: selfIssuer,
+                options: {
+                  name: 'key',
+                  issuer: 'self',
+                  audience: () => [resource()].filter((r) => r !== ''),
+                  algorithms: ['ES256'],
+                  keys: { resolver: (header, token) => createLocalJWKSet(keysForSelf.jwks())(header, token) },
+                  requireTyp: true,
+                  clockSkewSeconds: 30,
+                  maxLifetimeSeconds: ts.accessTokenSeconds,
+                  claims: { roles: 'roles', tenant: 'tenant' },
+                  defaultRoles: [],
+                },
+              },
+        )
+      : undefined
+  const introspection = auth.introspection[0]
+  const introspector =
+    introspection === undefined
+      ? undefined
+      : new Introspector({
+          name: introspection.name,
+          endpoint: secureUrl(loaded, 'auth.introspection.0.endpoint', introspection.endpoint),
+          clientId: introspection.clientId,
+          clientSecret: readSecret(loaded, introspection.clientSecret, 'auth.introspection.0.clientSecret', env),
+          audience: audienceOf(introspection.audience),
+          cacheSeconds: introspection.cacheSeconds,
+          timeoutMs: introspection.timeoutMs,
+          claims: introspection.claims,
+          defaultRoles: introspection.defaultRoles,
+        })
+  const cache = new TokenCache(auth.tokenCache.maxEntries)
+  const revocations = store
+  const authenticator = new Authenticator({
+    apiKeys,
+    jwt,
+    introspection: introspector,
+    cache,
+    isRevoked: revocations === undefined ? async () => false : (jti) => revocations.isRevoked(jti),
+  })
+  const tokensAccepted = jwt !== undefined || introspector !== undefined
+  const resourceServer: ResourceServer | undefined = tokensAccepted
+    ? {
+        resource,
+        authorizationServers: () => auth.authorizationServers ?? [...auth.issuers.map((i) => i.issuer), ...(ts.enabled ? [selfIssuer()] : [])],
+        scopesSupported: auth.scopes.supported,
+        implies: new Map(Object.entries(auth.scopes.implies)),
+      }
+    : undefined
+  const tokenService =
+    signingKeys === undefined || store === undefined
+      ? undefined
+      : new TokenService({
+          issuer: selfIssuer,
+          resource,
+          keys: signingKeys,
+          store,
+          apiKeys,
+          accessTokenSeconds: ts.accessTokenSeconds,
+          refreshTokenSeconds: ts.refreshTokenSeconds,
+          scopesSupported: auth.scopes.supported,
+          cache,
+          audit: input.audit,
+        })
+  return {
+    apiKeys,
+    authenticator,
+    bruteForce: new BruteForce(auth.bruteForce),
+    cache,
+    resourceServer,
+    tokenService,
+    signingKeys,
+    close: async () => {
+      await store?.close()
+    },
+  }
+}

@@ -1,0 +1,104 @@
+import type { AuditLog } from '../../audit/audit-log.js'
+import { httpAudit } from '../../audit/http-audit.js'
+import type { BruteForce } from '../../auth/brute-force.js'
+import { queryCredentialGuard } from '../../auth/http-auth.js'
+import { metadataUrl, protectedResourceMetadata, type ResourceServer } from '../../auth/resource-metadata.js'
+import type { TokenService } from '../../auth/token-service.js'
+import { SecurityError } from '../../errors.js'
+import { addressKey } from '../../limits/rate-plan.js'
+import { compose } from '../../pipeline/compose.js'
+import type { HttpContext } from './context.js'
+import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
+
+export interface OAuthRouteOptions {
+  readonly audit: AuditLog
+  readonly origins: OriginPolicy
+  readonly resourceServer: ResourceServer | undefined
+  readonly tokenService: TokenService | undefined
+  readonly bruteForce: BruteForce
+}
+
+type Route = (ctx: HttpContext) => Promise<Response>
+
+const PUBLIC_JSON = { 'content-type': 'application/json', 'cache-control': 'max-age=300', 'access-control-allow-origin': '*' }
+
+function getOnly(ctx: HttpContext): void {
+  if (ctx.request.method !== 'GET' && ctx.request.method !== 'HEAD') throw new SecurityError('ERR_METHOD_NOT_ALLOWED', `${ctx.request.method.slice(0, 16)} ${ctx.url.pathname}`)
+}
+
+/**
+ * The OAuth endpoints, outside the MCP pipeline and without authentication of their own:
+ * Protected Resource Metadata (RFC 9728) at the well-known path and its MCP-path-suffixed form;
+ * with the token service, its metadata (RFC 8414), JWKS, token and revocation endpoints.
+ * Every request is audited; client authentication failures at the token endpoints count toward
+ * the brute-force blocks. Returns undefined for any other path.
+ */
+export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => Promise<Response> | undefined {
+  const routes = new Map<string, Route>()
+  const base = [httpAudit(options.audit), dnsRebindingGuard(options.origins)]
+  const rs = options.resourceServer
+  if (rs !== undefined) {
+    const prm = compose<HttpContext, Response>(base, async (ctx) => {
+      getOnly(ctx)
+      ctx.method = 'oauth/protected-resource'
+      return new Response(JSON.stringify(protectedResourceMetadata(rs)), { headers: PUBLIC_JSON })
+    })
+    routes.set('/.well-known/oauth-protected-resource', prm)
+    // The resource's own metadata path is known only once the server listens: matched per request.
+    routes.set('prm-suffixed', prm)
+  }
+  const ts = options.tokenService
+  if (ts !== undefined) {
+    routes.set(
+      '/.well-known/oauth-authorization-server',
+      compose<HttpContext, Response>(base, async (ctx) => {
+        getOnly(ctx)
+        ctx.method = 'oauth/metadata'
+        return new Response(JSON.stringify(ts.metadata()), { headers: PUBLIC_JSON })
+      }),
+    )
+    routes.set(
+      '/.well-known/jwks.json',
+      compose<HttpContext, Response>(base, async (ctx) => {
+        getOnly(ctx)
+        ctx.method = 'oauth/jwks'
+        return new Response(JSON.stringify(ts.jwks()), { headers: PUBLIC_JSON })
+      }),
+    )
+    const guarded = (run: Route): Route =>
+      compose<HttpContext, Response>([...base, queryCredentialGuard()], async (ctx) => {
+        const subject = `addr:${addressKey(ctx.remoteAddress)}`
+        const blocked = options.bruteForce.blockedUntil(subject)
+        if (blocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `${subject} is blocked after repeated failures`, { retryAfterMs: blocked - Date.now() })
+        const response = await run(ctx)
+        if (response.status === 401) {
+          const verdict = options.bruteForce.fail(subject)
+          if (verdict.blockedUntil !== undefined)
+            options.audit.record({
+              event: 'alert',
+              alert: 'auth.blocked',
+              requestId: ctx.requestId,
+              subject,
+              failures: verdict.failures,
+              decision: 'deny',
+              reason: 'ERR_AUTH_BLOCKED',
+            })
+        }
+        return response
+      })
+    routes.set(
+      '/oauth/token',
+      guarded((ctx) => ts.token(ctx)),
+    )
+    routes.set(
+      '/oauth/revoke',
+      guarded((ctx) => ts.revoke(ctx)),
+    )
+  }
+  return (ctx) => {
+    const route = routes.get(ctx.url.pathname)
+    if (route !== undefined) return route(ctx)
+    if (rs !== undefined && ctx.url.pathname === new URL(metadataUrl(rs.resource())).pathname) return routes.get('prm-suffixed')?.(ctx)
+    return undefined
+  }
+}
