@@ -21,8 +21,9 @@ export interface TestServer {
 }
 
 /** A real bastion on 127.0.0.1:0 in a fresh state directory, with keys for three roles. */
-export async function startServer(config: BastionConfigInput = {}, setup?: (b: Bastion) => void): Promise<TestServer> {
+export async function startServer(config: BastionConfigInput = {}, setup?: (b: Bastion) => void, prepare?: (dir: string) => void): Promise<TestServer> {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-test-')))
+  prepare?.(dir)
   const bastion = await createBastion({
     baseDir: dir,
     logger: pino({ level: 'silent' }),
