@@ -92,6 +92,7 @@ export class Bastion {
   #grants: RbacPolicy | undefined
   #policy: PolicySource | undefined
   #auth: AuthSetup | undefined
+  #closed = false
   /** This server's resource URI (RFC 8707): from config, else the URL it first listened on. */
   #resourceUri: string | undefined
   #workspace: Workspace | undefined
@@ -420,8 +421,10 @@ export class Bastion {
     }
   }
 
-  /** Stop serving, close sessions and the audit sink. */
+  /** Stop serving, close sessions, backends and the audit sink. Idempotent. */
   async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
     for (const s of this.#servers) {
       s.closeAllConnections()
       s.close()
