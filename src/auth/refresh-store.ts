@@ -149,7 +149,7 @@ redis.call('HSET', KEYS[1], 'used', '1')
 return {1, v[1], v[2], v[3], v[4]}
 `
 
-type WithUse = Redis & { bastionUseRefresh(numKeys: number, key: string): Promise<[number, ...string[]]> }
+type WithUse = Redis & { bastionUseRefresh(key: string): Promise<[number, ...string[]]> }
 
 /** Refresh tokens in Redis, shared by every replica; the same rotation rule in one atomic script. */
 export class RedisRefreshStore implements RefreshStore {
@@ -186,7 +186,7 @@ export class RedisRefreshStore implements RefreshStore {
   }
 
   async use(token: string): Promise<UseResult> {
-    const reply = await this.#call(() => this.#redis.bastionUseRefresh(1, `${this.#prefix}rt:${hashOf(token)}`))
+    const reply = await this.#call(() => this.#redis.bastionUseRefresh(`${this.#prefix}rt:${hashOf(token)}`))
     const [status, family = '', keyId = '', scopes = '', exp = '0'] = reply
     if (status === 2) return { status: 'reused', family }
     if (status !== 1) return { status: 'invalid' }
