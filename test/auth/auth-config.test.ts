@@ -67,7 +67,11 @@ describe('token service replicas sharing Redis', () => {
     const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-replicas-')))
     const prefix = `bastion-test:${Date.now()}:`
     const config: BastionConfigInput = {
-      auth: { resource: 'https://mcp.test/mcp', reloadIntervalMs: 0, tokenService: { enabled: true, store: 'redis', redis: { url: { env: 'TOKENS_REDIS' }, keyPrefix: prefix } } },
+      auth: {
+        resource: 'https://mcp.test/mcp',
+        reloadIntervalMs: 0,
+        tokenService: { enabled: true, refreshTokenSeconds: 300, store: 'redis', redis: { url: { env: 'TOKENS_REDIS' }, keyPrefix: prefix } },
+      },
       limits: { anonymous: { rate: '100000/min' } },
     }
     const env = { TOKENS_REDIS: 'redis://127.0.0.1:6379' }
