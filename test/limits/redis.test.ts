@@ -110,7 +110,8 @@ auth:
 ${configKeys}
 limits:
   backend: redis
-  redis: { url: { env: REPLICA_REDIS_URL }, keyPrefix: '${prefix()}' }
+  # A loaded CI machine can starve a process for longer than the default 500 ms deadline.
+  redis: { url: { env: REPLICA_REDIS_URL }, keyPrefix: '${prefix()}', timeoutMs: 3000 }
 ${limits}
 `
   // One prefix for both replicas: the same config text except the state directory.
@@ -192,7 +193,7 @@ describe('two server processes sharing Redis enforce one combined limit', () => 
       })
       for (const [, codes] of run.statuses) {
         const admitted = codes.filter((c) => c === 200).length
-        expect(codes.every((c) => c === 200 || c === 429)).toBe(true)
+        expect(codes.filter((c) => c !== 200 && c !== 429)).toStrictEqual([])
         // Tokens are granted between the first and the last request that reached Redis.
         const most = 20 + (100 * (run.lastDone - run.firstSent)) / 1000
         const least = 20 + (100 * (run.lastSent - run.firstDone)) / 1000
@@ -214,7 +215,7 @@ describe('Redis outage', () => {
     process.env.BASTION_TEST_OUTAGE_REDIS = redis.url
     const limits = (failOpen: boolean) => ({
       backend: 'redis' as const,
-      redis: { url: { env: 'BASTION_TEST_OUTAGE_REDIS' }, keyPrefix: prefix(), timeoutMs: 300 },
+      redis: { url: { env: 'BASTION_TEST_OUTAGE_REDIS' }, keyPrefix: prefix(), timeoutMs: 1000 },
       dangerouslyFailOpen: failOpen,
     })
     closed = await startServer({ limits: limits(false) })
