@@ -1,0 +1,47 @@
+// npm run bench:soak: 5 minutes at a steady, moderate rate through the whole pipeline; heap and RSS
+// of the server at the start (after a warm-up) and at the end must be flat within noise.
+import { spawn } from 'node:child_process'
+import { cpus } from 'node:os'
+import autocannon from 'autocannon'
+
+const MINUTES = Number(process.env.SOAK_MINUTES ?? 5)
+const RATE = Number(process.env.SOAK_RATE ?? 200)
+const child = spawn(process.execPath, [new URL('./servers.mjs', import.meta.url).pathname, 'bastion-full'], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+  env: { ...process.env, BENCH_HEAP: '1' },
+})
+const samples = []
+const target = await new Promise((resolve, reject) => {
+  let out = ''
+  child.stdout.on('data', (c) => {
+    out += c
+    const m = /BENCH_TARGET (.*)\n/.exec(out)
+    if (m) resolve(JSON.parse(m[1]))
+    for (const h of out.matchAll(/BENCH_HEAP (\d+) (\d+)\n/g)) samples.push({ t: Date.now(), heap: Number(h[1]), rss: Number(h[2]) })
+    out = out.slice(out.lastIndexOf('\n') + 1)
+  })
+  child.once('exit', (code) => reject(new Error(`server exited ${code}`)))
+})
+const mib = (b) => (b / 2 ** 20).toFixed(1)
+// Warm-up: JIT, pools and caches settle before the first sample that counts.
+await autocannon({ url: target.url, method: 'POST', headers: target.headers, body: target.body, connections: 4, duration: 15, overallRate: RATE })
+const startAt = samples.length
+const result = await autocannon({ url: target.url, method: 'POST', headers: target.headers, body: target.body, connections: 8, duration: MINUTES * 60, overallRate: RATE })
+await new Promise((r) => setTimeout(r, 6_000))
+child.kill('SIGKILL')
+const window = samples.slice(startAt)
+const first = window.slice(0, 3)
+const last = window.slice(-3)
+const avg = (xs, k) => xs.reduce((a, x) => a + x[k], 0) / Math.max(1, xs.length)
+const lines = [
+  `# Soak: ${MINUTES} min at ${RATE} req/s through the whole pipeline`,
+  '',
+  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}. ${result.requests.total} requests, ${result.non2xx} non-2xx, ${result.errors} errors, p99 ${result.latency.p99} ms.`,
+  '',
+  '| | heap MiB | RSS MiB |',
+  '|---|---|---|',
+  `| start (mean of first 3 samples after warm-up) | ${mib(avg(first, 'heap'))} | ${mib(avg(first, 'rss'))} |`,
+  `| end (mean of last 3 samples) | ${mib(avg(last, 'heap'))} | ${mib(avg(last, 'rss'))} |`,
+  `| change | ${mib(avg(last, 'heap') - avg(first, 'heap'))} | ${mib(avg(last, 'rss') - avg(first, 'rss'))} |`,
+]
+process.stdout.write(`${lines.join('\n')}\n`)
