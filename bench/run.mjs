@@ -104,8 +104,8 @@ for (const connections of [32, 1]) {
   lines.push(
     `## ${connections} connection${connections === 1 ? '' : 's'}`,
     '',
-    '| configuration | req/s | ratio | p50 ms | p99 ms | server CPU µs/req | peak RSS MiB | failed |',
-    '|---|---|---|---|---|---|---|---|',
+    '| configuration | req/s | ratio | mean ms | p50 ms | p99 ms | server CPU µs/req | peak RSS MiB | failed |',
+    '|---|---|---|---|---|---|---|---|---|',
   )
   const base = results.get(`${BASELINE}@${connections}`)
   for (const [variant, label] of CONFIGS) {

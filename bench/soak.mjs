@@ -1,6 +1,7 @@
 // npm run bench:soak: 5 minutes at a steady, moderate rate through the whole pipeline; heap and RSS
 // of the server at the start (after a warm-up) and at the end must be flat within noise.
 import { spawn } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import autocannon from 'autocannon'
 
@@ -44,4 +45,7 @@ const lines = [
   `| end (mean of last 3 samples) | ${mib(avg(last, 'heap'))} | ${mib(avg(last, 'rss'))} |`,
   `| change | ${mib(avg(last, 'heap') - avg(first, 'heap'))} | ${mib(avg(last, 'rss') - avg(first, 'rss'))} |`,
 ]
-process.stdout.write(`${lines.join('\n')}\n`)
+const text = `${lines.join('\n')}\n`
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true })
+writeFileSync(new URL('./results/soak.md', import.meta.url), text)
+process.stdout.write(text)
