@@ -36,10 +36,12 @@ const quoted = (value: string): string => `"${value.replace(/["\\]/g, '')}"`
  * with what is needed; `error` when a token was presented and refused.
  */
 export function bearerChallenge(rs: ResourceServer, error: 'invalid_token' | 'insufficient_scope' | undefined, scopes: readonly string[]): string {
-  const parts = [`resource_metadata=${quoted(metadataUrl(rs.resource()))}`]
+  const resource = rs.resource()
+  // Unknown only when the edge is embedded without auth.resource and never listened: no URL to point at.
+  const parts = resource === '' ? [] : [`resource_metadata=${quoted(metadataUrl(resource))}`]
   if (error !== undefined) parts.unshift(`error=${quoted(error)}`)
   if (scopes.length > 0) parts.push(`scope=${quoted(scopes.join(' '))}`)
-  return `Bearer ${parts.join(', ')}`
+  return parts.length === 0 ? 'Bearer realm="mcp-bastion"' : `Bearer ${parts.join(', ')}`
 }
 
 /** Granted scopes plus everything they imply, transitively. */

@@ -96,3 +96,35 @@ describe('token service replicas sharing Redis', () => {
     expect((await token(urls[1] ?? '', `grant_type=refresh_token&refresh_token=${rotated.json.refresh_token}`)).status).toBe(400)
   })
 })
+
+describe('an embedded edge that never listened and has no auth.resource', () => {
+  it('still answers 401 with a challenge (no metadata URL to give) and refuses to publish empty metadata', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-embedded-')))
+    const b = await createBastion({
+      baseDir: dir,
+      logger: pino({ level: 'silent' }),
+      config: { auth: { issuers: [{ issuer: 'https://idp.test', algorithms: ['HS256'], secret: { env: 'S' } }] } },
+      env: { S: 'x'.repeat(40) },
+    })
+    try {
+      const edge = b.edge()
+      const res = await edge.fetch(
+        new Request('http://127.0.0.1/mcp', {
+          method: 'POST',
+          headers: { host: '127.0.0.1', 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+          body: '{}',
+        }),
+        { remoteAddress: '127.0.0.1', secure: false },
+      )
+      expect(res.status).toBe(401)
+      expect(res.headers.get('www-authenticate')).toBe('Bearer realm="mcp-bastion"')
+      const prm = await edge.fetch(new Request('http://127.0.0.1/.well-known/oauth-protected-resource', { headers: { host: '127.0.0.1' } }), {
+        remoteAddress: '127.0.0.1',
+        secure: false,
+      })
+      expect(prm.status).toBe(500)
+    } finally {
+      await b.close()
+    }
+  })
+})

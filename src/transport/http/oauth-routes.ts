@@ -41,6 +41,7 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => P
     const prm = compose<HttpContext, Response>(base, async (ctx) => {
       getOnly(ctx)
       ctx.method = 'oauth/protected-resource'
+      if (rs.resource() === '') throw new SecurityError('ERR_INTERNAL', 'resource URI unknown: set auth.resource when embedding the edge')
       return new Response(JSON.stringify(protectedResourceMetadata(rs)), { headers: PUBLIC_JSON })
     })
     routes.set('/.well-known/oauth-protected-resource', prm)
@@ -98,7 +99,8 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => P
   return (ctx) => {
     const route = routes.get(ctx.url.pathname)
     if (route !== undefined) return route(ctx)
-    if (rs !== undefined && ctx.url.pathname === new URL(metadataUrl(rs.resource())).pathname) return routes.get('prm-suffixed')?.(ctx)
+    const resource = rs?.resource() ?? ''
+    if (resource !== '' && ctx.url.pathname === new URL(metadataUrl(resource)).pathname) return routes.get('prm-suffixed')?.(ctx)
     return undefined
   }
 }
