@@ -6,6 +6,7 @@ import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/se
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type Logger, pino } from 'pino'
 import { z } from 'zod'
+import { auditKey } from './audit/audit-key.js'
 import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
@@ -111,7 +112,11 @@ export class Bastion {
     })
     this.caps = new ConcurrencyCaps(config.limits.concurrency)
     ensureState(statePath(loaded, '.'), config.workspace.enabled ? statePath(loaded, config.workspace.root) : undefined)
-    this.audit = new AuditLog(options.auditSink ?? new FileAuditSink(statePath(loaded, config.audit.file)))
+    this.audit = new AuditLog(
+      options.auditSink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
+      undefined,
+      auditKey(loaded, options.env),
+    )
     this.keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
   }
 

@@ -1,7 +1,8 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { SecurityError, type SecurityErrorCode } from '../errors.js'
 import type { RequestContext } from '../pipeline/context.js'
+import { AuditChain } from './chain.js'
 
 /** The fields of an audit line, before the timestamp. Values are plain JSON; secrets never enter (callers pass ids, not keys). */
 export interface AuditFields {
@@ -25,6 +26,8 @@ export interface AuditSink {
   /** Append one whole line. Throws if it cannot; the caller fails the request closed. */
   write(line: string): void
   close(): void
+  /** The last whole line already stored, which a new hash chain is anchored to. */
+  lastLine?(): string | undefined
 }
 
 /**
@@ -40,23 +43,79 @@ export function toJsonLine(record: AuditRecord): string {
     .replace(/\u2029/g, '\\u2029')}\n`
 }
 
+/** The last newline-terminated line of an open file, reading backwards in 64 KiB steps. */
+function lastWholeLine(fd: number, size: number): string | undefined {
+  let end = size
+  let tail = Buffer.alloc(0)
+  while (end > 0) {
+    const start = Math.max(0, end - 65_536)
+    const chunk = Buffer.alloc(end - start)
+    readSync(fd, chunk, 0, chunk.length, start)
+    tail = Buffer.concat([chunk, tail])
+    end = start
+    const text = tail.toString('utf8')
+    const close = text.lastIndexOf('\n')
+    if (close < 0) continue
+    const open = text.lastIndexOf('\n', close - 1)
+    if (open >= 0 || end === 0) return text.slice(open + 1, close)
+  }
+  return undefined
+}
+
 /**
  * Append-only JSON Lines file. Each line is one `write(2)` on an `O_APPEND` descriptor, so
- * concurrent writers never interleave inside a line. Does not check: tampering (a later issue
- * chains and signs lines), disk space ahead of time.
+ * concurrent writers never interleave inside a line. Past `maxBytes` the file is renamed to
+ * `<file>.<timestamp>` and a new one started; hash chains continue across the two.
+ * A file that ends mid-line (a crash or a full disk) gets a newline first, so the torn fragment
+ * stays a line of its own that `audit verify` reports, and new lines are whole.
+ * Does not check: disk space ahead of time.
  */
 export class FileAuditSink implements AuditSink {
-  readonly #fd: number
-  constructor(readonly path: string) {
+  #fd: number
+  #size: number
+  #last: string | undefined
+  readonly #maxBytes: number
+  #rotations = 0
+
+  constructor(
+    readonly path: string,
+    options: { maxBytes?: number } = {},
+  ) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
-    this.#fd = openSync(path, 'a', 0o600)
+    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
+    this.#fd = openSync(path, 'a+', 0o600)
+    this.#size = fstatSync(this.#fd).size
+    if (this.#size > 0) {
+      const lastByte = Buffer.alloc(1)
+      readSync(this.#fd, lastByte, 0, 1, this.#size - 1)
+      this.#last = lastWholeLine(this.#fd, this.#size)
+      if (lastByte[0] !== 0x0a) this.#size += writeSync(this.#fd, '\n')
+    }
   }
+
+  lastLine(): string | undefined {
+    return this.#last
+  }
+
   write(line: string): void {
     const bytes = Buffer.from(line, 'utf8')
+    if (this.#size > 0 && this.#size + bytes.length > this.#maxBytes) this.#rotate()
     const written = writeSync(this.#fd, bytes)
     // A short write leaves a torn line; treat it as a failure so the request fails closed.
     if (written !== bytes.length) throw new Error(`short audit write: ${written} of ${bytes.length} bytes`)
+    this.#size += written
   }
+
+  #rotate(): void {
+    fsyncSync(this.#fd)
+    closeSync(this.#fd)
+    // Timestamp, then a counter: names sort in writing order, even within one millisecond.
+    this.#rotations += 1
+    renameSync(this.path, `${this.path}.${new Date().toISOString().replace(/[:.]/g, '-')}.${String(this.#rotations).padStart(6, '0')}`)
+    this.#fd = openSync(this.path, 'a+', 0o600)
+    this.#size = 0
+  }
+
   close(): void {
     try {
       fsyncSync(this.#fd)
@@ -77,18 +136,44 @@ export class MemoryAuditSink implements AuditSink {
 
 /** Writes audit records; a failed write becomes `ERR_AUDIT_UNAVAILABLE` so the request fails closed. */
 export class AuditLog {
+  readonly #chain: AuditChain | undefined
+  #opened = false
+
+  /** @param chainKey the audit key: every line is then hash-chained and MACed (see chain.ts) */
   constructor(
     private readonly sink: AuditSink,
     private readonly clock: () => Date = () => new Date(),
-  ) {}
+    chainKey?: Buffer,
+  ) {
+    this.#chain = chainKey === undefined ? undefined : new AuditChain(chainKey, sink.lastLine?.())
+  }
+
+  /** This writer's id in the hash chain, if chained. */
+  get writer(): string | undefined {
+    return this.#chain?.writer
+  }
+
+  #write(fields: Record<string, unknown>): void {
+    const line = toJsonLine({ ts: this.clock().toISOString(), ...fields } as AuditRecord)
+    if (this.#chain === undefined) {
+      this.sink.write(line)
+      return
+    }
+    const sealed = this.#chain.seal(line)
+    this.sink.write(sealed.line)
+    sealed.commit()
+  }
 
   /** @throws SecurityError ERR_AUDIT_UNAVAILABLE when the line cannot be written whole. */
   record(fields: AuditFields): void {
     // `ts` first for readers; a field named `ts` never replaces the clock's.
     const { ts: _ignored, ...rest } = fields as AuditFields & { ts?: unknown }
-    const line = toJsonLine({ ts: this.clock().toISOString(), ...rest })
     try {
-      this.sink.write(line)
+      if (this.#chain !== undefined && !this.#opened) {
+        this.#write({ event: 'audit.opened', decision: 'allow', reason: 'OK', pid: process.pid })
+        this.#opened = true
+      }
+      this.#write(rest)
     } catch (error) {
       throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink write failed', { cause: error })
     }
@@ -122,8 +207,13 @@ export class AuditLog {
     ctx.audited = true
   }
 
+  /** Close the writer: a chained log ends with `audit.closed`, so a cut tail shows. */
   close(): void {
-    this.sink.close()
+    try {
+      if (this.#chain !== undefined && this.#opened) this.#write({ event: 'audit.closed', decision: 'allow', reason: 'OK', lines: this.#chain.seq + 1 })
+    } finally {
+      this.sink.close()
+    }
   }
 }
 

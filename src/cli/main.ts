@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
+import { auditKey } from '../audit/audit-key.js'
 import { AuditLog, FileAuditSink } from '../audit/audit-log.js'
+import { verifyAudit } from '../audit/chain.js'
 import { KeyStore } from '../auth/key-store.js'
 import { SigningKeys } from '../auth/signing-keys.js'
 import { createBastion, VERSION } from '../bastion.js'
@@ -20,6 +22,7 @@ Usage:
   mcp-bastion keys revoke ID [--config FILE]
   mcp-bastion keys rotate-signing [--config FILE]
   mcp-bastion config check FILE
+  mcp-bastion audit verify FILE [FILE…] [--config FILE]
   mcp-bastion policy check FILE [--config FILE]
   mcp-bastion policy explain --role ROLE [--principal ID] [--tenant T] [--scope S]
                              (--tool NAME --args JSON | --prompt NAME | --resource NAME --uri URI [--action read|list])
@@ -89,7 +92,7 @@ async function serve(args: string[]): Promise<void> {
 
 function keyStoreFor(loaded: LoadedConfig): { store: KeyStore; audit: AuditLog } {
   const store = new KeyStore(statePath(loaded, loaded.config.auth.keysFile), [], 0)
-  const audit = new AuditLog(new FileAuditSink(statePath(loaded, loaded.config.audit.file)))
+  const audit = new AuditLog(new FileAuditSink(statePath(loaded, loaded.config.audit.file), { maxBytes: loaded.config.audit.maxBytes }), undefined, auditKey(loaded))
   return { store, audit }
 }
 
@@ -186,6 +189,29 @@ function config(args: string[]): void {
   process.stdout.write(`${file}: OK (${Object.keys(loaded.config.roles).length} roles, ${loaded.config.auth.keys.length} configured keys)\n`)
 }
 
+function auditCommand(args: string[]): void {
+  const { values, positionals } = parseArgs({ args, options: { config: { type: 'string' } }, allowPositionals: true, strict: true })
+  const [sub, ...files] = positionals
+  if (sub !== 'verify' || files.length === 0) throw new UsageError('usage: mcp-bastion audit verify FILE [FILE…] [--config FILE]  (oldest first)')
+  const loaded = loadConfig(values.config)
+  const texts = files.map((name) => {
+    try {
+      return { name, text: readFileSync(name, 'utf8') }
+    } catch (error) {
+      throw new UsageError(`audit verify: cannot read ${name} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+  })
+  const report = verifyAudit(texts, auditKey(loaded))
+  if (!report.ok) {
+    const p = report.problem
+    process.stdout.write(`FAIL ${p?.file}:${p?.line}: ${p?.reason} (${report.lines} lines verified before it)\n`)
+    process.exitCode = 1
+    return
+  }
+  const open = report.open.length === 0 ? '' : `; ${report.open.length} writer(s) without audit.closed (running, crashed, or the tail was cut): ${report.open.join(', ')}`
+  process.stdout.write(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${open}\n`)
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv
   switch (command) {
@@ -197,6 +223,8 @@ async function main(argv: string[]): Promise<void> {
       return config(rest)
     case 'policy':
       return policyCommand(rest, configPath)
+    case 'audit':
+      return auditCommand(rest)
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`)

@@ -142,7 +142,19 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** Folder for keys, audit log and the demo workspace; relative paths resolve against the config file. */
   stateDir: z.string().min(1).default('.bastion'),
-  audit: z.strictObject({ file: z.string().min(1).default('audit.jsonl') }).prefault({}),
+  audit: z
+    .strictObject({
+      file: z.string().min(1).default('audit.jsonl'),
+      /** MAC key of the hash chain; default: `<stateDir>/audit.key`, created on first start. */
+      key: secretRef.optional(),
+      /** Past this size the file is renamed with a timestamp and a new one started; chains continue. */
+      maxBytes: z
+        .number()
+        .int()
+        .min(64 * 1024)
+        .default(64 * 1024 * 1024),
+    })
+    .prefault({}),
   auth: z
     .strictObject({
       keysFile: z.string().min(1).default('keys.json'),

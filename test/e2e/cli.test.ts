@@ -167,7 +167,9 @@ describe('stdio mode', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-    expect(lines.at(-1)).toMatchObject({ event: 'limit.exceeded', transport: 'stdio', tool: 'list_files', reason: 'ERR_RATE_LIMITED', bucket: 'role:reader' })
+    expect(lines.find((l) => l.event === 'limit.exceeded')).toMatchObject({ transport: 'stdio', tool: 'list_files', reason: 'ERR_RATE_LIMITED', bucket: 'role:reader' })
+    // The writer closed its hash chain on the way out.
+    expect(lines.at(-1)).toMatchObject({ event: 'audit.closed' })
   })
 
   it('refuses to start without a valid MCP_API_KEY', () => {

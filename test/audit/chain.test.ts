@@ -1,0 +1,133 @@
+import { spawn, spawnSync } from 'node:child_process'
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
+import { verifyAudit } from '../../src/audit/chain.js'
+import { BIN } from '../helpers/processes.js'
+
+const KEY = Buffer.from('k'.repeat(64))
+const tmp = (): string => realpathSync(mkdtempSync(join(tmpdir(), 'bastion-chain-')))
+
+/** A closed, chained file of `n` request lines from one writer. */
+function chainedFile(n: number): { path: string; text: string } {
+  const path = join(tmp(), 'audit.jsonl')
+  const log = new AuditLog(new FileAuditSink(path), undefined, KEY)
+  for (let i = 0; i < n; i++) log.record({ event: 'tool.call', decision: i % 2 === 0 ? 'allow' : 'deny', reason: 'OK', n: i })
+  log.close()
+  return { path, text: readFileSync(path, 'utf8') }
+}
+
+const verify = (text: string, key = KEY) => verifyAudit([{ name: 'audit.jsonl', text }], key)
+const lines = (text: string): string[] => text.slice(0, -1).split('\n')
+const join_ = (ls: string[]): string => `${ls.join('\n')}\n`
+
+describe('hash-chained audit', () => {
+  it('a fresh log verifies: opened, every line, closed', () => {
+    const { text } = chainedFile(10)
+    expect(verify(text)).toMatchObject({ ok: true, lines: 12, writers: 1, open: [] })
+    const first = JSON.parse(lines(text)[0] ?? '{}') as Record<string, unknown>
+    expect(first).toMatchObject({ event: 'audit.opened', seq: 1, prev: '0'.repeat(64) })
+    expect(Object.keys(first).at(-1)).toBe('mac')
+  })
+
+  const TAMPER: { name: string; change: (ls: string[]) => string[]; line: number; says: RegExp }[] = [
+    { name: 'a field edited', change: (ls) => ls.map((l, i) => (i === 4 ? l.replace('"decision":"deny"', '"decision":"allow"') : l)), line: 5, says: /MAC does not match/ },
+    { name: 'a line deleted', change: (ls) => ls.filter((_, i) => i !== 6), line: 7, says: /1 line\(s\) deleted before this one/ },
+    { name: 'two lines swapped', change: (ls) => ls.map((l, i) => (i === 3 ? (ls[4] ?? '') : i === 4 ? (ls[3] ?? '') : l)), line: 4, says: /seq 5 after 3/ },
+    {
+      name: 'a forged line inserted',
+      change: (ls) => [...ls.slice(0, 5), `{"ts":"x","event":"tool.call","decision":"allow","mac":"${'0'.repeat(64)}"}`, ...ls.slice(5)],
+      line: 6,
+      says: /MAC does not match/,
+    },
+    { name: 'a real line replayed', change: (ls) => [...ls.slice(0, 5), ls[2] ?? '', ...ls.slice(5)], line: 6, says: /reordered or duplicated/ },
+    { name: 'lines after the close', change: (ls) => [...ls, ls[3] ?? ''], line: 13, says: /wrote after closing/ },
+    { name: 'the first lines removed', change: (ls) => ls.slice(2), line: 1, says: /starts at seq 3/ },
+  ]
+  it.each(TAMPER)('$name → FAIL at line $line', ({ change, line, says }) => {
+    const { text } = chainedFile(10)
+    const report = verify(join_(change(lines(text))))
+    expect(report.ok).toBe(false)
+    expect(report.problem?.line).toBe(line)
+    expect(report.problem?.reason).toMatch(says)
+  })
+
+  it('a truncated tail is reported as torn, and a different key fails at line 1', () => {
+    const { text } = chainedFile(5)
+    expect(verify(text.slice(0, -40))).toMatchObject({ ok: false, problem: { line: 7, reason: expect.stringMatching(/torn line at the end/) } })
+    expect(verify(text, Buffer.from('x'.repeat(64)))).toMatchObject({ ok: false, problem: { line: 1, reason: expect.stringMatching(/not the audit key/) } })
+  })
+
+  it('writers interleave (server and CLI) and each chain verifies', () => {
+    const path = join(tmp(), 'audit.jsonl')
+    const server = new AuditLog(new FileAuditSink(path), undefined, KEY)
+    server.record({ event: 'a', decision: 'allow', reason: 'OK' })
+    const cli = new AuditLog(new FileAuditSink(path), undefined, KEY)
+    cli.record({ event: 'key.created', decision: 'allow', reason: 'OK' })
+    server.record({ event: 'b', decision: 'allow', reason: 'OK' })
+    cli.close()
+    server.record({ event: 'c', decision: 'allow', reason: 'OK' })
+    expect(verify(readFileSync(path, 'utf8'))).toMatchObject({ ok: true, writers: 2, open: [server.writer] })
+    server.close()
+  })
+
+  it('rotation continues the chain across files; verifying only the newest file says earlier ones are missing', () => {
+    const dir = tmp()
+    const path = join(dir, 'audit.jsonl')
+    const log = new AuditLog(new FileAuditSink(path, { maxBytes: 2000 }), undefined, KEY)
+    for (let i = 0; i < 40; i++) log.record({ event: 'tool.call', decision: 'allow', reason: 'OK', pad: 'x'.repeat(50) })
+    log.close()
+    const rotated = readdirSync(dir)
+      .filter((f) => f.startsWith('audit.jsonl.'))
+      .sort()
+    expect(rotated.length).toBeGreaterThan(2)
+    const files = [...rotated, 'audit.jsonl'].map((name) => ({ name, text: readFileSync(join(dir, name), 'utf8') }))
+    expect(verifyAudit(files, KEY)).toMatchObject({ ok: true, lines: 42 })
+    expect(verifyAudit(files.slice(-1), KEY)).toMatchObject({ ok: false, problem: { line: 1, reason: expect.stringMatching(/starts at seq/) } })
+  })
+
+  it('kill -9 under a write-heavy load leaves whole lines that verify; a torn line is reported, never accepted, even after a restart', async () => {
+    const dir = tmp()
+    const path = join(dir, 'audit.jsonl')
+    const script = `
+      import { AuditLog, FileAuditSink } from ${JSON.stringify(new URL('../../dist/audit/audit-log.js', import.meta.url).href)}
+      const log = new AuditLog(new FileAuditSink(${JSON.stringify(path)}), undefined, Buffer.from('k'.repeat(64)))
+      process.stdout.write('ready\\n')
+      for (let i = 0; ; i++) log.record({ event: 'tool.call', decision: 'allow', reason: 'OK', i, pad: 'y'.repeat(i % 300) })
+    `
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()))
+    await new Promise((r) => setTimeout(r, 300))
+    child.kill('SIGKILL')
+    await new Promise((r) => child.once('exit', r))
+    const killed = verify(readFileSync(path, 'utf8'))
+    expect(killed.ok).toBe(true)
+    expect(killed.lines).toBeGreaterThan(100)
+    expect(killed.open).toHaveLength(1)
+    // Power loss mid-line: a fragment without its newline.
+    appendFileSync(path, '{"ts":"2026-11-24T00:00:00.000Z","event":"tool.ca')
+    expect(verify(readFileSync(path, 'utf8'))).toMatchObject({ ok: false, lines: killed.lines, problem: { reason: expect.stringMatching(/torn line/) } })
+    const restarted = new AuditLog(new FileAuditSink(path), undefined, KEY)
+    restarted.record({ event: 'after', decision: 'allow', reason: 'OK' })
+    restarted.close()
+    const after = verify(readFileSync(path, 'utf8'))
+    expect(after).toMatchObject({ ok: false, lines: killed.lines, problem: { line: killed.lines + 1, reason: expect.stringMatching(/not a sealed audit line/) } })
+  })
+
+  it('mcp-bastion audit verify: OK on a fresh state directory, the line number after an edit', () => {
+    const dir = tmp()
+    const run = (args: string[]) => spawnSync(process.execPath, [BIN, ...args], { cwd: dir, encoding: 'utf8' })
+    expect(run(['keys', 'create', '--role', 'admin']).status).toBe(0)
+    expect(run(['keys', 'create', '--role', 'reader']).status).toBe(0)
+    const ok = run(['audit', 'verify', '.bastion/audit.jsonl'])
+    expect(ok.status).toBe(0)
+    expect(ok.stdout).toMatch(/^OK: 6 lines from 2 writer\(s\) verify\n$/)
+    const file = join(dir, '.bastion', 'audit.jsonl')
+    writeFileSync(file, readFileSync(file, 'utf8').replace('"roles":["reader"]', '"roles":["admin"]'))
+    const bad = run(['audit', 'verify', '.bastion/audit.jsonl'])
+    expect(bad.status).toBe(1)
+    expect(bad.stdout).toMatch(/^FAIL \.bastion\/audit\.jsonl:5: MAC does not match/)
+  })
+})
