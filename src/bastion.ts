@@ -25,6 +25,7 @@ import { Metrics } from './pipeline/metrics.js'
 import { type CompiledPolicy, PolicyError, type PolicyTargets } from './policy/engine.js'
 import { type RbacPolicy, targetKey } from './policy/rbac.js'
 import { PolicySource } from './policy/source.js'
+import { DEFAULT_SECRET_KEYS, redact, redactor, redactText } from './protect/redact.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { Workspace } from './tools/confine.js'
 import { listFilesTool, readFileTool } from './tools/files.js'
@@ -116,6 +117,7 @@ export class Bastion {
       options.auditSink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
       undefined,
       auditKey(loaded, options.env),
+      redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),
     )
     this.keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
   }
@@ -155,18 +157,36 @@ export class Bastion {
     for (const role of Object.keys(limits.roles)) {
       if (!Object.hasOwn(loaded.config.roles, role)) throw new ConfigError(`config ${loaded.source}: limits.roles.${role}: role ${JSON.stringify(role)} is not defined under roles`)
     }
-    const log = options.logger ?? pino({ name: 'mcp-bastion' }, pino.destination(2))
+    // The operator log gets the same redaction as the audit trail: fields and message text.
+    const log =
+      options.logger ??
+      pino(
+        {
+          name: 'mcp-bastion',
+          formatters: { log: (fields) => redact(fields) as Record<string, unknown> },
+          hooks: {
+            logMethod(args, method) {
+              method.apply(this, args.map((a) => (typeof a === 'string' ? redactText(a) : a)) as Parameters<typeof method>)
+            },
+          },
+        },
+        pino.destination(2),
+      )
     let limiter: RateLimiter
     if (options.rateLimiter !== undefined) limiter = options.rateLimiter
     else if (limits.backend === 'redis' && limits.redis !== undefined) {
       const url = readSecret(loaded, limits.redis.url, 'limits.redis.url', env)
       if (!/^rediss?:\/\//.test(url)) throw new ConfigError(`config ${loaded.source}: limits.redis.url: not a redis:// or rediss:// URL`)
-      limiter = new RedisRateLimiter({
+      const redis = new RedisRateLimiter({
         url,
         keyPrefix: limits.redis.keyPrefix,
         timeoutMs: limits.redis.timeoutMs,
         onError: (e) => log.warn({ err: { message: e.message } }, 'rate limiter backend'),
       })
+      // Commands are not queued while disconnected: wait for the first connection, so that the first
+      // requests are not refused for a race. Unreachable at start: serve, and fail closed until it is.
+      await redis.ready(Math.max(2000, limits.redis.timeoutMs)).catch(() => log.warn('rate limiter: Redis is not reachable; requests fail closed until it is'))
+      limiter = redis
     } else limiter = new MemoryRateLimiter()
     if (limits.dangerouslyFailOpen) log.warn('limits.dangerouslyFailOpen: requests are admitted without rate limits while the rate-limit backend is down')
     let bastion: Bastion

@@ -2,6 +2,7 @@ import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameS
 import { dirname } from 'node:path'
 import { SecurityError, type SecurityErrorCode } from '../errors.js'
 import type { RequestContext } from '../pipeline/context.js'
+import { redact as defaultRedact } from '../protect/redact.js'
 import { AuditChain } from './chain.js'
 
 /** The fields of an audit line, before the timestamp. Values are plain JSON; secrets never enter (callers pass ids, not keys). */
@@ -139,13 +140,20 @@ export class AuditLog {
   readonly #chain: AuditChain | undefined
   #opened = false
 
-  /** @param chainKey the audit key: every line is then hash-chained and MACed (see chain.ts) */
+  readonly #redact: (value: unknown) => unknown
+
+  /**
+   * @param chainKey the audit key: every line is then hash-chained and MACed (see chain.ts)
+   * @param redact applied to every record before it is written (default: protect/redact.ts)
+   */
   constructor(
     private readonly sink: AuditSink,
     private readonly clock: () => Date = () => new Date(),
     chainKey?: Buffer,
+    redact: (value: unknown) => unknown = defaultRedact,
   ) {
     this.#chain = chainKey === undefined ? undefined : new AuditChain(chainKey, sink.lastLine?.())
+    this.#redact = redact
   }
 
   /** This writer's id in the hash chain, if chained. */
@@ -154,7 +162,8 @@ export class AuditLog {
   }
 
   #write(fields: Record<string, unknown>): void {
-    const line = toJsonLine({ ts: this.clock().toISOString(), ...fields } as AuditRecord)
+    // Redacted before serialisation, so no secret-shaped value reaches the sink in any field.
+    const line = toJsonLine({ ts: this.clock().toISOString(), ...(this.#redact(fields) as Record<string, unknown>) } as AuditRecord)
     if (this.#chain === undefined) {
       this.sink.write(line)
       return

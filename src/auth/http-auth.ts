@@ -90,7 +90,7 @@ export function authenticateGuard(options: AuthenticateOptions): HttpGuard {
       }
       throw error
     }
-    ctx.outcome = { event: 'auth.success', decision: 'allow', reason: 'OK', extra: { ...ctx.outcome.extra, credential: source, kind: ctx.principal.kind } }
+    ctx.outcome = { event: 'auth.success', decision: 'allow', reason: 'OK', extra: { ...ctx.outcome.extra, via: source, kind: ctx.principal.kind } }
     return next()
   }
 }

@@ -164,6 +164,22 @@ export class RedisRefreshStore implements RefreshStore {
     this.#prefix = prefix
   }
 
+  /** Wait for the first connection (start-up); resolves false if it does not come in time. */
+  async ready(timeoutMs: number): Promise<boolean> {
+    if (this.#redis.status === 'ready') return true
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#redis.off('ready', onReady)
+        resolve(false)
+      }, timeoutMs)
+      const onReady = (): void => {
+        clearTimeout(timer)
+        resolve(true)
+      }
+      this.#redis.once('ready', onReady)
+    })
+  }
+
   async #call<T>(run: () => Promise<T>): Promise<T> {
     try {
       return await run()

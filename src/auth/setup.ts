@@ -101,12 +101,13 @@ export async function setupAuth(input: {
   if (ts.enabled) {
     signingKeys = new SigningKeys(statePath(loaded, ts.signingKeysFile), ts.accessTokenSeconds)
     await signingKeys.init()
-    store =
-      ts.store === 'redis' && ts.redis !== undefined
-        ? new RedisRefreshStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>
-            input.log.warn({ err: { message: e.message } }, 'token store'),
-          )
-        : new FileRefreshStore(statePath(loaded, ts.refreshTokensFile))
+    if (ts.store === 'redis' && ts.redis !== undefined) {
+      const redis = new RedisRefreshStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>
+        input.log.warn({ err: { message: e.message } }, 'token store'),
+      )
+      if (!(await redis.ready(2000))) input.log.warn('token store: Redis is not reachable; the token endpoints fail closed until it is')
+      store = redis
+    } else store = new FileRefreshStore(statePath(loaded, ts.refreshTokensFile))
   }
   const keysForSelf = signingKeys
   const jwt =

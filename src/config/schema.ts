@@ -145,6 +145,8 @@ export const configSchema = z.strictObject({
   audit: z
     .strictObject({
       file: z.string().min(1).default('audit.jsonl'),
+      /** Key names redacted from every audit line, besides the built-in ones (password, token, …). */
+      redactKeys: z.array(z.string().min(2).max(64)).max(256).default([]),
       /** MAC key of the hash chain; default: `<stateDir>/audit.key`, created on first start. */
       key: secretRef.optional(),
       /** Past this size the file is renamed with a timestamp and a new one started; chains continue. */

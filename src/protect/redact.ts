@@ -1,31 +1,106 @@
 /**
- * Redaction of values bound for the audit trail: by key name at any depth, and by value shape for
- * credentials bastion knows (its API keys, JWTs, bearer strings, PEM private keys).
- * Does not check: personal data in free text (masking is a separate layer), secrets of shapes it
- * does not know.
+ * Redaction of everything bound for a log or the audit trail: values under secret-looking key
+ * names at any depth, and substrings shaped like credentials bastion knows (its API keys and
+ * refresh tokens, JWTs, bearer strings, PEM private keys, cloud access keys, card numbers that
+ * pass the Luhn check), wherever they appear.
+ * Does not check: personal data in free text (masking outputs is a separate layer), secrets of
+ * shapes it does not know (a random password in a field called `note` survives).
  */
 
 export const REDACTED = '[REDACTED]'
 
-const SECRET_KEY = /pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|cookie|credential|private[_-]?key|session[_-]?id|ssn|credit[_-]?card|card[_-]?number|cvv/i
-
-const SECRET_VALUES: readonly RegExp[] = [
-  /bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43}/,
-  /eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/,
-  /\bBearer\s+[A-Za-z0-9._~+/-]{16,}/i,
-  /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
+/** Key names whose values are never logged, matched anywhere in the key, case-insensitively. */
+export const DEFAULT_SECRET_KEYS: readonly string[] = [
+  'password',
+  'passwd',
+  'passphrase',
+  'secret',
+  'token',
+  'api_key',
+  'apikey',
+  'api-key',
+  'authorization',
+  'cookie',
+  'credential',
+  'private_key',
+  'privatekey',
+  'session_id',
+  'credit_card',
+  'creditcard',
+  'card_number',
+  'cvv',
+  'ssn',
 ]
 
-/** A redacted deep copy: secret-named keys and secret-shaped strings replaced by `[REDACTED]`. */
-export function redact(value: unknown, depth = 0): unknown {
-  if (typeof value === 'string') return SECRET_VALUES.some((re) => re.test(value)) ? REDACTED : value
-  if (value === null || typeof value !== 'object') return value
-  if (depth > 32) return REDACTED
-  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1))
-  const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(value)) out[k] = SECRET_KEY.test(k) ? REDACTED : redact(v, depth + 1)
+function luhn(digits: string): boolean {
+  let sum = 0
+  let double = false
+  for (let i = digits.length - 1; i >= 0; i--) {
+    let d = digits.charCodeAt(i) - 48
+    if (double) {
+      d *= 2
+      if (d > 9) d -= 9
+    }
+    sum += d
+    double = !double
+  }
+  return sum % 10 === 0
+}
+
+interface Detector {
+  readonly name: string
+  readonly pattern: RegExp
+  readonly accept?: (match: string) => boolean
+}
+
+// Global regexes, each anchored on something rare enough that ordinary text does not match.
+const DETECTORS: readonly Detector[] = [
+  { name: 'pem', pattern: /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g },
+  { name: 'bastion-key', pattern: /bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43}/g },
+  { name: 'refresh-token', pattern: /bstr_[A-Za-z0-9_-]{43}/g },
+  { name: 'jwt', pattern: /eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g },
+  { name: 'bearer', pattern: /\b(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/gi },
+  { name: 'aws-key', pattern: /\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b/g },
+  { name: 'github-token', pattern: /\bgh[pousr]_[A-Za-z0-9]{36,}\b/g },
+  { name: 'slack-token', pattern: /\bxox[abposr]-[A-Za-z0-9-]{10,}\b/g },
+  { name: 'google-key', pattern: /\bAIza[0-9A-Za-z_-]{35}\b/g },
+  // 13 to 19 digits, optionally grouped by spaces or dashes, and only if the Luhn check passes.
+  { name: 'card', pattern: /\b\d(?:[ -]?\d){12,18}\b/g, accept: (m) => luhn(m.replace(/[ -]/g, '')) },
+]
+
+/** Replace every credential-shaped substring. */
+export function redactText(text: string): string {
+  let out = text
+  for (const d of DETECTORS) {
+    out = out.replace(d.pattern, (m) => (d.accept === undefined || d.accept(m) ? `[REDACTED:${d.name}]` : m))
+  }
   return out
 }
+
+/** A redactor for a set of secret key names (matched case-insensitively, anywhere in the key). */
+export function redactor(secretKeys: readonly string[] = DEFAULT_SECRET_KEYS): (value: unknown) => unknown {
+  const names = secretKeys.map((k) => k.toLowerCase().replace(/[-_]/g, ''))
+  const secretKey = (key: string): boolean => {
+    const k = key.toLowerCase().replace(/[-_]/g, '')
+    return names.some((n) => k.includes(n))
+  }
+  const walk = (value: unknown, depth: number): unknown => {
+    if (typeof value === 'string') return redactText(value)
+    if (value === null || typeof value !== 'object') return value
+    if (depth > 32) return REDACTED
+    if (Array.isArray(value)) return value.map((v) => walk(v, depth + 1))
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) {
+      // defineProperty: a key named `__proto__` stays data.
+      Object.defineProperty(out, redactText(k), { value: secretKey(k) ? REDACTED : walk(v, depth + 1), enumerable: true, writable: true, configurable: true })
+    }
+    return out
+  }
+  return (value) => walk(value, 0)
+}
+
+/** Redaction with the default key names. */
+export const redact = redactor()
 
 /**
  * Arguments for an audit line: redacted, and omitted when their JSON is over `maxBytes` (the line

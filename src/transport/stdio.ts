@@ -23,7 +23,7 @@ export function serveStdio(bastion: Bastion, env: NodeJS.ProcessEnv = process.en
     principal = authenticator.verify(key)
   } catch (error) {
     const failure = toSecurityError(error)
-    bastion.audit.record({ event: 'auth.failure', requestId, decision: 'deny', reason: failure.code, transport: 'stdio', credential: 'environment', detail: failure.message })
+    bastion.audit.record({ event: 'auth.failure', requestId, decision: 'deny', reason: failure.code, transport: 'stdio', via: 'environment', detail: failure.message })
     throw failure
   }
   bastion.audit.record({
@@ -34,7 +34,7 @@ export function serveStdio(bastion: Bastion, env: NodeJS.ProcessEnv = process.en
     decision: 'allow',
     reason: 'OK',
     transport: 'stdio',
-    credential: 'environment',
+    via: 'environment',
   })
   const deps = bastion.serverDeps()
   const contextOf: ContextSource = (handlerCtx) => {
