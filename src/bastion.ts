@@ -262,6 +262,9 @@ export class Bastion {
         if (rule.permissions !== undefined) targets.set(targetKey(kind, name), rule.permissions)
       }
     }
+    for (const name of Object.keys(config.pii.tools)) {
+      if (this.registry.get(name) === undefined) throw new ConfigError(`config ${source}: pii.tools.${name}: no tool named ${JSON.stringify(name)} is registered`)
+    }
     for (const [name, settings] of Object.entries(config.limits.tools)) {
       const tool = this.registry.get(name)
       if (tool === undefined) throw new ConfigError(`config ${source}: limits.tools.${name}: no tool named ${JSON.stringify(name)} is registered`)
@@ -318,7 +321,20 @@ export class Bastion {
       policy,
       scopes: this.scopeRules(),
       audit: this.audit,
-      callPipeline: createCallPipeline({ registry: this.registry, policy, scopes: this.scopeRules(), audit: this.audit, limits: this.rateLimits(), caps: this.caps }),
+      callPipeline: createCallPipeline({
+        registry: this.registry,
+        policy,
+        scopes: this.scopeRules(),
+        audit: this.audit,
+        limits: this.rateLimits(),
+        caps: this.caps,
+        piiMode: (tool, fromPolicy) => {
+          // Most specific first: the rule that allowed this caller, then the tool, then the default.
+          if (fromPolicy === 'mask' || fromPolicy === 'block' || fromPolicy === 'allow') return fromPolicy
+          const { pii } = this.loaded.config
+          return Object.hasOwn(pii.tools, tool) ? (pii.tools[tool] ?? pii.mode) : pii.mode
+        },
+      }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
       ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),

@@ -42,6 +42,7 @@ const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
   ['ERR_INSUFFICIENT_SCOPE', { http: 403, rpc: -32003, text: 'insufficient scope' }],
   ['ERR_AUTH_BLOCKED', { http: 429, rpc: -32029, text: 'too many failed authentications' }],
   ['ERR_TOKEN_IN_QUERY', { http: 400, rpc: -32600, text: 'credentials are not accepted in the URL' }],
+  ['ERR_PII_BLOCKED', { http: 200, rpc: -32003, text: 'result withheld: it contains personal data' }],
 ]
 
 describe('WIRE table', () => {

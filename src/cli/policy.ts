@@ -24,7 +24,7 @@ async function offlineBastion(flag: string | undefined): Promise<Bastion> {
 function policyFor(bastion: Bastion, candidate: string | undefined): CompiledPolicy {
   if (candidate === undefined) return bastion.policy()
   try {
-    return CompiledPolicy.compile([...rbacRules(bastion.grants()), ...readPolicyFile(candidate)], bastion.policyTargets())
+    return CompiledPolicy.compile([...readPolicyFile(candidate), ...rbacRules(bastion.grants())], bastion.policyTargets())
   } catch (error) {
     if (error instanceof PolicyError) throw new ConfigError(error.message)
     throw error

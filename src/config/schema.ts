@@ -182,6 +182,13 @@ export const configSchema = z.strictObject({
   resources: targetRules,
   prompts: targetRules,
   limits: limitsSchema.prefault({}),
+  /** Personal data in tool results: masked by default; per tool here, per role through a policy rule's `output: { pii: … }`. */
+  pii: z
+    .strictObject({
+      mode: z.enum(['mask', 'block', 'allow']).default('mask'),
+      tools: z.record(z.string().min(1).max(128), z.enum(['mask', 'block', 'allow'])).default({}),
+    })
+    .prefault({}),
   /**
    * Policy rules on top of the role permissions above: inline, or in a separate file that is
    * watched and reloaded. Deny wins over allow; no match is deny.

@@ -2,6 +2,7 @@ import { SecurityError, toSecurityError } from '../errors.js'
 import type { CallContext } from '../pipeline/call.js'
 import { failureOutcome } from '../pipeline/context.js'
 import type { Metrics } from '../pipeline/metrics.js'
+import { maskValue } from '../protect/pii.js'
 import type { ToolOutput } from '../tools/registry.js'
 import type { ConcurrencyCaps } from './concurrency.js'
 import { IsolatedRunError, runIsolated } from './isolated.js'
@@ -14,6 +15,8 @@ export interface ExecuteDeps {
   readonly metrics: Metrics
   /** Builds the in-band error result a client sees for a tool-level refusal or failure. */
   readonly toolError: (error: SecurityError, requestId: string) => ToolOutput
+  /** What to do with personal data in this tool's result, given the deciding policy rule's `output.pii`. */
+  readonly piiMode: (tool: string, fromPolicy: string | undefined) => 'mask' | 'block' | 'allow'
 }
 
 /** How long a client should wait after a concurrency refusal: a hint, calls have no schedule. */
@@ -97,7 +100,17 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
         output = await untilAborted(work, signal)
       }
       if (exceedsBytes(output, limits.maxOutputBytes)) throw new SecurityError('ERR_OUTPUT_TOO_LARGE', `tool ${def.name} returned more than ${limits.maxOutputBytes} bytes`)
-      return output
+      const mode = deps.piiMode(def.name, ctx.decision?.output?.pii)
+      extra.pii = mode
+      if (mode === 'allow') return output
+      const masked = maskValue(output)
+      if (masked.counts.size > 0)
+        extra.piiFound = Object.entries(Object.fromEntries(masked.counts))
+          .map(([k, n]) => `${k}:${n}`)
+          .join(',')
+      if (mode === 'block' && masked.counts.size > 0)
+        throw new SecurityError('ERR_PII_BLOCKED', `tool ${def.name} returned personal data (${extra.piiFound}) and its mode is block`)
+      return masked.value as ToolOutput
     } catch (error) {
       if (error instanceof IsolatedRunError) {
         extra.cpuMs = error.usage.cpuMs

@@ -34,6 +34,7 @@ export interface CallDeps {
   readonly audit: AuditLog
   readonly limits: RateLimitDeps
   readonly caps: ConcurrencyCaps
+  readonly piiMode: (tool: string, fromPolicy: string | undefined) => 'mask' | 'block' | 'allow'
 }
 
 export type CallGuard = Guard<CallContext, ToolOutput>
@@ -181,7 +182,7 @@ function resolveTool(registry: ToolRegistry): CallGuard {
  * nothing about its schema; argument-level policy (a later layer) runs after validation.
  */
 export function createCallPipeline(deps: CallDeps): (ctx: CallContext) => Promise<ToolOutput> {
-  const run = executeTool({ plan: deps.limits.plan, caps: deps.caps, metrics: deps.limits.metrics, toolError: toolErrorResult })
+  const run = executeTool({ plan: deps.limits.plan, caps: deps.caps, metrics: deps.limits.metrics, toolError: toolErrorResult, piiMode: deps.piiMode })
   return compose<CallContext, ToolOutput>(
     [auditCall(deps.audit), resolveTool(deps.registry), limitCall(deps.limits), authorizeCall(deps.policy, deps.scopes), validateCall(), authorizeArgs(deps.policy)],
     run,

@@ -137,6 +137,9 @@ export class CompiledPolicy {
         }
         return { pattern: uriPattern(r.uri), prefix: r.uri.split('*')[0] ?? '', actions: new Set(r.actions) }
       })
+      const piiMode = rule.output?.pii
+      if (piiMode !== undefined && piiMode !== 'mask' && piiMode !== 'block' && piiMode !== 'allow')
+        throw new PolicyError(`${where}: output.pii: ${JSON.stringify(piiMode)} is not mask, block or allow`)
       const conditions = new Map<string, Condition>()
       if (rule.when !== undefined) {
         const compile = (key: string, declaration: Parameters<typeof compileCondition>[1], what: string): void => {

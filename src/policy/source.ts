@@ -80,7 +80,9 @@ export class PolicySource {
       if (text === undefined) throw new PolicyError(`policy ${file}: cannot read`)
       extra = parsePolicyText(text, file)
     }
-    return CompiledPolicy.compile([...rbacRules(grants), ...extra], targets)
+    // Policy rules first: among allows the first decides, and an explicit rule (with its output
+    // settings) is more specific than a role grant. Denies win wherever they are.
+    return CompiledPolicy.compile([...extra, ...rbacRules(grants)], targets)
   }
 
   current(): CompiledPolicy {
