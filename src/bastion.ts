@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -25,11 +26,15 @@ import { Metrics } from './pipeline/metrics.js'
 import { type CompiledPolicy, PolicyError, type PolicyTargets } from './policy/engine.js'
 import { type RbacPolicy, targetKey } from './policy/rbac.js'
 import { PolicySource } from './policy/source.js'
+import type { Keyring } from './protect/keyring.js'
 import { DEFAULT_SECRET_KEYS, redact, redactor, redactText } from './protect/redact.js'
+import { keyringFor } from './protect/setup.js'
+import { Vault } from './protect/vault.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { Workspace } from './tools/confine.js'
 import { listFilesTool, readFileTool } from './tools/files.js'
 import { type ToolDefinition, ToolRegistry } from './tools/registry.js'
+import { getSecretTool, storeSecretTool } from './tools/vault.js'
 import { createEdge, type Edge } from './transport/http/edge.js'
 import { nodeListener } from './transport/http/node-listener.js'
 import type { ServerDeps } from './transport/mcp-server.js'
@@ -95,6 +100,8 @@ export class Bastion {
   #policy: PolicySource | undefined
   #auth: AuthSetup | undefined
   #closed = false
+  #env: NodeJS.ProcessEnv = process.env
+  #keyring: { keyring: Keyring; stamp: string } | undefined
   /** This server's resource URI (RFC 8707): from config, else the URL it first listened on. */
   #resourceUri: string | undefined
   #workspace: Workspace | undefined
@@ -193,12 +200,18 @@ export class Bastion {
     try {
       bastion = new Bastion(loaded, options, configKeys, limiter, log)
       bastion.#resourceUri = loaded.config.auth.resource
-      bastion.#auth = await setupAuth({ loaded, env, keys: bastion.keys, audit: bastion.audit, log, resource: () => bastion.#resourceUri })
+      bastion.#env = env
+      bastion.#auth = await setupAuth({ loaded, env, keys: bastion.keys, audit: bastion.audit, log, resource: () => bastion.#resourceUri, keyring: () => bastion.keyring() })
     } catch (error) {
       await limiter.close()
       throw error
     }
-    const { workspace } = loaded.config
+    const { workspace, vault } = loaded.config
+    if (vault.enabled) {
+      const store = new Vault(statePath(loaded, vault.file), () => bastion.keyring())
+      bastion.tool(storeSecretTool(store))
+      bastion.tool(getSecretTool(store))
+    }
     if (workspace.enabled) {
       bastion.#workspace = await Workspace.open(statePath(loaded, workspace.root))
       const fileOptions = { workspace: bastion.#workspace, maxFileBytes: workspace.maxFileBytes }
@@ -332,13 +345,33 @@ export class Bastion {
           // Most specific first: the rule that allowed this caller, then the tool, then the default.
           if (fromPolicy === 'mask' || fromPolicy === 'block' || fromPolicy === 'allow') return fromPolicy
           const { pii } = this.loaded.config
-          return Object.hasOwn(pii.tools, tool) ? (pii.tools[tool] ?? pii.mode) : pii.mode
+          if (Object.hasOwn(pii.tools, tool)) return pii.tools[tool] ?? pii.mode
+          return this.registry.get(tool)?.definition.pii ?? pii.mode
         },
       }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
       ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),
     }
+  }
+
+  /**
+   * The keyring for encryption at rest: configured keys, or the state directory's keyring file,
+   * read again when `mcp-bastion secrets rotate` changes it. @throws ConfigError
+   */
+  keyring(): Keyring {
+    const { secrets } = this.loaded.config
+    let stamp = 'configured'
+    if (secrets.keys === undefined) {
+      try {
+        const st = statSync(statePath(this.loaded, secrets.keyringFile))
+        stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
+      } catch {
+        stamp = 'missing'
+      }
+    }
+    if (this.#keyring === undefined || this.#keyring.stamp !== stamp) this.#keyring = { keyring: keyringFor(this.loaded, this.#env), stamp }
+    return this.#keyring.keyring
   }
 
   /** Authentication: API keys, token issuers, introspection, the token service. */

@@ -3,6 +3,7 @@ import { createLocalJWKSet } from 'jose'
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/audit-log.js'
 import { ConfigError, type LoadedConfig, readSecret, resolvePath, statePath } from '../config/load.js'
+import type { Keyring } from '../protect/keyring.js'
 import { ApiKeyAuthenticator } from './authenticate.js'
 import { Authenticator } from './authenticator.js'
 import { BruteForce } from './brute-force.js'
@@ -53,6 +54,7 @@ export async function setupAuth(input: {
   log: Logger
   /** This server's resource URI, once known. */
   resource: () => string | undefined
+  keyring: () => Keyring
 }): Promise<AuthSetup> {
   const { loaded, env } = input
   const { auth } = loaded.config
@@ -99,7 +101,7 @@ export async function setupAuth(input: {
     return r === '' ? '' : new URL(r).origin
   }
   if (ts.enabled) {
-    signingKeys = new SigningKeys(statePath(loaded, ts.signingKeysFile), ts.accessTokenSeconds)
+    signingKeys = new SigningKeys(statePath(loaded, ts.signingKeysFile), ts.accessTokenSeconds, input.keyring)
     await signingKeys.init()
     if (ts.store === 'redis' && ts.redis !== undefined) {
       const redis = new RedisRefreshStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>

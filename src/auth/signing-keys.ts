@@ -2,12 +2,16 @@ import { randomUUID } from 'node:crypto'
 import { statSync } from 'node:fs'
 import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
 import { readJsonFile, updateJsonFile } from '../config/json-file.js'
+import { Keyring } from '../protect/keyring.js'
 
 export const SIGNING_ALG = 'ES256'
 
 interface StoredSigningKey {
   readonly kid: string
-  readonly privateJwk: JWK
+  /** The private key, encrypted under the keyring (bound to the kid). */
+  readonly privateEnvelope?: string
+  /** Files written before encryption at rest: re-encrypted by `mcp-bastion secrets rotate`. */
+  readonly privateJwk?: JWK
   readonly publicJwk: JWK
   readonly createdAt: number
   /** When a newer key took over; it still verifies until its last token expires. */
@@ -26,7 +30,8 @@ function parse(value: unknown): SigningFile {
 }
 
 /**
- * bastion's own token signing keys (ES256), in a 0600 file in the state directory. One key signs;
+ * bastion's own token signing keys (ES256), in a 0600 file in the state directory, private parts
+ * encrypted at rest under the keyring. One key signs;
  * older keys keep verifying until `accessTokenSeconds` after they were retired, then drop out.
  * A rotation by another process (the CLI) is picked up on the next use.
  * Does not check: who can read the file (the state directory is 0700).
@@ -37,9 +42,12 @@ export class SigningKeys {
   #file: SigningFile = { version: 1, keys: [] }
   #stamp = ''
 
-  constructor(path: string, accessTokenSeconds: number) {
+  readonly #keyring: () => Keyring
+
+  constructor(path: string, accessTokenSeconds: number, keyring: () => Keyring) {
     this.path = path
     this.#accessTtlMs = accessTokenSeconds * 1000
+    this.#keyring = keyring
   }
 
   /** Load, creating a first key if there is none. */
@@ -67,7 +75,7 @@ export class SigningKeys {
     const kid = randomUUID()
     const entry: StoredSigningKey = {
       kid,
-      privateJwk: { ...(await exportJWK(privateKey)), kid, alg: SIGNING_ALG },
+      privateEnvelope: this.#keyring().encrypt(JSON.stringify({ ...(await exportJWK(privateKey)), kid, alg: SIGNING_ALG }), `signing-key:${kid}`),
       publicJwk: { ...(await exportJWK(publicKey)), kid, alg: SIGNING_ALG, use: 'sig' },
       createdAt: Date.now(),
       retiredAt: null,
@@ -86,7 +94,27 @@ export class SigningKeys {
     this.#reload()
     const active = this.#file.keys.find((k) => k.retiredAt === null)
     if (active === undefined) throw new Error('no active signing key')
-    return { kid: active.kid, key: await importJWK(active.privateJwk, SIGNING_ALG) }
+    const jwk = active.privateEnvelope === undefined ? active.privateJwk : (JSON.parse(this.#keyring().decrypt(active.privateEnvelope, `signing-key:${active.kid}`)) as JWK)
+    if (jwk === undefined) throw new Error(`signing key ${active.kid} has no private part`)
+    return { kid: active.kid, key: await importJWK(jwk, SIGNING_ALG) }
+  }
+
+  /** Re-encrypt every private key not under the keyring's active key. Returns how many changed. */
+  reencrypt(keyring: Keyring): number {
+    let changed = 0
+    this.#file = updateJsonFile(this.path, parse, (current) => ({
+      version: 1,
+      keys: current.keys.map((k) => {
+        if (k.privateEnvelope !== undefined && Keyring.keyIdOf(k.privateEnvelope) === keyring.activeId) return k
+        const purpose = `signing-key:${k.kid}`
+        const plain = k.privateEnvelope === undefined ? JSON.stringify(k.privateJwk) : keyring.decrypt(k.privateEnvelope, purpose)
+        changed += 1
+        const { privateJwk: _legacy, ...rest } = k
+        return { ...rest, privateEnvelope: keyring.encrypt(plain, purpose) }
+      }),
+    }))
+    this.#stamp = ''
+    return changed
   }
 
   /** Public keys that still verify: the JWKS served at /.well-known/jwks.json. */

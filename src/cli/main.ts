@@ -10,6 +10,9 @@ import { createBastion, VERSION } from '../bastion.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, statePath } from '../config/load.js'
 import { parseDuration } from '../config/state.js'
 import { SecurityError } from '../errors.js'
+import { rotateFileKeyring } from '../protect/keyring.js'
+import { keyringFor } from '../protect/setup.js'
+import { Vault } from '../protect/vault.js'
 import { serveStdio } from '../transport/stdio.js'
 import { PolicyUsageError, policyCommand } from './policy.js'
 
@@ -23,6 +26,7 @@ Usage:
   mcp-bastion keys rotate-signing [--config FILE]
   mcp-bastion config check FILE
   mcp-bastion audit verify FILE [FILE…] [--config FILE]
+  mcp-bastion secrets rotate [--config FILE]
   mcp-bastion policy check FILE [--config FILE]
   mcp-bastion policy explain --role ROLE [--principal ID] [--tenant T] [--scope S]
                              (--tool NAME --args JSON | --prompt NAME | --resource NAME --uri URI [--action read|list])
@@ -170,7 +174,7 @@ async function keys(args: string[]): Promise<void> {
     const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } }, strict: true })
     const loaded = loadConfig(values.config)
     const { tokenService } = loaded.config.auth
-    const keys = new SigningKeys(statePath(loaded, tokenService.signingKeysFile), tokenService.accessTokenSeconds)
+    const keys = new SigningKeys(statePath(loaded, tokenService.signingKeysFile), tokenService.accessTokenSeconds, () => keyringFor(loaded))
     await keys.init()
     const kid = await keys.rotate()
     const { audit } = keyStoreFor(loaded)
@@ -187,6 +191,24 @@ function config(args: string[]): void {
   if (sub !== 'check' || file === undefined || extra.length > 0) throw new UsageError('usage: mcp-bastion config check FILE')
   const loaded = loadConfigFile(file)
   process.stdout.write(`${file}: OK (${Object.keys(loaded.config.roles).length} roles, ${loaded.config.auth.keys.length} configured keys)\n`)
+}
+
+/**
+ * `secrets rotate`: a new active key (the state directory's keyring; with configured keys, the
+ * configured `active` one), then everything stored encrypted is re-encrypted under it.
+ */
+async function secretsCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, options: { config: { type: 'string' } }, allowPositionals: true, strict: true })
+  if (positionals[0] !== 'rotate' || positionals.length !== 1) throw new UsageError('usage: mcp-bastion secrets rotate [--config FILE]')
+  const loaded = loadConfig(values.config)
+  const keyring = loaded.config.secrets.keys === undefined ? rotateFileKeyring(statePath(loaded, loaded.config.secrets.keyringFile)) : keyringFor(loaded)
+  const vault = new Vault(statePath(loaded, loaded.config.vault.file), () => keyring).reencrypt(keyring)
+  const { tokenService } = loaded.config.auth
+  const signing = new SigningKeys(statePath(loaded, tokenService.signingKeysFile), tokenService.accessTokenSeconds, () => keyring).reencrypt(keyring)
+  const { audit } = keyStoreFor(loaded)
+  audit.record({ event: 'secrets.rotated', key: keyring.activeId, decision: 'allow', reason: 'OK', transport: 'cli', vaultEntries: vault, signingKeys: signing })
+  audit.close()
+  process.stdout.write(`key ${keyring.activeId} is active; re-encrypted ${vault} vault entr${vault === 1 ? 'y' : 'ies'} and ${signing} signing key(s)\n`)
 }
 
 function auditCommand(args: string[]): void {
@@ -225,6 +247,8 @@ async function main(argv: string[]): Promise<void> {
       return policyCommand(rest, configPath)
     case 'audit':
       return auditCommand(rest)
+    case 'secrets':
+      return secretsCommand(rest)
     case '--version':
     case '-v':
       process.stdout.write(`${VERSION}\n`)

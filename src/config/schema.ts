@@ -182,6 +182,21 @@ export const configSchema = z.strictObject({
   resources: targetRules,
   prompts: targetRules,
   limits: limitsSchema.prefault({}),
+  /** Keys for encryption at rest (AES-256-GCM): configured, or `<stateDir>/keyring.json` created on first start. */
+  secrets: z
+    .strictObject({
+      keys: z
+        .array(z.strictObject({ id: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and -'), key: secretRef }))
+        .max(64)
+        .optional(),
+      /** The key that encrypts; the others only decrypt. Required with `keys`. */
+      active: z.string().optional(),
+      keyringFile: z.string().min(1).default('keyring.json'),
+    })
+    .refine((s) => (s.keys === undefined) === (s.active === undefined), 'give keys and active together')
+    .prefault({}),
+  /** The `store_secret` and `get_secret` tools (permissions vault:write, vault:read). */
+  vault: z.strictObject({ enabled: z.boolean().default(true), file: z.string().min(1).default('vault.json') }).prefault({}),
   /** Personal data in tool results: masked by default; per tool here, per role through a policy rule's `output: { pii: … }`. */
   pii: z
     .strictObject({

@@ -31,6 +31,8 @@ interface ToolBase<S extends z.ZodType> {
   readonly maxOutputBytes?: number
   /** OAuth scopes a token must hold to call it (all of them); config `tools.<name>.scopes` overrides. */
   readonly scopes?: readonly string[]
+  /** Personal data in its results: config `pii.tools.<name>` and policy rules override; default `pii.mode`. */
+  readonly pii?: 'mask' | 'block' | 'allow'
 }
 
 /** A tool that runs in the server process: fast, shares memory with everything else. */

@@ -58,7 +58,7 @@ describe('OAuth 2.1 resource server (MCP authorization spec)', () => {
     const token = await idp.token('svc', 'mcp:tools mcp:read')
     const since = server.mark()
     const client = await connect(server.url, era, { authorization: `Bearer ${token}` })
-    expect((await client.listTools()).tools.map((t) => t.name)).toStrictEqual(['list_files', 'read_file'])
+    expect((await client.listTools()).tools.map((t) => t.name)).toStrictEqual(['get_secret', 'list_files', 'read_file', 'store_secret'])
     const result = await client.callTool({ name: 'read_file', arguments: { path: 'README.md' } })
     expect(result.isError ?? false).toBe(false)
     await client.close()
