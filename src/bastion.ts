@@ -7,6 +7,7 @@ import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/se
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type Logger, pino } from 'pino'
 import { z } from 'zod'
+import { AlertEngine, type Webhook } from './audit/alerts.js'
 import { auditKey } from './audit/audit-key.js'
 import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
@@ -96,6 +97,7 @@ export class Bastion {
   readonly limiter: RateLimiter
   readonly plan: RatePlan
   readonly caps: ConcurrencyCaps
+  readonly alerts: AlertEngine
   #grants: RbacPolicy | undefined
   #policy: PolicySource | undefined
   #auth: AuthSetup | undefined
@@ -127,6 +129,17 @@ export class Bastion {
       redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),
     )
     this.keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
+    const hook = config.alerts.webhook
+    let webhook: Webhook | undefined
+    if (hook !== undefined) {
+      const url = new URL(hook.url)
+      if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url.hostname)))
+        throw new ConfigError(`config ${loaded.source}: alerts.webhook.url: must be https (plain http only to a loopback address)`)
+      webhook = { url, timeoutMs: hook.timeoutMs, secret: hook.secret === undefined ? undefined : readSecret(loaded, hook.secret, 'alerts.webhook.secret', options.env) }
+    }
+    this.alerts = new AlertEngine(config.alerts.rules, webhook, log)
+    this.alerts.attach((fields) => this.audit.record(fields))
+    this.audit.observe((fields) => this.alerts.observe(fields))
   }
 
   /** @throws ConfigError for any invalid configuration or missing secret. */

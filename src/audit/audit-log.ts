@@ -156,6 +156,13 @@ export class AuditLog {
     this.#redact = redact
   }
 
+  #observer: ((fields: AuditFields) => void) | undefined
+
+  /** Called with every record after it is written (alert thresholds). An observer's throw is ignored. */
+  observe(observer: (fields: AuditFields) => void): void {
+    this.#observer = observer
+  }
+
   /** This writer's id in the hash chain, if chained. */
   get writer(): string | undefined {
     return this.#chain?.writer
@@ -185,6 +192,11 @@ export class AuditLog {
       this.#write(rest)
     } catch (error) {
       throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink write failed', { cause: error })
+    }
+    try {
+      this.#observer?.(fields)
+    } catch {
+      // Alerting must never turn a written line into a failed request.
     }
   }
 

@@ -182,6 +182,28 @@ export const configSchema = z.strictObject({
   resources: targetRules,
   prompts: targetRules,
   limits: limitsSchema.prefault({}),
+  /** Thresholds over the audit trail that raise an `alert` line and, if configured, a webhook POST. */
+  alerts: z
+    .strictObject({
+      rules: z
+        .array(
+          z.strictObject({
+            id: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits, _ . : -'),
+            event: z.string().min(1).max(64),
+            reason: z.string().min(1).max(64).optional(),
+            by: z.enum(['remote', 'principal']),
+            threshold: z.number().int().min(1).max(1_000_000),
+            windowSeconds: z.number().int().min(1).max(86_400),
+          }),
+        )
+        .max(100)
+        .default([
+          { id: 'auth-failures', event: 'auth.failure', by: 'remote', threshold: 10, windowSeconds: 60 },
+          { id: 'denials', event: 'authz.denied', by: 'principal', threshold: 20, windowSeconds: 60 },
+        ]),
+      webhook: z.strictObject({ url: z.url(), timeoutMs: z.number().int().min(100).max(30_000).default(3000), secret: secretRef.optional() }).optional(),
+    })
+    .prefault({}),
   /** Keys for encryption at rest (AES-256-GCM): configured, or `<stateDir>/keyring.json` created on first start. */
   secrets: z
     .strictObject({

@@ -31,6 +31,8 @@ export async function startServer(config: BastionConfigInput = {}, setup?: (b: B
       ...config,
       roles: config.roles ?? { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] } },
       auth: { reloadIntervalMs: 0, ...config.auth },
+      // Alert lines would add to the one-line-per-request counts other tests assert; test/audit/alerts.test.ts turns them on.
+      alerts: config.alerts ?? { rules: [] },
     },
   })
   setup?.(bastion)
