@@ -10,6 +10,7 @@ import { z } from 'zod'
 import { AlertEngine, type Webhook } from './audit/alerts.js'
 import { auditKey } from './audit/audit-key.js'
 import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
+import { PostgresAuditSink, StdoutAuditSink } from './audit/sinks.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
 import type { ScopeRules } from './auth/resource-metadata.js'
@@ -111,7 +112,7 @@ export class Bastion {
   #servers: HttpServer[] = []
   readonly #options: CreateBastionOptions
 
-  private constructor(loaded: LoadedConfig, options: CreateBastionOptions, configKeys: StoredKey[], limiter: RateLimiter, log: Logger) {
+  private constructor(loaded: LoadedConfig, options: CreateBastionOptions, configKeys: StoredKey[], limiter: RateLimiter, log: Logger, sink: AuditSink | undefined) {
     this.loaded = loaded
     this.#options = options
     this.log = log
@@ -123,7 +124,7 @@ export class Bastion {
     this.caps = new ConcurrencyCaps(config.limits.concurrency)
     ensureState(statePath(loaded, '.'), config.workspace.enabled ? statePath(loaded, config.workspace.root) : undefined)
     this.audit = new AuditLog(
-      options.auditSink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
+      options.auditSink ?? sink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
       undefined,
       auditKey(loaded, options.env),
       redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),
@@ -211,7 +212,7 @@ export class Bastion {
     if (limits.dangerouslyFailOpen) log.warn('limits.dangerouslyFailOpen: requests are admitted without rate limits while the rate-limit backend is down')
     let bastion: Bastion
     try {
-      bastion = new Bastion(loaded, options, configKeys, limiter, log)
+      bastion = new Bastion(loaded, options, configKeys, limiter, log, await auditSinkFor(loaded, options, env, log))
       bastion.#resourceUri = loaded.config.auth.resource
       bastion.#env = env
       bastion.#auth = await setupAuth({ loaded, env, keys: bastion.keys, audit: bastion.audit, log, resource: () => bastion.#resourceUri, keyring: () => bastion.keyring() })
@@ -522,12 +523,30 @@ export class Bastion {
     await this.#auth?.close()
     this.#policy?.close()
     this.audit.close()
+    await this.audit.closed()
   }
 
   /** Shared server dependencies, for the stdio transport. */
   serverDeps(): ServerDeps {
     this.policy()
     return this.#serverDeps()
+  }
+}
+
+/** The configured audit sink, unless the library user gave one; undefined means the file. @throws ConfigError */
+async function auditSinkFor(loaded: LoadedConfig, options: CreateBastionOptions, env: NodeJS.ProcessEnv, log: Logger): Promise<AuditSink | undefined> {
+  const { audit } = loaded.config
+  if (options.auditSink !== undefined || audit.sink === 'file') return undefined
+  if (audit.sink === 'stdout') return new StdoutAuditSink(audit.stdoutBufferBytes)
+  if (audit.postgres === undefined) throw new ConfigError(`config ${loaded.source}: audit.postgres: required for sink postgres`)
+  const url = readSecret(loaded, audit.postgres.url, 'audit.postgres.url', env)
+  try {
+    return await PostgresAuditSink.open(url, audit.postgres.table, (e) => log.error({ err: { message: e.message } }, 'audit database'))
+  } catch (error) {
+    // Fail closed at start: no audit trail, no service.
+    throw new ConfigError(
+      `config ${loaded.source}: audit.postgres: cannot open the audit table (${error instanceof Error ? error.message.replace(/postgres(ql)?:\/\/[^\s]*/gi, '[url]') : 'error'})`,
+    )
   }
 }
 

@@ -29,6 +29,10 @@ export interface AuditSink {
   close(): void
   /** The last whole line already stored, which a new hash chain is anchored to. */
   lastLine?(): string | undefined
+  /** Asynchronous sinks: resolves once every line written so far is stored; rejects if that failed. */
+  flush?(): Promise<void>
+  /** Asynchronous sinks: resolves once closing has finished. */
+  whenClosed?(): Promise<void>
 }
 
 /**
@@ -198,6 +202,25 @@ export class AuditLog {
     } catch {
       // Alerting must never turn a written line into a failed request.
     }
+  }
+
+  /**
+   * Wait until every line recorded so far is stored (no-op for synchronous sinks). Requests await
+   * this before answering, so an asynchronous sink fails them closed too.
+   * @throws SecurityError ERR_AUDIT_UNAVAILABLE
+   */
+  async flush(): Promise<void> {
+    if (this.sink.flush === undefined) return
+    try {
+      await this.sink.flush()
+    } catch (error) {
+      throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink flush failed', { cause: error })
+    }
+  }
+
+  /** Resolves once an asynchronous sink has finished closing. */
+  async closed(): Promise<void> {
+    await this.sink.whenClosed?.()
   }
 
   /** The one line for a request, from its context. Idempotent: a request is audited once. */

@@ -62,6 +62,7 @@ export function httpAudit(audit: AuditLog): HttpGuard {
     if (!ctx.audited) {
       try {
         audit.recordRequest(ctx, { status: response.status })
+        await audit.flush()
       } catch (error) {
         await response.body?.cancel().catch(() => undefined)
         response = errorResponse(ctx, toSecurityError(error))

@@ -4,10 +4,11 @@ import { parseArgs } from 'node:util'
 import { auditKey } from '../audit/audit-key.js'
 import { AuditLog, FileAuditSink } from '../audit/audit-log.js'
 import { verifyAudit } from '../audit/chain.js'
+import { PostgresAuditSink } from '../audit/sinks.js'
 import { KeyStore } from '../auth/key-store.js'
 import { SigningKeys } from '../auth/signing-keys.js'
 import { createBastion, VERSION } from '../bastion.js'
-import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, statePath } from '../config/load.js'
+import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, statePath } from '../config/load.js'
 import { parseDuration } from '../config/state.js'
 import { SecurityError } from '../errors.js'
 import { rotateFileKeyring } from '../protect/keyring.js'
@@ -73,19 +74,23 @@ async function serve(args: string[]): Promise<void> {
     process.stdin.once('end', () => void stop())
     return
   }
+  // With the audit trail on stdout, everything else for people goes to stderr.
+  const say = bastion.loaded.config.audit.sink === 'stdout' ? process.stderr : process.stdout
   if (bastion.keys.list().length === 0) {
     const adminRole = Object.entries(bastion.loaded.config.roles).find(([, r]) => r.permissions.includes('*'))?.[0]
     if (adminRole === undefined) throw new ConfigError('no API keys exist and no role holds "*": create a key with `mcp-bastion keys create --role ROLE`')
     const { key, stored } = bastion.keys.create({ name: 'admin (first run)', roles: [adminRole], expiresAt: null })
     bastion.audit.record({ event: 'key.created', principal: `key:${stored.id}`, roles: stored.roles, decision: 'allow', reason: 'OK', cause: 'first run' })
-    process.stdout.write(
+    say.write(
       `\nFirst run: created an admin API key. It is shown only now and stored only as a hash:\n\n  ${key}\n\nUse it as "Authorization: Bearer <key>" or "X-API-Key: <key>". More keys: mcp-bastion keys create --role ROLE\n\n`,
     )
   }
   const host = values.host ?? (process.env.BASTION_HOST === '' ? undefined : process.env.BASTION_HOST)
   const port = parsePort(values.port, '--port') ?? parsePort(process.env.BASTION_PORT, 'BASTION_PORT')
   const running = await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
-  process.stdout.write(`mcp-bastion listening on ${running.url} (config: ${bastion.loaded.source}; audit: ${statePath(bastion.loaded, bastion.loaded.config.audit.file)})\n`)
+  const { audit } = bastion.loaded.config
+  const auditWhere = audit.sink === 'file' ? statePath(bastion.loaded, audit.file) : audit.sink === 'stdout' ? 'stdout' : `postgres table ${audit.postgres?.table ?? ''}`
+  say.write(`mcp-bastion listening on ${running.url} (config: ${bastion.loaded.source}; audit: ${auditWhere})\n`)
   const stop = async (): Promise<void> => {
     await bastion.close()
     process.exit(0)
@@ -211,19 +216,33 @@ async function secretsCommand(args: string[]): Promise<void> {
   process.stdout.write(`key ${keyring.activeId} is active; re-encrypted ${vault} vault entr${vault === 1 ? 'y' : 'ies'} and ${signing} signing key(s)\n`)
 }
 
-function auditCommand(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, options: { config: { type: 'string' } }, allowPositionals: true, strict: true })
+async function auditCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args, options: { config: { type: 'string' }, postgres: { type: 'boolean' } }, allowPositionals: true, strict: true })
   const [sub, ...files] = positionals
-  if (sub !== 'verify' || files.length === 0) throw new UsageError('usage: mcp-bastion audit verify FILE [FILE…] [--config FILE]  (oldest first)')
+  if (sub !== 'verify' || (files.length === 0) === (values.postgres !== true))
+    throw new UsageError('usage: mcp-bastion audit verify FILE [FILE…] | --postgres  [--config FILE]  (files oldest first)')
   const loaded = loadConfig(values.config)
-  const texts = files.map((name) => {
+  const pgConfig = loaded.config.audit.postgres
+  if (values.postgres === true && pgConfig === undefined) throw new UsageError('audit verify --postgres: audit.postgres is not configured')
+  const texts =
+    values.postgres === true && pgConfig !== undefined
+      ? [{ name: pgConfig.table, text: await PostgresAuditSink.readAll(readSecret(loaded, pgConfig.url, 'audit.postgres.url'), pgConfig.table) }]
+      : readAuditFiles(files)
+  reportVerify(texts, auditKey(loaded))
+}
+
+function readAuditFiles(files: readonly string[]): { name: string; text: string }[] {
+  return files.map((name) => {
     try {
       return { name, text: readFileSync(name, 'utf8') }
     } catch (error) {
       throw new UsageError(`audit verify: cannot read ${name} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
     }
   })
-  const report = verifyAudit(texts, auditKey(loaded))
+}
+
+function reportVerify(texts: readonly { name: string; text: string }[], key: Buffer): void {
+  const report = verifyAudit(texts, key)
   if (!report.ok) {
     const p = report.problem
     process.stdout.write(`FAIL ${p?.file}:${p?.line}: ${p?.reason} (${report.lines} lines verified before it)\n`)

@@ -144,7 +144,25 @@ export const configSchema = z.strictObject({
   stateDir: z.string().min(1).default('.bastion'),
   audit: z
     .strictObject({
+      /** Where lines go: a file (default), standard output, or a PostgreSQL table shared by replicas. */
+      sink: z.enum(['file', 'stdout', 'postgres']).default('file'),
       file: z.string().min(1).default('audit.jsonl'),
+      /** stdout only: bytes that may wait for a slow reader before requests fail closed. */
+      stdoutBufferBytes: z
+        .number()
+        .int()
+        .min(0)
+        .max(256 * 1024 * 1024)
+        .default(1024 * 1024),
+      postgres: z
+        .strictObject({
+          url: secretRef,
+          table: z
+            .string()
+            .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _')
+            .default('bastion_audit'),
+        })
+        .optional(),
       /** Key names redacted from every audit line, besides the built-in ones (password, token, …). */
       redactKeys: z.array(z.string().min(2).max(64)).max(256).default([]),
       /** MAC key of the hash chain; default: `<stateDir>/audit.key`, created on first start. */
@@ -156,6 +174,7 @@ export const configSchema = z.strictObject({
         .min(64 * 1024)
         .default(64 * 1024 * 1024),
     })
+    .refine((a) => a.sink !== 'postgres' || a.postgres !== undefined, 'sink: postgres needs postgres.url')
     .prefault({}),
   auth: z
     .strictObject({

@@ -82,6 +82,8 @@ function auditCall(audit: AuditLog): CallGuard {
     if (failure !== undefined)
       req.outcome = failureOutcome(req.outcome, CALL_EVENTS[failure.code] ?? 'tool.call', failure, req.outcome.reason === failure.code ? req.outcome.detail : failure.message)
     audit.recordRequest(req)
+    // An asynchronous sink: the call is answered only once its line is stored (fails closed).
+    await audit.flush()
     if (failure !== undefined) throw failure
     if (result === undefined) throw new SecurityError('ERR_INTERNAL', 'tool produced no result')
     return result

@@ -70,7 +70,10 @@ async function audited<T>(
         )
     }
     const result = await run()
-    if (auditHere) deps.audit.recordRequest(ctx)
+    if (auditHere) {
+      deps.audit.recordRequest(ctx)
+      await deps.audit.flush()
+    }
     return result
   } catch (error) {
     // The outcome is set whichever transport writes the line (HTTP writes it at the edge).
