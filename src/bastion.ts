@@ -129,6 +129,7 @@ export class Bastion {
       auditKey(loaded, options.env),
       redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),
     )
+    this.audit.checkpointEvery(config.audit.checkpointEvery)
     this.keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
     const hook = config.alerts.webhook
     let webhook: Webhook | undefined

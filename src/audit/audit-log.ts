@@ -145,6 +145,12 @@ export class AuditLog {
   #opened = false
 
   readonly #redact: (value: unknown) => unknown
+  #checkpointEvery = 1000
+
+  /** Write an `audit.checkpoint` line after every `n` lines of this writer (0: never). */
+  checkpointEvery(n: number): void {
+    this.#checkpointEvery = n
+  }
 
   /**
    * @param chainKey the audit key: every line is then hash-chained and MACed (see chain.ts)
@@ -194,6 +200,10 @@ export class AuditLog {
         this.#opened = true
       }
       this.#write(rest)
+      // Periodic checkpoints: a sealed line stating how far this writer's chain has come.
+      if (this.#chain !== undefined && this.#checkpointEvery > 0 && (this.#chain.seq + 1) % this.#checkpointEvery === 0) {
+        this.#write({ event: 'audit.checkpoint', decision: 'allow', reason: 'OK', lines: this.#chain.seq + 1 })
+      }
     } catch (error) {
       throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink write failed', { cause: error })
     }

@@ -167,6 +167,8 @@ export const configSchema = z.strictObject({
       redactKeys: z.array(z.string().min(2).max(64)).max(256).default([]),
       /** MAC key of the hash chain; default: `<stateDir>/audit.key`, created on first start. */
       key: secretRef.optional(),
+      /** A signed `audit.checkpoint` line after this many lines of a writer (0: none). */
+      checkpointEvery: z.number().int().min(0).max(1_000_000).default(1000),
       /** Past this size the file is renamed with a timestamp and a new one started; chains continue. */
       maxBytes: z
         .number()

@@ -60,6 +60,24 @@ describe('hash-chained audit', () => {
     expect(verify(text, Buffer.from('x'.repeat(64)))).toMatchObject({ ok: false, problem: { line: 1, reason: expect.stringMatching(/not the audit key/) } })
   })
 
+  it('writes a sealed checkpoint every N lines', () => {
+    const path = join(tmp(), 'audit.jsonl')
+    const log = new AuditLog(new FileAuditSink(path), undefined, KEY)
+    log.checkpointEvery(5)
+    for (let i = 0; i < 12; i++) log.record({ event: 'tool.call', decision: 'allow', reason: 'OK' })
+    log.close()
+    const text = readFileSync(path, 'utf8')
+    const checkpoints = lines(text)
+      .map((l) => JSON.parse(l) as { event: string; seq: number; lines?: number })
+      .filter((l) => l.event === 'audit.checkpoint')
+    expect(checkpoints.map((c) => [c.seq, c.lines])).toStrictEqual([
+      [5, 5],
+      [10, 10],
+      [15, 15],
+    ])
+    expect(verify(text)).toMatchObject({ ok: true })
+  })
+
   it('writers interleave (server and CLI) and each chain verifies', () => {
     const path = join(tmp(), 'audit.jsonl')
     const server = new AuditLog(new FileAuditSink(path), undefined, KEY)
