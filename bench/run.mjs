@@ -17,14 +17,15 @@ const CONFIGS = [
   ['sdk-stateless-new', 'bare SDK v2, stateless example (new server and validator per request)'],
   ['sdk-stateless-shared', 'bare SDK v2, stateless, shared validator (baseline)'],
   ['sdk-session', 'bare SDK v2, 2025-11-25 session'],
-  ['bastion-minimal', 'bastion, layers off (API key auth, RBAC; no limiter, no audit file)'],
+  ['bastion-minimal', 'bastion, layers off (API key, RBAC; audit lines sealed and redacted but discarded; no limiter, no PII masking)'],
   ['bastion-jwt', '+ JWT ES256 with token cache (instead of API key)'],
   ['bastion-jwt-nocache', '+ JWT ES256 without token cache'],
   ['bastion-policy', '+ policy with a CEL condition'],
   ['bastion-memory-limiter', '+ memory rate limiter'],
   ['bastion-redis-limiter', '+ Redis rate limiter'],
   ['bastion-audit', '+ audit to file'],
-  ['bastion-full', 'bastion, whole pipeline (API key, policy CEL, memory limiter, audit file)'],
+  ['bastion-pii', '+ PII masking of results'],
+  ['bastion-full', 'bastion, whole pipeline (API key, policy CEL, memory limiter, audit file, PII masking)'],
   ['fastmcp', 'fastmcp 4.x peer, authenticate hook with an API key (2025-11-25 session)'],
 ]
 const ONE_CONNECTION = new Set(['sdk-stateless-shared', 'bastion-minimal', 'bastion-full'])

@@ -80,6 +80,8 @@ async function bastion(layers) {
   const huge = { rate: '100000000/s' }
   const config = {
     workspace: { enabled: false },
+    vault: { enabled: false },
+    pii: { mode: layers.pii ? 'mask' : 'allow' },
     roles: { admin: { permissions: ['*'] }, caller: { permissions: layers.policy ? [] : ['echo'] } },
     tools: { echo: { permissions: ['echo'] } },
     limits: {
@@ -92,7 +94,6 @@ async function bastion(layers) {
       ? { rules: [{ id: 'short-echo', effect: 'allow', subjects: { roles: ['caller'] }, targets: { tools: ['echo'] }, when: 'size(args.text) <= 100 && principal.id != ""' }] }
       : { rules: [] },
     auth: {
-      reloadIntervalMs: 0,
       resource: RESOURCE,
       tokenCache: { maxEntries: layers.jwtNoCache ? 0 : 10_000 },
       issuers: [{ name: 'idp', issuer: 'https://idp.bench', algorithms: ['ES256'], keys: [{ pem: { file: 'idp.pem' } }], defaultRoles: ['caller'] }],
@@ -131,7 +132,8 @@ const VARIANTS = {
   'bastion-memory-limiter': () => bastion({ memory: true }),
   'bastion-redis-limiter': () => bastion({ redis: true }),
   'bastion-audit': () => bastion({ audit: true }),
-  'bastion-full': () => bastion({ policy: true, memory: true, audit: true }),
+  'bastion-pii': () => bastion({ pii: true }),
+  'bastion-full': () => bastion({ policy: true, memory: true, audit: true, pii: true }),
   fastmcp: async () => {
     const { FastMCP } = await import('fastmcp')
     const apiKey = 'bench-key-0123456789abcdef0123456789abcdef'

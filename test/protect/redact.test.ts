@@ -92,6 +92,7 @@ describe('redaction', () => {
     ['card 4111 1111 1111 1111 on file', 'card [REDACTED:card] on file'],
     ['Authorization: Bearer abcdefghijklmnop', 'Authorization: [REDACTED:bearer]'],
     ['aws AKIAIOSFODNN7EXAMPLE key', 'aws [REDACTED:aws-key] key'],
+    ['header AUTHORIZATION: BEARER abcdefghijklmnop', 'header AUTHORIZATION: [REDACTED:bearer]'],
   ])('%j → %j', (input, output) => {
     expect(redactText(input)).toBe(output)
   })
