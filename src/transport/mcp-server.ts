@@ -1,7 +1,7 @@
 import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions, UriTemplate } from '@modelcontextprotocol/server'
 import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type AuditLog, eventFor } from '../audit/audit-log.js'
-import { requireScopes, type ScopeRules } from '../auth/resource-metadata.js'
+import type { ScopeRules } from '../auth/resource-metadata.js'
 
 import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
 import type { CallContext } from '../pipeline/call.js'

@@ -2,7 +2,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { initializeBody, MODERN_META, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
+import { initializeBody, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
 
 let server: TestServer
 let revoked: string
