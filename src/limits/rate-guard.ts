@@ -64,29 +64,29 @@ export function anonymousLimitGuard(deps: RateLimitDeps): HttpGuard {
   }
 }
 
-/** The JSON-RPC request (not notification or response) a POST carries, if any. */
-function requestOf(body: unknown): { method: string; tool: string | undefined } | undefined {
+/** The tool a `tools/call` body names, if any. */
+function toolOf(body: unknown): string | undefined {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return undefined
-  const message = body as { id?: unknown; method?: unknown; params?: unknown }
-  if (typeof message.method !== 'string' || message.id === undefined || message.id === null) return undefined
-  const params = message.params
-  const name = message.method === 'tools/call' && params !== null && typeof params === 'object' ? (params as { name?: unknown }).name : undefined
-  return { method: message.method, tool: typeof name === 'string' ? name : undefined }
+  const message = body as { method?: unknown; params?: unknown }
+  if (message.method !== 'tools/call' || message.params === null || typeof message.params !== 'object') return undefined
+  const name = (message.params as { name?: unknown }).name
+  return typeof name === 'string' ? name : undefined
 }
 
 /**
- * After authentication: charge every JSON-RPC request to the principal's, tenant's and global
- * buckets, and a `tools/call` also its tool's cost, tier and own bucket, all or nothing; a
- * refusal is HTTP 429 with `Retry-After`. Notifications and responses are not charged.
+ * After authentication: charge every request to the MCP endpoint (JSON-RPC requests,
+ * notifications, responses, stream GETs and DELETEs alike: none is free to serve) to the
+ * principal's, tenant's and global buckets, and a `tools/call` also its tool's cost, tier and own
+ * bucket, all or nothing; a refusal is HTTP 429 with `Retry-After`.
  * Does not check: unregistered tool names (charged like any request; the call pipeline answers
  * not-found), requests in flight (the concurrency cap does).
  */
 export function rateLimitGuard(deps: RateLimitDeps, isTool: (name: string) => boolean): HttpGuard {
   return async function rateLimitStage(ctx, next) {
     const principal = ctx.principal
-    const message = ctx.request.method === 'POST' ? requestOf(ctx.body) : undefined
-    if (principal === undefined || message === undefined) return next()
-    const tool = message.tool !== undefined && isTool(message.tool) ? message.tool : undefined
+    if (principal === undefined) return next()
+    const named = ctx.request.method === 'POST' ? toolOf(ctx.body) : undefined
+    const tool = named !== undefined && isTool(named) ? named : undefined
     if (tool !== undefined) ctx.tool = tool
     await charge(deps, ctx, deps.plan.forRequest(principal, tool))
     ctx.limited = true

@@ -44,7 +44,7 @@ export function addressKey(address: string | undefined): string {
 
 /**
  * Which buckets a request is charged to, decided from config alone. Pure: no I/O, no clock.
- * Every authenticated JSON-RPC request is charged to the principal's bucket (rate from its most
+ * Every authenticated request is charged to the principal's bucket (rate from its most
  * generous role, else `limits.principal`), its tenant's and the global bucket; a `tools/call`
  * is charged the tool's cost and, in addition, to its tier's and its own bucket.
  */

@@ -117,13 +117,16 @@ export function maskPii(text: string, kinds?: readonly PiiKind[]): { text: strin
 
 /** Mask every string in a value (tool results: text content and structured content), counting by kind. */
 export function maskValue(value: unknown, counts: Map<PiiKind, number> = new Map()): { value: unknown; counts: Map<PiiKind, number> } {
+  const mask = (text: string): string => {
+    const { text: masked, found } = maskPii(text)
+    for (const f of found) counts.set(f.kind, (counts.get(f.kind) ?? 0) + 1)
+    return masked
+  }
   const walk = (v: unknown, depth: number): unknown => {
-    if (typeof v === 'string') {
-      const { text, found } = maskPii(v)
-      for (const f of found) counts.set(f.kind, (counts.get(f.kind) ?? 0) + 1)
-      return text
-    }
-    if (v === null || typeof v !== 'object' || depth > 64) return v
+    if (typeof v === 'string') return mask(v)
+    // Deeper than any honest result: masked as its JSON text rather than passed through unread.
+    if (v !== null && typeof v === 'object' && depth > 64) return mask(JSON.stringify(v) ?? '')
+    if (v === null || typeof v !== 'object') return v
     if (Array.isArray(v)) return v.map((x) => walk(x, depth + 1))
     const out: Record<string, unknown> = {}
     for (const [k, x] of Object.entries(v)) Object.defineProperty(out, k, { value: walk(x, depth + 1), enumerable: true, writable: true, configurable: true })

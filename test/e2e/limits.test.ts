@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { SecurityError } from '../../src/errors.js'
-import { callModern, connect, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
+import { callModern, connect, initializeBody, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
 
 const FIXTURES = new URL('../fixtures/isolated-tools.mjs', import.meta.url)
 
@@ -87,6 +87,31 @@ describe('rate limits over HTTP (memory backend)', () => {
     expect(lines.at(-1)).toMatchObject({ event: 'limit.exceeded', bucket: 'anonymous', remote: '127.0.0.1' })
     expect(lines.at(-1)?.principal).toBeUndefined()
     expect(JSON.stringify(lines)).not.toContain(bogus)
+  })
+})
+
+describe('every authenticated request is charged', () => {
+  let server: TestServer
+  beforeAll(async () => {
+    server = await startServer({ limits: { roles: { reader: { rate: '2/hour' } } } })
+  })
+  afterAll(async () => {
+    await server.close()
+  })
+
+  it('notifications cost a token too: they cannot be used to flood the server for free', async () => {
+    const auth = { authorization: `Bearer ${server.keys.reader}` }
+    const init = await post(server.url, initializeBody(), auth)
+    expect(init.status).toBe(200)
+    const session = init.headers.get('mcp-session-id') ?? ''
+    await init.text()
+    const headers = { ...auth, 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' }
+    const notified = await post(server.url, { jsonrpc: '2.0', method: 'notifications/initialized' }, headers)
+    expect(notified.status).toBe(202)
+    const since = server.mark()
+    const refused = await post(server.url, { jsonrpc: '2.0', method: 'notifications/initialized' }, headers)
+    expect(refused.status).toBe(429)
+    expect(since().at(-1)).toMatchObject({ reason: 'ERR_RATE_LIMITED', bucket: 'role:reader' })
   })
 })
 

@@ -56,4 +56,12 @@ describe('masking', () => {
     expect(value).toStrictEqual({ content: [{ type: 'text', text: 'SSN [SSN], card [CARD]' }], structuredContent: { rows: [{ ip: '[IP]' }] } })
     expect(Object.fromEntries(counts)).toStrictEqual({ ssn: 1, card: 1, ip: 1 })
   })
+
+  it('masks beyond any depth: a deeply nested value is masked, not passed through', () => {
+    let deep: unknown = { email: 'deep@example.com' }
+    for (let i = 0; i < 100; i++) deep = { next: deep }
+    const { value, counts } = maskValue(deep)
+    expect(JSON.stringify(value)).not.toContain('deep@example.com')
+    expect(counts.get('email')).toBe(1)
+  })
 })
