@@ -1,4 +1,3 @@
-import { statSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -15,6 +14,7 @@ import { hashApiKey, parseApiKey } from './auth/api-key.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
 import type { ScopeRules } from './auth/resource-metadata.js'
 import { type AuthSetup, setupAuth } from './auth/setup.js'
+import { fileStamp } from './config/json-file.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, resolvePath, statePath, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
@@ -376,15 +376,7 @@ export class Bastion {
    */
   keyring(): Keyring {
     const { secrets } = this.loaded.config
-    let stamp = 'configured'
-    if (secrets.keys === undefined) {
-      try {
-        const st = statSync(statePath(this.loaded, secrets.keyringFile))
-        stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
-      } catch {
-        stamp = 'missing'
-      }
-    }
+    const stamp = secrets.keys === undefined ? fileStamp(statePath(this.loaded, secrets.keyringFile)) : 'configured'
     if (this.#keyring === undefined || this.#keyring.stamp !== stamp) this.#keyring = { keyring: keyringFor(this.loaded, this.#env), stamp }
     return this.#keyring.keyring
   }

@@ -1,6 +1,7 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { z } from 'zod'
+import { fileStamp } from '../config/json-file.js'
 import { generateApiKey, hashApiKey } from './api-key.js'
 
 /** One stored key: metadata and the hash, never the secret. */
@@ -118,13 +119,8 @@ export class KeyStore {
   }
 
   #load(initial: boolean): void {
-    let stamp = 'absent'
-    try {
-      const st = statSync(this.path)
-      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
-    } catch {
-      // absent file: only config keys
-    }
+    // A missing file means only config keys.
+    const stamp = fileStamp(this.path)
     if (!initial && stamp === this.#stamp) return
     let stored: StoredKey[]
     try {

@@ -1,7 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
-import { statSync } from 'node:fs'
 import { Redis } from 'ioredis'
-import { readJsonFile, updateJsonFile } from '../config/json-file.js'
+import { JsonFileView } from '../config/json-file.js'
 import { SecurityError } from '../errors.js'
 
 /** What a refresh token stands for. Stored under the token's hash, never the token. */
@@ -66,30 +65,21 @@ function prune(file: StoredFile, now: number): StoredFile {
  * so it survives restarts and the CLI can share it. Does not check: other replicas (use Redis).
  */
 export class FileRefreshStore implements RefreshStore {
-  #snapshot: StoredFile | undefined
-  #stamp = ''
+  // The revocation check runs on every token request: the file is looked at no more than every
+  // 250 ms (this process's own changes are seen at once, another process's within that time).
+  readonly #file: JsonFileView<StoredFile>
 
-  constructor(readonly path: string) {}
+  constructor(readonly path: string) {
+    this.#file = new JsonFileView(path, parseFile, 250)
+  }
 
-  /** Read-only view, re-read only when the file changed: the revocation check runs on every request. */
   #read(): StoredFile {
-    let stamp = 'missing'
-    try {
-      const st = statSync(this.path)
-      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
-    } catch {
-      // No file yet: nothing revoked.
-    }
-    if (this.#snapshot === undefined || stamp !== this.#stamp) {
-      this.#snapshot = parseFile(readJsonFile(this.path))
-      this.#stamp = stamp
-    }
-    return this.#snapshot
+    return this.#file.read()
   }
 
   #update<T>(change: (file: StoredFile) => T): T {
     let out: T | undefined
-    updateJsonFile(this.path, parseFile, (file) => {
+    this.#file.update((file) => {
       const pruned = prune(file, Date.now())
       out = change(pruned)
       return pruned

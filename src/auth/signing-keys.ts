@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import { statSync } from 'node:fs'
 import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
-import { readJsonFile, updateJsonFile } from '../config/json-file.js'
+import { JsonFileView } from '../config/json-file.js'
 import { Keyring } from '../protect/keyring.js'
 
 export const SIGNING_ALG = 'ES256'
@@ -39,34 +38,21 @@ function parse(value: unknown): SigningFile {
 export class SigningKeys {
   readonly path: string
   readonly #accessTtlMs: number
-  #file: SigningFile = { version: 1, keys: [] }
-  #stamp = ''
-
+  readonly #file: JsonFileView<SigningFile>
   readonly #keyring: () => Keyring
 
   constructor(path: string, accessTokenSeconds: number, keyring: () => Keyring) {
     this.path = path
     this.#accessTtlMs = accessTokenSeconds * 1000
     this.#keyring = keyring
+    // Consulted on every verification of one of bastion's own tokens: a rotation by the CLI is
+    // picked up within a second.
+    this.#file = new JsonFileView(path, parse, 1000)
   }
 
   /** Load, creating a first key if there is none. */
   async init(): Promise<void> {
-    this.#reload()
-    if (this.#file.keys.length === 0) await this.rotate()
-  }
-
-  #reload(): void {
-    let stamp: string
-    try {
-      const st = statSync(this.path)
-      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
-    } catch {
-      stamp = 'missing'
-    }
-    if (stamp === this.#stamp) return
-    this.#file = parse(readJsonFile(this.path))
-    this.#stamp = stamp
+    if (this.#file.read().keys.length === 0) await this.rotate()
   }
 
   /** Make a new key the signer; the previous one is retired (still verifying). Returns the new kid. */
@@ -81,18 +67,16 @@ export class SigningKeys {
       retiredAt: null,
     }
     const now = Date.now()
-    this.#file = updateJsonFile(this.path, parse, (current) => ({
+    this.#file.update((current) => ({
       version: 1,
       keys: [...current.keys.filter((k) => k.retiredAt === null || k.retiredAt + this.#accessTtlMs > now).map((k) => (k.retiredAt === null ? { ...k, retiredAt: now } : k)), entry],
     }))
-    this.#stamp = ''
     return kid
   }
 
   /** The signing key now. */
   async signer(): Promise<{ kid: string; key: Awaited<ReturnType<typeof importJWK>> }> {
-    this.#reload()
-    const active = this.#file.keys.find((k) => k.retiredAt === null)
+    const active = this.#file.read().keys.find((k) => k.retiredAt === null)
     if (active === undefined) throw new Error('no active signing key')
     const jwk = active.privateEnvelope === undefined ? active.privateJwk : (JSON.parse(this.#keyring().decrypt(active.privateEnvelope, `signing-key:${active.kid}`)) as JWK)
     if (jwk === undefined) throw new Error(`signing key ${active.kid} has no private part`)
@@ -102,7 +86,7 @@ export class SigningKeys {
   /** Re-encrypt every private key not under the keyring's active key. Returns how many changed. */
   reencrypt(keyring: Keyring): number {
     let changed = 0
-    this.#file = updateJsonFile(this.path, parse, (current) => ({
+    this.#file.update((current) => ({
       version: 1,
       keys: current.keys.map((k) => {
         if (k.privateEnvelope !== undefined && Keyring.keyIdOf(k.privateEnvelope) === keyring.activeId) return k
@@ -113,14 +97,17 @@ export class SigningKeys {
         return { ...rest, privateEnvelope: keyring.encrypt(plain, purpose) }
       }),
     }))
-    this.#stamp = ''
     return changed
   }
 
   /** Public keys that still verify: the JWKS served at /.well-known/jwks.json. */
   jwks(): { keys: JWK[] } {
-    this.#reload()
     const now = Date.now()
-    return { keys: this.#file.keys.filter((k) => k.retiredAt === null || k.retiredAt + this.#accessTtlMs > now).map((k) => k.publicJwk) }
+    return {
+      keys: this.#file
+        .read()
+        .keys.filter((k) => k.retiredAt === null || k.retiredAt + this.#accessTtlMs > now)
+        .map((k) => k.publicJwk),
+    }
   }
 }

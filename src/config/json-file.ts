@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 
 /** Read a JSON state file; undefined when it does not exist. @throws on unreadable or corrupt files (never silently reset). */
@@ -40,5 +40,53 @@ export function updateJsonFile<T>(path: string, parse: (value: unknown) => T, ch
   } finally {
     closeSync(fd)
     unlinkSync(lock)
+  }
+}
+
+/** What identifies a file's current content cheaply: modification time, size and inode. */
+export function fileStamp(path: string): string {
+  try {
+    const st = statSync(path)
+    return `${st.mtimeMs}:${st.size}:${st.ino}`
+  } catch {
+    return 'missing'
+  }
+}
+
+/**
+ * A parsed JSON state file kept in memory: read again only when its stamp changed, and the stamp
+ * checked at most every `maxAgeMs` (0: on every read), so a per-request read costs no I/O.
+ * Changes made through `update` are seen at once; another process's within `maxAgeMs`.
+ */
+export class JsonFileView<T> {
+  #value: T | undefined
+  #stamp = ''
+  #checkedAt = Number.NEGATIVE_INFINITY
+
+  constructor(
+    readonly path: string,
+    private readonly parse: (value: unknown) => T,
+    private readonly maxAgeMs = 0,
+  ) {}
+
+  read(): T {
+    const now = performance.now()
+    if (this.#value !== undefined && now - this.#checkedAt < this.maxAgeMs) return this.#value
+    this.#checkedAt = now
+    const stamp = fileStamp(this.path)
+    if (this.#value === undefined || stamp !== this.#stamp) {
+      this.#value = this.parse(readJsonFile(this.path))
+      this.#stamp = stamp
+    }
+    return this.#value
+  }
+
+  /** `updateJsonFile`, and the view holds the result. */
+  update(change: (current: T) => T): T {
+    const next = updateJsonFile(this.path, this.parse, change)
+    this.#value = next
+    this.#stamp = fileStamp(this.path)
+    this.#checkedAt = performance.now()
+    return next
   }
 }
