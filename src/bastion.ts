@@ -18,6 +18,7 @@ import { fileStamp } from './config/json-file.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, resolvePath, statePath, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
+import { isLoopback, secureUrl } from './config/urls.js'
 import { ConcurrencyCaps } from './limits/concurrency.js'
 import { MemoryRateLimiter, type RateLimiter } from './limits/memory-limiter.js'
 import type { RateLimitDeps } from './limits/rate-guard.js'
@@ -76,12 +77,7 @@ export interface RunningServer {
 
 export const VERSION = '0.1.0'
 
-/** Is this a loopback bind address (or name)? */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '')
-  if (h === 'localhost' || h === '::1') return true
-  return isIP(h) === 4 && h.startsWith('127.')
-}
+export { isLoopback } from './config/urls.js'
 
 /**
  * A bastion: one configuration, one audit trail, one key store, and every registered tool,
@@ -134,9 +130,7 @@ export class Bastion {
     const hook = config.alerts.webhook
     let webhook: Webhook | undefined
     if (hook !== undefined) {
-      const url = new URL(hook.url)
-      if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url.hostname)))
-        throw new ConfigError(`config ${loaded.source}: alerts.webhook.url: must be https (plain http only to a loopback address)`)
+      const url = secureUrl(loaded, 'alerts.webhook.url', hook.url)
       webhook = { url, timeoutMs: hook.timeoutMs, secret: hook.secret === undefined ? undefined : readSecret(loaded, hook.secret, 'alerts.webhook.secret', options.env) }
     }
     this.alerts = new AlertEngine(config.alerts.rules, webhook, log)

@@ -1,6 +1,7 @@
 import type { AuditLog } from '../audit/audit-log.js'
 import { SecurityError } from '../errors.js'
 import { addressKey } from '../limits/rate-plan.js'
+import type { RequestContext } from '../pipeline/context.js'
 import type { HttpGuard } from '../transport/http/context.js'
 import { parseApiKey } from './api-key.js'
 import { credentialFromHeaders } from './authenticate.js'
@@ -42,6 +43,43 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
     )
   })
 
+/** The brute-force subject of a request's client address (IPv6 by /64). */
+export function addressSubject(ctx: RequestContext): string {
+  return `addr:${addressKey(ctx.remoteAddress)}`
+}
+
+/** Refuse a blocked address or key id before any credential is checked. @throws SecurityError ERR_AUTH_BLOCKED */
+export function refuseIfBlocked(bruteForce: BruteForce, subject: string): void {
+  const blocked = bruteForce.blockedUntil(subject)
+  if (blocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `${subject} is blocked after repeated failures`, { retryAfterMs: blocked - Date.now() })
+}
+
+/**
+ * Count one failed authentication against each subject; a block that starts is an audited alert.
+ * Returns how long the answer should be delayed.
+ */
+export function countFailure(bruteForce: BruteForce, audit: AuditLog, ctx: RequestContext, subjects: readonly string[]): number {
+  let delayMs = 0
+  for (const subject of subjects) {
+    const verdict = bruteForce.fail(subject)
+    delayMs = Math.max(delayMs, verdict.delayMs)
+    ctx.outcome.extra = { ...ctx.outcome.extra, failures: verdict.failures }
+    if (verdict.blockedUntil === undefined) continue
+    audit.record({
+      event: 'alert',
+      alert: 'auth.blocked',
+      requestId: ctx.requestId,
+      subject,
+      failures: verdict.failures,
+      until: new Date(verdict.blockedUntil).toISOString(),
+      decision: 'deny',
+      reason: 'ERR_AUTH_BLOCKED',
+      remote: ctx.remoteAddress,
+    })
+  }
+  return delayMs
+}
+
 /**
  * Authenticate every request from its own credential: a session id never stands in for one.
  * Repeated failures from one address, or against one API key id, are answered ever later and
@@ -52,37 +90,17 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
 export function authenticateGuard(options: AuthenticateOptions): HttpGuard {
   const { authenticator, bruteForce, audit } = options
   return async function authenticateGuardStage(ctx, next) {
-    const address = `addr:${addressKey(ctx.remoteAddress)}`
-    const blocked = bruteForce.blockedUntil(address)
-    if (blocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `${address} is blocked after repeated failures`, { retryAfterMs: blocked - Date.now() })
+    const address = addressSubject(ctx)
+    refuseIfBlocked(bruteForce, address)
     const { token, source } = credentialFromHeaders(ctx.request.headers)
     const keyId = parseApiKey(token)?.id
     const subjects = keyId === undefined ? [address] : [address, `key:${keyId}`]
-    const keyBlocked = keyId === undefined ? undefined : bruteForce.blockedUntil(`key:${keyId}`)
-    if (keyBlocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `key ${keyId} is blocked after repeated failures`, { retryAfterMs: keyBlocked - Date.now() })
+    if (keyId !== undefined) refuseIfBlocked(bruteForce, `key:${keyId}`)
     try {
       ctx.principal = await authenticator.verify(token, source)
     } catch (error) {
       if (error instanceof SecurityError && error.code === 'ERR_AUTH_INVALID') {
-        let delayMs = 0
-        for (const subject of subjects) {
-          const verdict = bruteForce.fail(subject)
-          delayMs = Math.max(delayMs, verdict.delayMs)
-          ctx.outcome.extra = { ...ctx.outcome.extra, failures: verdict.failures }
-          if (verdict.blockedUntil !== undefined) {
-            audit.record({
-              event: 'alert',
-              alert: 'auth.blocked',
-              requestId: ctx.requestId,
-              subject,
-              failures: verdict.failures,
-              until: new Date(verdict.blockedUntil).toISOString(),
-              decision: 'deny',
-              reason: 'ERR_AUTH_BLOCKED',
-              remote: ctx.remoteAddress,
-            })
-          }
-        }
+        const delayMs = countFailure(bruteForce, audit, ctx, subjects)
         if (delayMs > 0) {
           ctx.outcome.extra = { ...ctx.outcome.extra, delayedMs: delayMs }
           await sleep(delayMs, ctx.signal)

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { JsonFileView } from '../config/json-file.js'
+import { connectRedis, redisReady } from '../config/redis.js'
 import { SecurityError } from '../errors.js'
 
 /** What a refresh token stands for. Stored under the token's hash, never the token. */
@@ -147,27 +148,15 @@ export class RedisRefreshStore implements RefreshStore {
   readonly #prefix: string
 
   constructor(url: string, prefix: string, onError?: (e: Error) => void) {
-    const redis = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 1000, retryStrategy: (n) => Math.min(50 * n, 1000) })
-    redis.on('error', (e: Error) => onError?.(new Error(`redis (tokens): ${e.name}`)))
+    const redis = connectRedis(url, { timeoutMs: 1000, label: 'tokens', onError })
     redis.defineCommand('bastionUseRefresh', { numberOfKeys: 1, lua: USE_SCRIPT })
     this.#redis = redis as WithUse
     this.#prefix = prefix
   }
 
   /** Wait for the first connection (start-up); resolves false if it does not come in time. */
-  async ready(timeoutMs: number): Promise<boolean> {
-    if (this.#redis.status === 'ready') return true
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#redis.off('ready', onReady)
-        resolve(false)
-      }, timeoutMs)
-      const onReady = (): void => {
-        clearTimeout(timer)
-        resolve(true)
-      }
-      this.#redis.once('ready', onReady)
-    })
+  ready(timeoutMs: number): Promise<boolean> {
+    return redisReady(this.#redis, timeoutMs)
   }
 
   async #call<T>(run: () => Promise<T>): Promise<T> {

@@ -1,8 +1,8 @@
-import { isIP } from 'node:net'
 import { createLocalJWKSet } from 'jose'
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/audit-log.js'
 import { ConfigError, type LoadedConfig, readSecret, resolvePath, statePath } from '../config/load.js'
+import { secureUrl } from '../config/urls.js'
 import type { Keyring } from '../protect/keyring.js'
 import { ApiKeyAuthenticator } from './authenticate.js'
 import { Authenticator } from './authenticator.js'
@@ -25,19 +25,6 @@ export interface AuthSetup {
   readonly tokenService: TokenService | undefined
   readonly signingKeys: SigningKeys | undefined
   close(): Promise<void>
-}
-
-function loopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '')
-  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'))
-}
-
-/** HTTPS, or plain HTTP to a loopback address only. @throws ConfigError */
-function secureUrl(loaded: LoadedConfig, where: string, text: string): URL {
-  const url = new URL(text)
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopbackHost(url.hostname)))
-    throw new ConfigError(`config ${loaded.source}: ${where}: must be https (plain http only to a loopback address)`)
-  return url
 }
 
 /**

@@ -50,18 +50,24 @@ export function loadConfigFile(path: string): LoadedConfig {
   } catch (error) {
     throw new ConfigError(`config ${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
   }
+  const parsed = parseYaml(text)
+  if ('error' in parsed) throw new ConfigError(`config ${path}: ${parsed.error}`)
+  return validateConfig(parsed.value, path, dirname(file))
+}
+
+/**
+ * YAML as bastion reads it everywhere (config and policy files): duplicate keys are errors, and
+ * alias expansion is bounded (an alias bomb is an error, not a hang). Returns the value, or a
+ * description of every problem with its line.
+ */
+export function parseYaml(text: string): { value: unknown } | { error: string } {
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true })
-  if (doc.errors.length > 0) {
-    throw new ConfigError(`config ${path}: invalid YAML:\n${doc.errors.map((e) => `  - line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`).join('\n')}`)
-  }
-  let value: unknown
+  if (doc.errors.length > 0) return { error: `invalid YAML:\n${doc.errors.map((e) => `  - line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`).join('\n')}` }
   try {
-    value = doc.toJS({ maxAliasCount: 100 })
+    return { value: doc.toJS({ maxAliasCount: 100 }) }
   } catch (error) {
-    // e.g. an alias bomb: still a config error naming the file, not an unexpected crash.
-    throw new ConfigError(`config ${path}: invalid YAML: ${error instanceof Error ? error.message : 'cannot be converted'}`)
+    return { error: `invalid YAML: ${error instanceof Error ? error.message : 'cannot be converted'}` }
   }
-  return validateConfig(value, path, dirname(file))
 }
 
 /** The embedded default: no file, everything under `.bastion/` in the working directory. */

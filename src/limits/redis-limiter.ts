@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
+import { connectRedis, redactRedisUrl, redisReady } from '../config/redis.js'
 import { SecurityError } from '../errors.js'
 import type { RateLimiter } from './memory-limiter.js'
 import type { Charge, TakeDecision } from './token-bucket.js'
@@ -71,15 +72,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   constructor(options: RedisLimiterOptions) {
     this.#prefix = options.keyPrefix
-    const redis = new Redis(options.url, {
-      lazyConnect: false,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: options.timeoutMs,
-      connectTimeout: Math.max(1000, options.timeoutMs),
-      retryStrategy: (times) => Math.min(50 * times, 1000),
-    })
-    redis.on('error', (error: Error) => options.onError?.(new Error(`redis: ${error.name}: ${redactUrl(error.message)}`)))
+    const redis = connectRedis(options.url, { timeoutMs: options.timeoutMs, label: 'rate limits', onError: options.onError })
     redis.defineCommand('bastionTake', { lua: SCRIPT })
     this.#redis = redis as WithScript
   }
@@ -92,7 +85,9 @@ export class RedisRateLimiter implements RateLimiter {
     try {
       reply = await this.#redis.bastionTake(charges.length, ...charges.map((c) => this.#prefix + c.key), ...args)
     } catch (error) {
-      throw new SecurityError('ERR_LIMITS_UNAVAILABLE', `rate-limit backend unavailable: ${error instanceof Error ? redactUrl(error.message) : 'unknown error'}`, { cause: error })
+      throw new SecurityError('ERR_LIMITS_UNAVAILABLE', `rate-limit backend unavailable: ${error instanceof Error ? redactRedisUrl(error.message) : 'unknown error'}`, {
+        cause: error,
+      })
     }
     const [index, wait] = reply
     if (index === 0) return { admitted: true }
@@ -101,28 +96,12 @@ export class RedisRateLimiter implements RateLimiter {
     return { admitted: false, bucket: refused.bucket, retryAfterMs: wait }
   }
 
-  /** Wait until connected (start-up check and tests). */
+  /** Wait until connected (start-up check and tests). @throws when not connected within `timeoutMs` */
   async ready(timeoutMs = 5000): Promise<void> {
-    if (this.#redis.status === 'ready') return
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#redis.off('ready', onReady)
-        reject(new Error(`redis not ready after ${timeoutMs} ms`))
-      }, timeoutMs)
-      const onReady = (): void => {
-        clearTimeout(timer)
-        resolve()
-      }
-      this.#redis.once('ready', onReady)
-    })
+    if (!(await redisReady(this.#redis, timeoutMs))) throw new Error(`redis not ready after ${timeoutMs} ms`)
   }
 
   async close(): Promise<void> {
     this.#redis.disconnect()
   }
-}
-
-/** Connection errors may quote the URL; never let a password reach a log. */
-function redactUrl(text: string): string {
-  return text.replace(/(rediss?:\/\/)[^@\s/]*@/gi, '$1[redacted]@')
 }

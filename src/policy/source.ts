@@ -1,8 +1,7 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs'
 import type { Logger } from 'pino'
-import { parseDocument } from 'yaml'
 import type { AuditLog } from '../audit/audit-log.js'
-import { describeIssue } from '../config/load.js'
+import { describeIssue, parseYaml } from '../config/load.js'
 import { CompiledPolicy, PolicyError, type PolicyTargets } from './engine.js'
 import { type RbacPolicy, rbacRules } from './rbac.js'
 import { type PolicyRule, policyFileSchema } from './schema.js'
@@ -20,15 +19,9 @@ export function readPolicyFile(path: string): PolicyRule[] {
 
 /** Validate policy YAML. @throws PolicyError */
 export function parsePolicyText(text: string, path: string): PolicyRule[] {
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true })
-  if (doc.errors.length > 0) throw new PolicyError(`policy ${path}: invalid YAML: line ${doc.errors[0]?.linePos?.[0]?.line ?? '?'}: ${doc.errors[0]?.message.split('\n')[0] ?? ''}`)
-  let value: unknown
-  try {
-    value = doc.toJS({ maxAliasCount: 100 })
-  } catch (error) {
-    throw new PolicyError(`policy ${path}: invalid YAML: ${error instanceof Error ? error.message : 'cannot be converted'}`)
-  }
-  const parsed = policyFileSchema.safeParse(value ?? {})
+  const yaml = parseYaml(text)
+  if ('error' in yaml) throw new PolicyError(`policy ${path}: ${yaml.error}`)
+  const parsed = policyFileSchema.safeParse(yaml.value ?? {})
   if (!parsed.success) throw new PolicyError(`policy ${path}:\n${parsed.error.issues.map((i) => `  - ${describeIssue(i)}`).join('\n')}`)
   return parsed.data.rules
 }

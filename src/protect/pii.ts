@@ -17,7 +17,8 @@ export interface PiiMatch {
   readonly value: string
 }
 
-function luhn(digits: string): boolean {
+/** The Luhn check digit holds (card numbers). */
+export function luhn(digits: string): boolean {
   let sum = 0
   for (let i = 0; i < digits.length; i++) {
     let d = digits.charCodeAt(digits.length - 1 - i) - 48

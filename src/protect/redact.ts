@@ -7,6 +7,8 @@
  * shapes it does not know (a random password in a field called `note` survives).
  */
 
+import { luhn } from './pii.js'
+
 export const REDACTED = '[REDACTED]'
 
 /** Key names whose values are never logged, matched anywhere in the key, case-insensitively. */
@@ -31,21 +33,6 @@ export const DEFAULT_SECRET_KEYS: readonly string[] = [
   'cvv',
   'ssn',
 ]
-
-function luhn(digits: string): boolean {
-  let sum = 0
-  let double = false
-  for (let i = digits.length - 1; i >= 0; i--) {
-    let d = digits.charCodeAt(i) - 48
-    if (double) {
-      d *= 2
-      if (d > 9) d -= 9
-    }
-    sum += d
-    double = !double
-  }
-  return sum % 10 === 0
-}
 
 interface Detector {
   readonly name: string

@@ -1,11 +1,10 @@
 import type { AuditLog } from '../../audit/audit-log.js'
 import { httpAudit } from '../../audit/http-audit.js'
 import type { BruteForce } from '../../auth/brute-force.js'
-import { queryCredentialGuard } from '../../auth/http-auth.js'
+import { addressSubject, countFailure, queryCredentialGuard, refuseIfBlocked } from '../../auth/http-auth.js'
 import { metadataUrl, protectedResourceMetadata, type ResourceServer } from '../../auth/resource-metadata.js'
 import type { TokenService } from '../../auth/token-service.js'
 import { SecurityError } from '../../errors.js'
-import { addressKey } from '../../limits/rate-plan.js'
 import { compose } from '../../pipeline/compose.js'
 import type { HttpContext } from './context.js'
 import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
@@ -36,13 +35,18 @@ function getOnly(ctx: HttpContext): void {
 export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => Promise<Response> | undefined {
   const routes = new Map<string, Route>()
   const base = [httpAudit(options.audit), dnsRebindingGuard(options.origins)]
+  /** A public, cacheable JSON document answering GET (and HEAD). */
+  const document = (method: string, body: () => unknown): Route =>
+    compose<HttpContext, Response>(base, async (ctx) => {
+      getOnly(ctx)
+      ctx.method = method
+      return new Response(JSON.stringify(body()), { headers: PUBLIC_JSON })
+    })
   const rs = options.resourceServer
   if (rs !== undefined) {
-    const prm = compose<HttpContext, Response>(base, async (ctx) => {
-      getOnly(ctx)
-      ctx.method = 'oauth/protected-resource'
+    const prm = document('oauth/protected-resource', () => {
       if (rs.resource() === '') throw new SecurityError('ERR_INTERNAL', 'resource URI unknown: set auth.resource when embedding the edge')
-      return new Response(JSON.stringify(protectedResourceMetadata(rs)), { headers: PUBLIC_JSON })
+      return protectedResourceMetadata(rs)
     })
     routes.set('/.well-known/oauth-protected-resource', prm)
     // The resource's own metadata path is known only once the server listens: matched per request.
@@ -52,39 +56,19 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => P
   if (ts !== undefined) {
     routes.set(
       '/.well-known/oauth-authorization-server',
-      compose<HttpContext, Response>(base, async (ctx) => {
-        getOnly(ctx)
-        ctx.method = 'oauth/metadata'
-        return new Response(JSON.stringify(ts.metadata()), { headers: PUBLIC_JSON })
-      }),
+      document('oauth/metadata', () => ts.metadata()),
     )
     routes.set(
       '/.well-known/jwks.json',
-      compose<HttpContext, Response>(base, async (ctx) => {
-        getOnly(ctx)
-        ctx.method = 'oauth/jwks'
-        return new Response(JSON.stringify(ts.jwks()), { headers: PUBLIC_JSON })
-      }),
+      document('oauth/jwks', () => ts.jwks()),
     )
     const guarded = (run: Route): Route =>
       compose<HttpContext, Response>([...base, queryCredentialGuard()], async (ctx) => {
-        const subject = `addr:${addressKey(ctx.remoteAddress)}`
-        const blocked = options.bruteForce.blockedUntil(subject)
-        if (blocked !== undefined) throw new SecurityError('ERR_AUTH_BLOCKED', `${subject} is blocked after repeated failures`, { retryAfterMs: blocked - Date.now() })
+        const subject = addressSubject(ctx)
+        refuseIfBlocked(options.bruteForce, subject)
         const response = await run(ctx)
-        if (response.status === 401) {
-          const verdict = options.bruteForce.fail(subject)
-          if (verdict.blockedUntil !== undefined)
-            options.audit.record({
-              event: 'alert',
-              alert: 'auth.blocked',
-              requestId: ctx.requestId,
-              subject,
-              failures: verdict.failures,
-              decision: 'deny',
-              reason: 'ERR_AUTH_BLOCKED',
-            })
-        }
+        // Failed client authentication counts like any other; the token endpoint answers at once.
+        if (response.status === 401) countFailure(options.bruteForce, options.audit, ctx, [subject])
         return response
       })
     routes.set(
