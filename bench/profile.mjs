@@ -1,25 +1,14 @@
 // npm run bench:profile -- <variant>: a CPU profile (--cpu-prof) of one server under 10 s of load,
 // summarised as the functions with the most self time. The .cpuprofile is kept for a viewer.
-import { spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
+import { startServer } from './lib.mjs'
 
 const variant = process.argv[2] ?? 'bastion-full'
 const dir = mkdtempSync(join(tmpdir(), 'bastion-prof-'))
-const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, new URL('./servers.mjs', import.meta.url).pathname, variant], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-})
-const target = await new Promise((resolve, reject) => {
-  let out = ''
-  child.stdout.on('data', (c) => {
-    out += c
-    const m = /BENCH_TARGET (.*)\n/.exec(out)
-    if (m) resolve(JSON.parse(m[1]))
-  })
-  child.once('exit', (code) => reject(new Error(`server exited ${code}`)))
-})
+const { child, target } = await startServer(variant, { execArgv: ['--cpu-prof', `--cpu-prof-dir=${dir}`] })
 await autocannon({ url: target.url, method: 'POST', headers: target.headers, body: target.body, connections: 32, duration: 10 })
 await new Promise((resolve) => {
   child.once('exit', resolve)

@@ -1,27 +1,19 @@
 // npm run bench:soak: 5 minutes at a steady, moderate rate through the whole pipeline; heap and RSS
 // of the server at the start (after a warm-up) and at the end must be flat within noise.
-import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import autocannon from 'autocannon'
+import { startServer } from './lib.mjs'
 
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 5)
 const RATE = Number(process.env.SOAK_RATE ?? 200)
-const child = spawn(process.execPath, [new URL('./servers.mjs', import.meta.url).pathname, 'bastion-full'], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-  env: { ...process.env, BENCH_HEAP: '1' },
-})
 const samples = []
-const target = await new Promise((resolve, reject) => {
-  let out = ''
-  child.stdout.on('data', (c) => {
-    out += c
-    const m = /BENCH_TARGET (.*)\n/.exec(out)
-    if (m) resolve(JSON.parse(m[1]))
-    for (const h of out.matchAll(/BENCH_HEAP (\d+) (\d+)\n/g)) samples.push({ t: Date.now(), heap: Number(h[1]), rss: Number(h[2]) })
-    out = out.slice(out.lastIndexOf('\n') + 1)
-  })
-  child.once('exit', (code) => reject(new Error(`server exited ${code}`)))
+const { child, target } = await startServer('bastion-full', {
+  env: { BENCH_HEAP: '1' },
+  onLine: (line) => {
+    const h = /^BENCH_HEAP (\d+) (\d+)$/.exec(line)
+    if (h) samples.push({ t: Date.now(), heap: Number(h[1]), rss: Number(h[2]) })
+  },
 })
 const mib = (b) => (b / 2 ** 20).toFixed(1)
 // Warm-up: JIT, pools and caches settle before the first sample that counts.
