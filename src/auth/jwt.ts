@@ -102,12 +102,8 @@ export class JwtVerifier {
     }
   }
 
-  get size(): number {
-    return this.#byIssuer.size + (this.#self === undefined ? 0 : 1)
-  }
-
-  /** Is this one of ours to verify (a trusted `iss`)? Cheap, unverified. */
-  claims(token: string): JWTPayload | undefined {
+  /** The token's claims, unverified: only to find which issuer's settings verify it. */
+  #claims(token: string): JWTPayload | undefined {
     try {
       return decodeJwt(token)
     } catch {
@@ -121,7 +117,7 @@ export class JwtVerifier {
    */
   async verify(token: string): Promise<{ principal: Principal; expiresAt: number; jti: string | undefined }> {
     if (token.length > MAX_TOKEN_BYTES) throw new SecurityError('ERR_AUTH_INVALID', `token of ${token.length} bytes is over ${MAX_TOKEN_BYTES}`)
-    const unverified = this.claims(token)
+    const unverified = this.#claims(token)
     if (unverified === undefined) throw new SecurityError('ERR_AUTH_INVALID', 'not a JWT')
     const iss = unverified.iss
     let trusted = typeof iss === 'string' ? this.#byIssuer.get(iss) : undefined

@@ -84,6 +84,3 @@ export interface ScopeRules {
   required(kind: 'tool' | 'resource' | 'prompt', name: string): readonly string[]
   readonly implies: ReadonlyMap<string, readonly string[]>
 }
-
-/** No scope requirements at all (API keys only, or tests). */
-export const NO_SCOPES: ScopeRules = { required: () => [], implies: new Map() }

@@ -18,10 +18,6 @@ export class ConcurrencyCaps {
     return this.#total
   }
 
-  running(principalId: string): number {
-    return this.#byPrincipal.get(principalId) ?? 0
-  }
-
   /** Take a slot, or name the cap that is full. The release function is idempotent. */
   acquire(principalId: string): { release: () => void } | { refused: 'principal' | 'global' } {
     const mine = this.#byPrincipal.get(principalId) ?? 0

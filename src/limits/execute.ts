@@ -123,10 +123,10 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
       else failure = new SecurityError('ERR_TOOL_FAILED', `tool ${def.name} threw: ${error instanceof Error ? error.message : 'non-error thrown'}`, { cause: error })
       code = failure.code
       if (failure.code === 'ERR_TOOL_TIMEOUT') extra.timeoutMs = limits.timeoutMs
-      const event = failure.code === 'ERR_CANCELLED' ? 'tool.cancelled' : 'tool.call'
-      ctx.request.outcome = failureOutcome(ctx.request.outcome, event, failure)
-      // Cancelled: the client no longer waits for an answer; the SDK sends none.
+      // Cancelled: the client no longer waits for an answer (the SDK sends none); the audit stage
+      // records it like any refusal.
       if (failure.code === 'ERR_CANCELLED') throw failure
+      ctx.request.outcome = failureOutcome(ctx.request.outcome, 'tool.call', failure)
       return deps.toolError(failure, ctx.request.requestId)
     } finally {
       clearTimeout(timer)

@@ -1,7 +1,7 @@
 import { SecurityError, toSecurityError } from '../errors.js'
 import type { RequestContext } from '../pipeline/context.js'
 import type { Metrics } from '../pipeline/metrics.js'
-import type { HttpGuard } from '../transport/http/context.js'
+import { type HttpGuard, rpcToolOf } from '../transport/http/context.js'
 import type { RateLimiter } from './memory-limiter.js'
 import type { RatePlan } from './rate-plan.js'
 import type { Charge } from './token-bucket.js'
@@ -64,15 +64,6 @@ export function anonymousLimitGuard(deps: RateLimitDeps): HttpGuard {
   }
 }
 
-/** The tool a `tools/call` body names, if any. */
-function toolOf(body: unknown): string | undefined {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return undefined
-  const message = body as { method?: unknown; params?: unknown }
-  if (message.method !== 'tools/call' || message.params === null || typeof message.params !== 'object') return undefined
-  const name = (message.params as { name?: unknown }).name
-  return typeof name === 'string' ? name : undefined
-}
-
 /**
  * After authentication: charge every request to the MCP endpoint (JSON-RPC requests,
  * notifications, responses, stream GETs and DELETEs alike: none is free to serve) to the
@@ -85,7 +76,7 @@ export function rateLimitGuard(deps: RateLimitDeps, isTool: (name: string) => bo
   return async function rateLimitStage(ctx, next) {
     const principal = ctx.principal
     if (principal === undefined) return next()
-    const named = ctx.request.method === 'POST' ? toolOf(ctx.body) : undefined
+    const named = ctx.request.method === 'POST' ? rpcToolOf(ctx.body) : undefined
     const tool = named !== undefined && isTool(named) ? named : undefined
     if (tool !== undefined) ctx.tool = tool
     await charge(deps, ctx, deps.plan.forRequest(principal, tool))

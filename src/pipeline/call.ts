@@ -79,8 +79,7 @@ function auditCall(audit: AuditLog): CallGuard {
     } catch (error) {
       failure = toSecurityError(error)
     }
-    if (failure !== undefined)
-      req.outcome = failureOutcome(req.outcome, CALL_EVENTS[failure.code] ?? 'tool.call', failure, req.outcome.reason === failure.code ? req.outcome.detail : failure.message)
+    if (failure !== undefined) req.outcome = failureOutcome(req.outcome, CALL_EVENTS[failure.code] ?? 'tool.call', failure)
     audit.recordRequest(req)
     // An asynchronous sink: the call is answered only once its line is stored (fails closed).
     await audit.flush()

@@ -2,7 +2,7 @@ import { requireScopes, type ScopeRules } from '../auth/resource-metadata.js'
 import { SecurityError } from '../errors.js'
 import { policyOf } from '../pipeline/context.js'
 import type { ToolRegistry } from '../tools/registry.js'
-import type { HttpGuard } from '../transport/http/context.js'
+import { type HttpGuard, rpcToolOf } from '../transport/http/context.js'
 import type { CompiledPolicy } from './engine.js'
 
 /**
@@ -17,10 +17,8 @@ import type { CompiledPolicy } from './engine.js'
  */
 export function toolGateGuard(registry: ToolRegistry, current: () => CompiledPolicy, scopes: ScopeRules): HttpGuard {
   return async function toolGateGuardStage(ctx, next) {
-    if (ctx.method !== 'tools/call' || ctx.principal === undefined) return next()
-    const params = (ctx.body as { params?: unknown }).params
-    const name = params !== null && typeof params === 'object' ? (params as { name?: unknown }).name : undefined
-    if (typeof name !== 'string' || registry.get(name) === undefined) return next()
+    const name = rpcToolOf(ctx.body)
+    if (ctx.principal === undefined || name === undefined || registry.get(name) === undefined) return next()
     ctx.tool = name
     const policy = policyOf(ctx, current)
     const decision = policy.reachable(ctx.principal, { kind: 'tool', name })

@@ -51,10 +51,6 @@ export class Keyring {
     this.activeId = activeId
   }
 
-  get ids(): string[] {
-    return [...this.#keys.keys()]
-  }
-
   /** Encrypt under the active key, bound to `purpose` (e.g. `vault:db-password`). */
   encrypt(plaintext: string, purpose: string): string {
     const active = this.#keys.get(this.activeId)

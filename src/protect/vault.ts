@@ -38,10 +38,6 @@ export class Vault {
     return entry === undefined ? undefined : this.keyring().decrypt(entry.envelope, `vault:${name}`)
   }
 
-  names(): string[] {
-    return Object.keys(parse(readJsonFile(this.path)).entries).sort()
-  }
-
   /** Re-encrypt every entry not under the active key. Returns how many changed. */
   reencrypt(keyring: Keyring): number {
     let changed = 0

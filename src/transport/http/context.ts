@@ -30,3 +30,11 @@ export function rpcMethodOf(body: unknown): string | undefined {
   const method = (body as { method?: unknown }).method
   return typeof method === 'string' ? method.slice(0, 128) : undefined
 }
+
+/** The tool a single `tools/call` body names, if any. */
+export function rpcToolOf(body: unknown): string | undefined {
+  if (rpcMethodOf(body) !== 'tools/call') return undefined
+  const params = (body as { params?: unknown }).params
+  const name = params !== null && typeof params === 'object' ? (params as { name?: unknown }).name : undefined
+  return typeof name === 'string' ? name : undefined
+}
