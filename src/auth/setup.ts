@@ -1,4 +1,3 @@
-import { createLocalJWKSet } from 'jose'
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/audit-log.js'
 import { ConfigError, type LoadedConfig, readSecret, resolvePath, statePath } from '../config/load.js'
@@ -112,7 +111,7 @@ export async function setupAuth(input: {
                   issuer: 'self',
                   audience: () => [resource()].filter((r) => r !== ''),
                   algorithms: ['ES256'],
-                  keys: { resolver: (header, token) => createLocalJWKSet(keysForSelf.jwks())(header, token) },
+                  keys: { resolver: keysForSelf.keySet() },
                   requireTyp: true,
                   clockSkewSeconds: 30,
                   maxLifetimeSeconds: ts.accessTokenSeconds,

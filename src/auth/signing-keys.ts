@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
+import { createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, type JWTVerifyGetKey } from 'jose'
 import { JsonFileView } from '../config/json-file.js'
 import { Keyring } from '../protect/keyring.js'
 
@@ -99,6 +99,21 @@ export class SigningKeys {
     }))
     return changed
   }
+
+  /**
+   * The verification key set, for `jwtVerify`: rebuilt only when the set of keys changes, so keys
+   * are imported once, not on every verification.
+   */
+  keySet(): JWTVerifyGetKey {
+    return (header, token) => {
+      const jwks = this.jwks()
+      const kids = jwks.keys.map((k) => k.kid).join(',')
+      if (this.#keySet?.kids !== kids) this.#keySet = { kids, get: createLocalJWKSet(jwks) }
+      return this.#keySet.get(header, token)
+    }
+  }
+
+  #keySet: { kids: string; get: JWTVerifyGetKey } | undefined
 
   /** Public keys that still verify: the JWKS served at /.well-known/jwks.json. */
   jwks(): { keys: JWK[] } {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { createLocalJWKSet, decodeJwt, jwtVerify, SignJWT } from 'jose'
+import { decodeJwt, jwtVerify, SignJWT } from 'jose'
 import type { AuditLog } from '../audit/audit-log.js'
 import { SecurityError } from '../errors.js'
 import type { Principal } from '../pipeline/context.js'
@@ -223,7 +223,7 @@ export class TokenService {
   async #ownToken(token: string): Promise<{ sub?: string; jti?: unknown; exp?: number } | undefined> {
     try {
       if (decodeJwt(token).iss !== this.#o.issuer()) return undefined
-      const { payload } = await jwtVerify(token, createLocalJWKSet(this.#o.keys.jwks()), { issuer: this.#o.issuer(), algorithms: [SIGNING_ALG], currentDate: new Date(0) })
+      const { payload } = await jwtVerify(token, this.#o.keys.keySet(), { issuer: this.#o.issuer(), algorithms: [SIGNING_ALG], currentDate: new Date(0) })
       return payload
     } catch {
       return undefined

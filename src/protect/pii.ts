@@ -46,6 +46,8 @@ function ibanValid(raw: string): boolean {
 
 const DATE = /^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$/
 
+const MAYBE_PII = /[@:\d]/
+
 interface Detector {
   readonly kind: PiiKind
   readonly pattern: RegExp
@@ -87,6 +89,8 @@ const DETECTORS: readonly Detector[] = [
 /** Every piece of personal data in a text, earliest first; overlaps keep the earlier detector's match. */
 export function findPii(text: string, kinds: readonly PiiKind[] = PII_KINDS): PiiMatch[] {
   const found: PiiMatch[] = []
+  // Every detector needs an `@`, a digit or a `:` (IPv6): most strings skip them all.
+  if (!MAYBE_PII.test(text)) return found
   const taken: [number, number][] = []
   for (const d of DETECTORS) {
     if (!kinds.includes(d.kind)) continue
