@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { isIP } from 'node:net'
-import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/server'
+import type { ServerCapabilities, ServerContext, ServerOptions } from '@modelcontextprotocol/server'
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type Logger, pino } from 'pino'
 import { z } from 'zod'
@@ -35,8 +35,10 @@ import { keyringFor } from './protect/setup.js'
 import { Vault } from './protect/vault.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { Workspace } from './tools/confine.js'
+import { CONFIRM_STATE_PREFIX } from './tools/confirm.js'
 import { listFilesTool, readFileTool } from './tools/files.js'
 import { type ToolDefinition, ToolRegistry } from './tools/registry.js'
+import { type DataTools, registerDataTools } from './tools/setup.js'
 import { getSecretTool, storeSecretTool } from './tools/vault.js'
 import { createEdge, type Edge } from './transport/http/edge.js'
 import { nodeListener } from './transport/http/node-listener.js'
@@ -104,6 +106,7 @@ export class Bastion {
   /** This server's resource URI (RFC 8707): from config, else the URL it first listened on. */
   #resourceUri: string | undefined
   #workspace: Workspace | undefined
+  #data: DataTools | undefined
   #edge: Edge | undefined
   #servers: HttpServer[] = []
   readonly #options: CreateBastionOptions
@@ -227,6 +230,12 @@ export class Bastion {
       bastion.tool(readFileTool(fileOptions))
       bastion.tool(listFilesTool(fileOptions))
     }
+    try {
+      bastion.#data = registerDataTools({ loaded, env, log, keyring: () => bastion.keyring(), workspace: bastion.#workspace, register: (t) => bastion.tool(t) })
+    } catch (error) {
+      await bastion.close()
+      throw error
+    }
     return bastion
   }
 
@@ -335,6 +344,8 @@ export class Bastion {
   }
 
   #serverDeps(): ServerDeps {
+    const userState = this.#options.requestState
+    const verify = userState?.verify
     const policy = (): CompiledPolicy => this.policy()
     return {
       info: this.#options.info ?? { name: 'mcp-bastion', version: VERSION },
@@ -360,7 +371,15 @@ export class Bastion {
       }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
-      ...(this.#options.requestState === undefined ? {} : { requestState: this.#options.requestState }),
+      ...(verify === undefined
+        ? userState === undefined
+          ? {}
+          : { requestState: userState }
+        : {
+            // Confirmation states are bastion's own (sealed under the keyring, checked by the tool);
+            // the library user's hook verifies every other state.
+            requestState: { ...userState, verify: (state: string, ctx: ServerContext) => (state.startsWith(CONFIRM_STATE_PREFIX) ? state : verify(state, ctx)) },
+          }),
     }
   }
 
@@ -508,6 +527,7 @@ export class Bastion {
     await this.#edge?.close()
     await this.limiter.close()
     await this.#auth?.close()
+    await this.#data?.close()
     this.#policy?.close()
     this.audit.close()
     await this.audit.closed()

@@ -43,6 +43,10 @@ const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
   ['ERR_AUTH_BLOCKED', { http: 429, rpc: -32029, text: 'too many failed authentications' }],
   ['ERR_TOKEN_IN_QUERY', { http: 400, rpc: -32600, text: 'credentials are not accepted in the URL' }],
   ['ERR_PII_BLOCKED', { http: 200, rpc: -32003, text: 'result withheld: it contains personal data' }],
+  ['ERR_DATABASE', { http: 200, rpc: -32603, text: 'database error' }],
+  ['ERR_CONFIRMATION_REQUIRED', { http: 200, rpc: -32003, text: "this operation needs the user's confirmation, and this client cannot ask for it" }],
+  ['ERR_CONFIRMATION_INVALID', { http: 200, rpc: -32003, text: 'confirmation refused: it is invalid, expired, already used or for another call' }],
+  ['ERR_DECLINED', { http: 200, rpc: -32003, text: 'not done: the user did not confirm' }],
 ]
 
 describe('WIRE table', () => {

@@ -3,7 +3,9 @@ import { parseRate } from '../limits/token-bucket.js'
 import { ruleSchema } from '../policy/schema.js'
 
 import { oauthShape } from './auth-schema.js'
+import { commandsSchema } from './command-schema.js'
 import { secretRef } from './secret-ref.js'
+import { sqlSchema } from './sql-schema.js'
 
 export { type SecretRef, secretRef } from './secret-ref.js'
 
@@ -198,7 +200,7 @@ export const configSchema = z.strictObject({
     .prefault({}),
   roles: z
     .record(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'a role name'), z.strictObject({ permissions: permissionList }))
-    .default({ admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] } }),
+    .default({ admin: { permissions: ['*'] }, analyst: { permissions: ['sql:query'] }, reader: { permissions: ['files:read'] } }),
   tools: targetRules,
   resources: targetRules,
   prompts: targetRules,
@@ -260,6 +262,10 @@ export const configSchema = z.strictObject({
     })
     .refine((p) => p.file === undefined || p.rules.length === 0, 'give rules inline or in a file, not both')
     .prefault({}),
+  /** The SQL tools (`query`, `run_query`, `delete_records`) over the embedded database or PostgreSQL. */
+  sql: sqlSchema.prefault({}),
+  /** Allowlisted executables for `run_command` (permission `commands:run`); none: no such tool. */
+  commands: commandsSchema.default({}),
   workspace: z
     .strictObject({
       enabled: z.boolean().default(true),

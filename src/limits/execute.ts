@@ -94,7 +94,18 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
         extra.peakRssBytes = ran.usage.peakRssBytes
         output = ran.result as ToolOutput
       } else {
-        const work = def.run(ctx.args, { requestId: ctx.request.requestId, principal, signal, mcp: ctx.mcp }).finally(() => {
+        const toolCtx = {
+          requestId: ctx.request.requestId,
+          principal,
+          signal,
+          mcp: ctx.mcp,
+          canElicit: ctx.canElicit,
+          policy: ctx.decision?.output ?? {},
+          audit: (fields: Record<string, unknown>) => {
+            ctx.request.outcome.extra = { ...ctx.request.outcome.extra, ...fields }
+          },
+        }
+        const work = def.run(ctx.args, toolCtx).finally(() => {
           settled = true
         })
         output = await untilAborted(work, signal)

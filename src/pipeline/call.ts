@@ -18,6 +18,8 @@ export interface CallContext {
   /** Aborted on client cancellation, disconnect or shutdown. */
   readonly signal: AbortSignal
   readonly mcp: ServerContext
+  /** Did the client declare elicitation support (2025-11-25: at initialize; 2026-07-28: in the request)? */
+  readonly canElicit: boolean
   /** Arguments as received: untrusted. */
   readonly rawArgs: unknown
   tool: RegisteredTool | undefined
@@ -60,6 +62,9 @@ const CALL_EVENTS: Partial<Record<SecurityErrorCode, string>> = {
   ERR_CANCELLED: 'tool.cancelled',
 }
 
+// Fields of the edge that stay on a re-entered round's line; the first round's decisions do not.
+const CARRIED = new Set(['via', 'kind', 'limits', 'limitsError'])
+
 /**
  * Audit, outermost: exactly one `tool.call` line per call, with outcome and duration; refusals
  * that are protocol errors are rethrown after the line is written. A failed audit write fails
@@ -68,10 +73,19 @@ const CALL_EVENTS: Partial<Record<SecurityErrorCode, string>> = {
 function auditCall(audit: AuditLog): CallGuard {
   return async function auditCallGuard(ctx, next) {
     const req = ctx.request
+    // Re-entry: on a 2025-11-25 session the SDK answers an input-required result by asking the
+    // client, then runs the call again on the same request. Each round gets its own line.
+    if (req.audited) {
+      req.audited = false
+      req.round = (req.round ?? 1) + 1
+    }
     req.method = 'tools/call'
     req.tool = ctx.name
     // Earlier stages' fields (the credential, a fail-open limiter) stay on the line.
-    req.outcome = { event: 'tool.call', decision: 'allow', reason: 'OK', ...(req.outcome.extra === undefined ? {} : { extra: req.outcome.extra }) }
+    const previous = req.outcome.extra
+    const carried =
+      previous === undefined || req.round === undefined ? previous : { ...Object.fromEntries(Object.entries(previous).filter(([k]) => CARRIED.has(k))), round: req.round }
+    req.outcome = { event: 'tool.call', decision: 'allow', reason: 'OK', ...(carried === undefined ? {} : { extra: carried }) }
     let result: ToolOutput | undefined
     let failure: SecurityError | undefined
     try {

@@ -32,7 +32,14 @@ export interface AuditOutcome {
 }
 
 // Failures of bastion itself, as opposed to refusals of the caller.
-const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set(['ERR_INTERNAL', 'ERR_AUDIT_UNAVAILABLE', 'ERR_TOOL_FAILED', 'ERR_LIMITS_UNAVAILABLE', 'ERR_AUTH_UNAVAILABLE'])
+const ERROR_CODES: ReadonlySet<SecurityErrorCode> = new Set([
+  'ERR_INTERNAL',
+  'ERR_AUDIT_UNAVAILABLE',
+  'ERR_TOOL_FAILED',
+  'ERR_LIMITS_UNAVAILABLE',
+  'ERR_AUTH_UNAVAILABLE',
+  'ERR_DATABASE',
+])
 
 /**
  * The outcome of a refusal or failure: one rule for `deny` versus `error`, keeping the extra
@@ -63,6 +70,8 @@ export interface RequestContext {
   tool: string | undefined
   /** Set once the single audit line of this request is written. */
   audited: boolean
+  /** Multi-round-trip re-entry on one request (2025-11-25 elicitation): 2 for the second round. */
+  round?: number
   /** The policy version this request is decided by: taken once, so a reload never splits a request. */
   policy: CompiledPolicy | undefined
   /** Set once the request has been charged to its rate-limit buckets (the HTTP edge does it early). */

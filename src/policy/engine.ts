@@ -140,6 +140,8 @@ export class CompiledPolicy {
       const piiMode = rule.output?.pii
       if (piiMode !== undefined && piiMode !== 'mask' && piiMode !== 'block' && piiMode !== 'allow')
         throw new PolicyError(`${where}: output.pii: ${JSON.stringify(piiMode)} is not mask, block or allow`)
+      const rows = rule.output?.rows
+      if (rows !== undefined && rows !== 'own' && rows !== 'all') throw new PolicyError(`${where}: output.rows: ${JSON.stringify(rows)} is not own or all`)
       const conditions = new Map<string, Condition>()
       if (rule.when !== undefined) {
         const compile = (key: string, declaration: Parameters<typeof compileCondition>[1], what: string): void => {

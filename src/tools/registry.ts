@@ -12,6 +12,12 @@ export interface ToolContext {
   readonly signal: AbortSignal
   /** The SDK's handler context: progress, logging and multi-round-trip input for tools that need them. */
   readonly mcp: ServerContext
+  /** Did the client declare elicitation support (it can answer a confirmation)? */
+  readonly canElicit: boolean
+  /** The deciding policy rule's `output` settings (e.g. `rows: own`); empty when none. */
+  readonly policy: Readonly<Record<string, string>>
+  /** Add fields to this call's audit line (what a destructive tool changed). Redacted like the rest. */
+  audit(fields: Record<string, unknown>): void
 }
 
 /** What a tool returns: a result, or (2026-07-28 multi-round-trip) a request for client input. */

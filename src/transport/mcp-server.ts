@@ -1,4 +1,14 @@
-import { McpServer, ProtocolError, ResourceTemplate, type ServerCapabilities, type ServerContext, type ServerOptions, UriTemplate } from '@modelcontextprotocol/server'
+import {
+  CLIENT_CAPABILITIES_META_KEY,
+  type ClientCapabilities,
+  McpServer,
+  ProtocolError,
+  ResourceTemplate,
+  type ServerCapabilities,
+  type ServerContext,
+  type ServerOptions,
+  UriTemplate,
+} from '@modelcontextprotocol/server'
 import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { type AuditLog, eventFor } from '../audit/audit-log.js'
 import type { ScopeRules } from '../auth/resource-metadata.js'
@@ -140,7 +150,22 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
     const { ctx } = contextOf(handlerCtx)
     const signal = handlerCtx.mcpReq.signal
     try {
-      return await deps.callPipeline({ request: ctx, name: request.params.name, rawArgs: request.params.arguments, signal, mcp: handlerCtx, tool: undefined, args: undefined })
+      // 2026-07-28: capabilities ride in each request's envelope; 2025-11-25: declared at initialize.
+      const capabilities =
+        era === 'modern'
+          ? ((handlerCtx.mcpReq.envelope as Record<string, unknown> | undefined)?.[CLIENT_CAPABILITIES_META_KEY] as ClientCapabilities | undefined)
+          : server.getClientCapabilities()
+      const canElicit = capabilities?.elicitation !== undefined
+      return await deps.callPipeline({
+        request: ctx,
+        name: request.params.name,
+        rawArgs: request.params.arguments,
+        signal,
+        mcp: handlerCtx,
+        canElicit,
+        tool: undefined,
+        args: undefined,
+      })
     } catch (error) {
       throw toProtocolError(toSecurityError(error), ctx.requestId)
     }

@@ -58,7 +58,16 @@ describe('OAuth 2.1 resource server (MCP authorization spec)', () => {
     const token = await idp.token('svc', 'mcp:tools mcp:read')
     const since = server.mark()
     const client = await connect(server.url, era, { authorization: `Bearer ${token}` })
-    expect((await client.listTools()).tools.map((t) => t.name)).toStrictEqual(['get_secret', 'list_files', 'read_file', 'store_secret'])
+    expect((await client.listTools()).tools.map((t) => t.name)).toStrictEqual([
+      'delete_records',
+      'get_secret',
+      'list_files',
+      'query',
+      'read_file',
+      'run_query',
+      'store_secret',
+      'write_file',
+    ])
     const result = await client.callTool({ name: 'read_file', arguments: { path: 'README.md' } })
     expect(result.isError ?? false).toBe(false)
     await client.close()

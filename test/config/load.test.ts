@@ -46,7 +46,11 @@ describe('embedded default', () => {
     expect(config.server).toMatchObject({ host: '127.0.0.1', port: 8080, path: '/mcp', dangerouslyAllowPlaintext: false, maxBodyBytes: 1024 * 1024, maxJsonDepth: 64 })
     expect(config.server.tls).toBeUndefined()
     expect(config.server.sessions).toStrictEqual({ maxTotal: 1000, maxPerPrincipal: 16, idleTimeoutSeconds: 900 })
-    expect(config.roles).toStrictEqual({ admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] } })
+    expect(config.roles).toStrictEqual({ admin: { permissions: ['*'] }, analyst: { permissions: ['sql:query'] }, reader: { permissions: ['files:read'] } })
+    // The SQL tools run over the embedded demo database until a URL is configured; no commands are allowed.
+    expect(config.sql).toMatchObject({ enabled: true, embeddedDir: 'pgdata', statementTimeoutMs: 5000, maxRows: { default: 100, roles: {} }, maxDeleteRows: 1000 })
+    expect(config.sql.url).toBeUndefined()
+    expect(config.commands).toStrictEqual({})
     expect(config.auth).toMatchObject({ keysFile: 'keys.json', reloadIntervalMs: 1000, keys: [], issuers: [], introspection: [] })
     // Tokens are off until configured: API keys only, and no token endpoint.
     expect(config.auth.tokenService.enabled).toBe(false)
@@ -74,7 +78,7 @@ describe('embedded default', () => {
     const a = embeddedConfig({ roles: { ops: { permissions: ['files:read'] } } })
     const b = embeddedConfig()
     expect(Object.keys(a.config.roles)).toStrictEqual(['ops'])
-    expect(Object.keys(b.config.roles)).toStrictEqual(['admin', 'reader'])
+    expect(Object.keys(b.config.roles)).toStrictEqual(['admin', 'analyst', 'reader'])
     expect(unfrozenPaths(b)).toStrictEqual([])
   })
 })

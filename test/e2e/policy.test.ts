@@ -54,6 +54,8 @@ describe('policy end to end', () => {
       {
         roles: { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] }, analyst: { permissions: [] } },
         policy: { file: policyFile, reloadIntervalMs: 100 },
+        // This suite registers its own `query` tool.
+        sql: { enabled: false },
         limits: { principal: { rate: '100000/s' } },
       },
       (b) => {
