@@ -1,7 +1,11 @@
-import { readFileSync, writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
 import { type Era, JSON_HEADERS, MODERN_META, modernHeaders, rpcBody, startServer, type TestServer } from '../helpers/server.js'
 
 type Answer = 'accept' | 'decline' | 'cancel' | 'unchecked' | 'none'
@@ -199,5 +203,40 @@ describe('confirmed destructive operations', () => {
       const body = await round(server, server.keys.admin, 'delete_records', del(999_999))
       expect(JSON.parse(outcome(body.result).text)).toStrictEqual({ table: 'orders', deleted: 0, note: 'no rows match; nothing to delete' })
     })
+  })
+})
+
+describe('replicas sharing Redis', () => {
+  const replicas: { bastion: Bastion; running: RunningServer }[] = []
+  afterAll(async () => {
+    for (const r of replicas) await r.bastion.close()
+  })
+
+  it('a confirmation spent on one replica is refused on the other', async () => {
+    // Two processes' worth of bastions: one state folder (keyring, keys, workspace), one Redis.
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-replicas-')))
+    const config = {
+      limits: { backend: 'redis' as const, redis: { url: { env: 'BASTION_TEST_REDIS' }, keyPrefix: `bastion-test-${randomBytes(4).toString('hex')}:` } },
+      sql: { enabled: false },
+      alerts: { rules: [] },
+    }
+    const env = { ...process.env, BASTION_TEST_REDIS: 'redis://127.0.0.1:6379' }
+    for (let i = 0; i < 2; i++) {
+      const bastion = await createBastion({ baseDir: dir, config, env, logger: pino({ level: 'silent' }) })
+      replicas.push({ bastion, running: await bastion.listen({ host: '127.0.0.1', port: 0 }) })
+    }
+    const [a, b] = replicas
+    if (a === undefined || b === undefined) throw new Error('replicas did not start')
+    const key = a.bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
+    await new Promise((r) => setTimeout(r, 50))
+    const args = { path: 'shared.txt', content: 'once\n' }
+    const at = (r: { running: RunningServer }) => ({ url: r.running.url }) as TestServer
+    const first = (await round(at(a), key, 'write_file', args)).result as { requestState: string }
+    expect(codeOf(await round(at(a), key, 'write_file', args, { requestState: first.requestState, inputResponses: ACCEPT }))).toBe('OK')
+    expect(codeOf(await round(at(b), key, 'write_file', args, { requestState: first.requestState, inputResponses: ACCEPT }))).toBe('ERR_CONFIRMATION_INVALID')
+    // Refused as spent (the shared record), not merely because the file now exists.
+    await b.bastion.audit.flush()
+    const lines = readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(lines.filter((l) => l.tool === 'write_file').at(-1)).toMatchObject({ reason: 'ERR_CONFIRMATION_INVALID', detail: expect.stringContaining('already used') })
   })
 })

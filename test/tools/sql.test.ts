@@ -129,6 +129,13 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
     expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
   })
 
+  it('concurrent calls share the database safely', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => call(server, server.keys.admin, 'query', { table: 'orders', filters: [{ column: 'id', op: 'eq', value: i + 1 }] })),
+    )
+    expect(results.map((r) => [r.code, r.rows[0]?.id])).toStrictEqual(Array.from({ length: 24 }, (_, i) => ['OK', i + 1]))
+  })
+
   it('filters, operators and ordering compile to parameters', async () => {
     const r = await call(server, server.keys.admin, 'query', {
       table: 'orders',
