@@ -114,14 +114,16 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
       const mode = deps.piiMode(def.name, ctx.decision?.output?.pii)
       extra.pii = mode
       if (mode === 'allow') return output
-      const masked = maskValue(output)
+      // An input-required result's `requestState` is sealed server state, not data: masking could only corrupt it.
+      const { requestState, ...visible } = output as ToolOutput & { requestState?: unknown }
+      const masked = maskValue(visible)
       if (masked.counts.size > 0)
         extra.piiFound = Object.entries(Object.fromEntries(masked.counts))
           .map(([k, n]) => `${k}:${n}`)
           .join(',')
       if (mode === 'block' && masked.counts.size > 0)
         throw new SecurityError('ERR_PII_BLOCKED', `tool ${def.name} returned personal data (${extra.piiFound}) and its mode is block`)
-      return masked.value as ToolOutput
+      return (requestState === undefined ? masked.value : { ...(masked.value as object), requestState }) as ToolOutput
     } catch (error) {
       if (error instanceof IsolatedRunError) {
         extra.cpuMs = error.usage.cpuMs

@@ -3,8 +3,10 @@ import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { inputRequired } from '@modelcontextprotocol/server'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { z } from 'zod'
 import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
 import { type Era, JSON_HEADERS, MODERN_META, modernHeaders, rpcBody, startServer, type TestServer } from '../helpers/server.js'
 
@@ -236,7 +238,34 @@ describe('replicas sharing Redis', () => {
     expect(codeOf(await round(at(b), key, 'write_file', args, { requestState: first.requestState, inputResponses: ACCEPT }))).toBe('ERR_CONFIRMATION_INVALID')
     // Refused as spent (the shared record), not merely because the file now exists.
     await b.bastion.audit.flush()
-    const lines = readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const lines = readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     expect(lines.filter((l) => l.tool === 'write_file').at(-1)).toMatchObject({ reason: 'ERR_CONFIRMATION_INVALID', detail: expect.stringContaining('already used') })
+  })
+})
+
+describe('masking an input-required result', () => {
+  it('masks what the user sees, never the sealed requestState', async () => {
+    const server = await startServer({}, (b) =>
+      b.tool({
+        name: 'ask_state',
+        description: 'returns an input request whose state looks like personal data',
+        input: z.strictObject({}),
+        run: async () =>
+          inputRequired({
+            inputRequests: { confirm: inputRequired.elicit({ message: 'Mail ana@example.com?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } }) },
+            requestState: 'state-for ana@example.com +1 415 555 0134',
+          }),
+      }),
+    )
+    try {
+      const result = (await round(server, server.keys.admin, 'ask_state', {})).result as { requestState: string; inputRequests: { confirm: { params: { message: string } } } }
+      expect(result.requestState).toBe('state-for ana@example.com +1 415 555 0134')
+      expect(result.inputRequests.confirm.params.message).toBe('Mail [EMAIL]?')
+    } finally {
+      await server.close()
+    }
   })
 })
