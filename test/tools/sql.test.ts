@@ -77,7 +77,7 @@ const EXTRA_QUERIES = {
 function config(url?: string): BastionConfigInput {
   return {
     roles: { admin: { permissions: ['*'] }, analyst: { permissions: ['sql:query'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] } },
-    limits: { principal: { rate: '100000/s' } },
+    limits: { principal: { rate: '100000/s' }, concurrency: { perPrincipal: 32 } },
     policy: {
       rules: [
         { id: 'analysts-own-rows', effect: 'allow', subjects: { roles: ['analyst'] }, targets: { tools: ['query'] }, output: { rows: 'own' } },

@@ -64,6 +64,19 @@ function scopeOf(ctx: ToolContext, table: string, t: TableConfig): RowScope {
   return { owner }
 }
 
+/** One read-only statement that fetched up to `limit + 1` rows: the rows, cut at `limit`, and whether it cut. */
+async function readRows(db: SqlDatabase, text: string, values: readonly unknown[], limit: number, what: string, ctx: ToolContext) {
+  const result = await db
+    .transaction('read', (s) => s.query(text, values))
+    .catch((e: unknown) => {
+      throw databaseError(e, what)
+    })
+  const truncated = result.rows.length > limit
+  const rows = truncated ? result.rows.slice(0, limit) : result.rows
+  ctx.audit({ rows: rows.length })
+  return { columns: result.fields, rows, rowCount: rows.length, truncated }
+}
+
 function json(data: unknown): CallToolResult {
   return { content: [{ type: 'text', text: JSON.stringify(data) }] }
 }
@@ -115,15 +128,7 @@ export function queryTool(o: SqlToolsOptions) {
         scope,
       )
       ctx.audit({ sql: { table: args.table, filters: args.filters.length, limit, scoped: scope.owner !== undefined } })
-      const result = await o.db
-        .transaction('read', (s) => s.query(compiled.text, compiled.values))
-        .catch((e: unknown) => {
-          throw databaseError(e, `query on ${args.table}`)
-        })
-      const truncated = result.rows.length > limit
-      const rows = truncated ? result.rows.slice(0, limit) : result.rows
-      ctx.audit({ rows: rows.length })
-      return json({ table: args.table, columns: result.fields, rows, rowCount: rows.length, truncated })
+      return json({ table: args.table, ...(await readRows(o.db, compiled.text, compiled.values, limit, `query on ${args.table}`, ctx)) })
     },
   }
   return tool
@@ -152,15 +157,8 @@ export function runQueryTool(o: SqlToolsOptions) {
       const values: unknown[] = q.order.map((p) => args.params[p] ?? null)
       values.push(cap + 1)
       ctx.audit({ sql: { query: q.name } })
-      const result = await o.db
-        .transaction('read', (s) => s.query(`SELECT * FROM (\n${q.text}\n) AS bastion_named LIMIT $${values.length}`, values))
-        .catch((e: unknown) => {
-          throw databaseError(e, `named query ${q.name}`)
-        })
-      const truncated = result.rows.length > cap
-      const rows = truncated ? result.rows.slice(0, cap) : result.rows
-      ctx.audit({ rows: rows.length })
-      return json({ query: q.name, columns: result.fields, rows, rowCount: rows.length, truncated })
+      const text = `SELECT * FROM (\n${q.text}\n) AS bastion_named LIMIT $${values.length}`
+      return json({ query: q.name, ...(await readRows(o.db, text, values, cap, `named query ${q.name}`, ctx)) })
     },
   }
   return tool
