@@ -2,13 +2,14 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { isIP } from 'node:net'
-import type { ServerCapabilities, ServerContext, ServerOptions } from '@modelcontextprotocol/server'
+import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/server'
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
-import { type Logger, pino } from 'pino'
+import type { Logger } from 'pino'
 import { z } from 'zod'
 import { AlertEngine, type Webhook } from './audit/alerts.js'
 import { auditKey } from './audit/audit-key.js'
 import { AuditLog, type AuditSink, FileAuditSink } from './audit/audit-log.js'
+import { operatorLog } from './audit/operator-log.js'
 import { PostgresAuditSink, StdoutAuditSink } from './audit/sinks.js'
 import { hashApiKey, parseApiKey } from './auth/api-key.js'
 import { KeyStore, type StoredKey } from './auth/key-store.js'
@@ -30,12 +31,12 @@ import { type CompiledPolicy, PolicyError, type PolicyTargets } from './policy/e
 import { type RbacPolicy, targetKey } from './policy/rbac.js'
 import { PolicySource } from './policy/source.js'
 import type { Keyring } from './protect/keyring.js'
-import { DEFAULT_SECRET_KEYS, redact, redactor, redactText } from './protect/redact.js'
+import { DEFAULT_SECRET_KEYS, redactor } from './protect/redact.js'
 import { keyringFor } from './protect/setup.js'
 import { Vault } from './protect/vault.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { Workspace } from './tools/confine.js'
-import { CONFIRM_STATE_PREFIX } from './tools/confirm.js'
+import { confirmationStateVerifier } from './tools/confirm.js'
 import { listFilesTool, readFileTool } from './tools/files.js'
 import { type ToolDefinition, ToolRegistry } from './tools/registry.js'
 import { type DataTools, registerDataTools } from './tools/setup.js'
@@ -176,21 +177,7 @@ export class Bastion {
     for (const role of Object.keys(limits.roles)) {
       if (!Object.hasOwn(loaded.config.roles, role)) throw new ConfigError(`config ${loaded.source}: limits.roles.${role}: role ${JSON.stringify(role)} is not defined under roles`)
     }
-    // The operator log gets the same redaction as the audit trail: fields and message text.
-    const log =
-      options.logger ??
-      pino(
-        {
-          name: 'mcp-bastion',
-          formatters: { log: (fields) => redact(fields) as Record<string, unknown> },
-          hooks: {
-            logMethod(args, method) {
-              method.apply(this, args.map((a) => (typeof a === 'string' ? redactText(a) : a)) as Parameters<typeof method>)
-            },
-          },
-        },
-        pino.destination(2),
-      )
+    const log = options.logger ?? operatorLog(loaded.config.audit.redactKeys)
     let limiter: RateLimiter
     if (options.rateLimiter !== undefined) limiter = options.rateLimiter
     else if (limits.backend === 'redis' && limits.redis !== undefined) {
@@ -346,6 +333,9 @@ export class Bastion {
   #serverDeps(): ServerDeps {
     const userState = this.#options.requestState
     const verify = userState?.verify
+    // Confirmation states are bastion's own (sealed under the keyring, checked by the tool); the
+    // library user's hook verifies every other state.
+    const requestState = verify === undefined ? userState : { ...userState, verify: confirmationStateVerifier(() => this.keyring(), verify) }
     const policy = (): CompiledPolicy => this.policy()
     return {
       info: this.#options.info ?? { name: 'mcp-bastion', version: VERSION },
@@ -371,15 +361,7 @@ export class Bastion {
       }),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
-      ...(verify === undefined
-        ? userState === undefined
-          ? {}
-          : { requestState: userState }
-        : {
-            // Confirmation states are bastion's own (sealed under the keyring, checked by the tool);
-            // the library user's hook verifies every other state.
-            requestState: { ...userState, verify: (state: string, ctx: ServerContext) => (state.startsWith(CONFIRM_STATE_PREFIX) ? state : verify(state, ctx)) },
-          }),
+      ...(requestState === undefined ? {} : { requestState }),
     }
   }
 

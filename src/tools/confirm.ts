@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { type InputRequiredResult, inputRequired, inputResponse } from '@modelcontextprotocol/server'
+import { type InputRequiredResult, inputRequired, inputResponse, type ServerContext } from '@modelcontextprotocol/server'
 import type { Redis } from 'ioredis'
 import { SecurityError } from '../errors.js'
 import type { Keyring } from '../protect/keyring.js'
@@ -15,7 +15,11 @@ export interface NonceStore {
   claim(nonce: string, ttlMs: number): Promise<boolean>
 }
 
-/** One process: a map with expiry, bounded. */
+/**
+ * One process: a map with expiry, bounded. A spent nonce is forgotten only once its state has
+ * expired; when the bound is reached with every entry still live, new confirmations are refused
+ * (forgetting a live one would let its state be replayed).
+ */
 export class MemoryNonceStore implements NonceStore {
   readonly #seen = new Map<string, number>()
   readonly #max: number
@@ -24,11 +28,14 @@ export class MemoryNonceStore implements NonceStore {
   }
   async claim(nonce: string, ttlMs: number): Promise<boolean> {
     const now = Date.now()
+    // Oldest first: drop the expired prefix; at the bound, sweep the whole map.
     for (const [n, until] of this.#seen) {
-      if (until > now && this.#seen.size < this.#max) break
+      if (until > now) break
       this.#seen.delete(n)
     }
+    if (this.#seen.size >= this.#max) for (const [n, until] of this.#seen) if (until <= now) this.#seen.delete(n)
     if ((this.#seen.get(nonce) ?? 0) > now) return false
+    if (this.#seen.size >= this.#max) throw new SecurityError('ERR_TOOL_FAILED', `confirmation store full: ${this.#max} unexpired confirmations`)
     this.#seen.set(nonce, now + ttlMs)
     return true
   }
@@ -77,6 +84,25 @@ export function argsDigest(args: unknown): string {
   return createHash('sha256')
     .update(JSON.stringify(canonical(args)))
     .digest('base64url')
+}
+
+/** The sealed payload of a state bastion minted, or undefined for anything else (forged, corrupted, unknown key). */
+function openState(keyring: Keyring, state: string): Sealed | undefined {
+  if (!state.startsWith(CONFIRM_STATE_PREFIX)) return undefined
+  try {
+    return JSON.parse(keyring.decrypt(state.slice(CONFIRM_STATE_PREFIX.length), PURPOSE)) as Sealed
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * For the SDK's `requestState.verify` seam when a library user has a hook of their own: bastion's
+ * states (genuine envelopes only) pass through raw to the confirming tool, which checks them in
+ * full; anything else, including a forged state with bastion's prefix, goes to the user's hook.
+ */
+export function confirmationStateVerifier(keyring: () => Keyring, verify: (state: string, ctx: ServerContext) => unknown): (state: string, ctx: ServerContext) => unknown {
+  return (state, ctx) => (openState(keyring(), state) === undefined ? verify(state, ctx) : state)
 }
 
 /**
@@ -135,12 +161,8 @@ export class Confirmations {
       throw new SecurityError('ERR_CONFIRMATION_INVALID', `${tool}: confirmation state ${why}`)
     }
     if (!state.startsWith(CONFIRM_STATE_PREFIX)) refuse('is not one bastion minted')
-    let sealed: Sealed
-    try {
-      sealed = JSON.parse(this.keyring().decrypt(state.slice(CONFIRM_STATE_PREFIX.length), PURPOSE)) as Sealed
-    } catch {
-      return refuse('failed verification (forged, corrupted or under an unknown key)')
-    }
+    const sealed = openState(this.keyring(), state)
+    if (sealed === undefined) return refuse('failed verification (forged, corrupted or under an unknown key)')
     if (sealed.tool !== tool) refuse(`was minted for tool ${sealed.tool}`)
     if (sealed.principal !== ctx.principal.id) refuse('belongs to another principal')
     if (sealed.args !== argsDigest(args)) refuse('was minted for other arguments')
