@@ -51,12 +51,15 @@ const DETECTORS: readonly Detector[] = [
   { name: 'github-token', pattern: /\bgh[pousr]_[A-Za-z0-9]{36,}\b/g },
   { name: 'slack-token', pattern: /\bxox[abposr]-[A-Za-z0-9-]{10,}\b/g },
   { name: 'google-key', pattern: /\bAIza[0-9A-Za-z_-]{35}\b/g },
+  // The user-info part of a URL (`postgres://user:password@host`): connection strings in driver errors.
+  { name: 'url-credentials', pattern: /(?<=\b[a-z][a-z0-9+.-]*:\/\/)[^\s/@]+(?=@)/gi },
   // 13 to 19 digits, optionally grouped by spaces or dashes, and only if the Luhn check passes.
   { name: 'card', pattern: /\b\d(?:[ -]?\d){12,18}\b/g, accept: (m) => luhn(m.replace(/[ -]/g, '')) },
 ]
 
 // Every detector needs one of these to match at all: most strings skip the detectors entirely.
-const MAYBE_SECRET = /eyJ|bst|earer|asic|BEGIN|AKIA|ASIA|AGPA|AIDA|AROA|gh[pousr]_|xox|AIza|\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d/i
+const MAYBE_SECRET =
+  /:\/\/[^\s/@]+@|eyJ|bst|earer|asic|BEGIN|AKIA|ASIA|AGPA|AIDA|AROA|gh[pousr]_|xox|AIza|\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d/i
 
 /** Replace every credential-shaped substring. */
 export function redactText(text: string): string {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import type { z } from 'zod'
 import { ConfigError, type LoadedConfig, readSecret, statePath } from '../config/load.js'
 import { connectRedis } from '../config/redis.js'
 import type { Keyring } from '../protect/keyring.js'
@@ -17,7 +18,7 @@ export interface DataToolsDeps {
   readonly log: Logger
   readonly keyring: () => Keyring
   readonly workspace: Workspace | undefined
-  readonly register: (tool: ToolDefinition) => void
+  readonly register: <S extends z.ZodType>(tool: ToolDefinition<S>) => void
 }
 
 /** What the data tools hold open: the database pool and the confirmation store's connection. */
@@ -67,14 +68,15 @@ export function registerDataTools(deps: DataToolsDeps): DataTools {
       database = new PostgresDatabase(url, {
         poolSize: sql.poolSize,
         statementTimeoutMs: sql.statementTimeoutMs,
-        onError: (e) => log.warn({ err: { message: e.message.replace(/postgres(ql)?:\/\/\S*/gi, '[url]') } }, 'sql database'),
+        // The operator log redacts URL credentials (and every other credential shape) itself.
+        onError: (e) => log.warn({ err: { message: e.message } }, 'sql database'),
       })
     }
     const options = { db: database, schema: sql.schema, tables, queries, maxRows: sql.maxRows, maxDeleteRows: sql.maxDeleteRows, confirmations }
     try {
-      if (Object.keys(tables).length > 0) deps.register(queryTool(options) as unknown as ToolDefinition)
-      if (Object.keys(queries).length > 0) deps.register(runQueryTool(options) as unknown as ToolDefinition)
-      if (Object.values(tables).some((t) => t.delete)) deps.register(deleteRecordsTool(options) as unknown as ToolDefinition)
+      if (Object.keys(tables).length > 0) deps.register(queryTool(options))
+      if (Object.keys(queries).length > 0) deps.register(runQueryTool(options))
+      if (Object.values(tables).some((t) => t.delete)) deps.register(deleteRecordsTool(options))
     } catch (error) {
       void database.close()
       if (error instanceof ConfigError) throw error
@@ -82,10 +84,10 @@ export function registerDataTools(deps: DataToolsDeps): DataTools {
     }
   }
   if (deps.workspace !== undefined) {
-    deps.register(writeFileTool({ workspace: deps.workspace, maxFileBytes: workspace.maxFileBytes, confirmations }) as unknown as ToolDefinition)
+    deps.register(writeFileTool({ workspace: deps.workspace, maxFileBytes: workspace.maxFileBytes, confirmations }))
     if (Object.keys(commands).length > 0) {
       try {
-        deps.register(runCommandTool({ workspace: deps.workspace, commands }) as unknown as ToolDefinition)
+        deps.register(runCommandTool({ workspace: deps.workspace, commands }))
       } catch (error) {
         fail('commands', error instanceof Error ? error.message : 'invalid')
       }

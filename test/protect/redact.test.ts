@@ -92,6 +92,9 @@ describe('redaction', () => {
     ['card 4111 1111 1111 1111 on file', 'card [REDACTED:card] on file'],
     ['Authorization: Bearer abcdefghijklmnop', 'Authorization: [REDACTED:bearer]'],
     ['aws AKIAIOSFODNN7EXAMPLE key', 'aws [REDACTED:aws-key] key'],
+    ['connect postgres://app:s3cret@db:5432/x failed', 'connect postgres://[REDACTED:url-credentials]@db:5432/x failed'],
+    ['redis REDIS://:pw@10.0.0.1:6379', 'redis REDIS://[REDACTED:url-credentials]@10.0.0.1:6379'],
+    ['no credentials https://example.com/a@b stays', 'no credentials https://example.com/a@b stays'],
     ['header AUTHORIZATION: BEARER abcdefghijklmnop', 'header AUTHORIZATION: [REDACTED:bearer]'],
   ])('%j → %j', (input, output) => {
     expect(redactText(input)).toBe(output)
