@@ -74,6 +74,8 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
     let code = 'OK'
     deps.metrics.inFlight.inc()
     let settled = false
+    // In-process work still running after a timeout or cancel: it keeps its concurrency slot.
+    let running: Promise<unknown> | undefined
     try {
       let output: ToolOutput
       if (def.isolate !== undefined) {
@@ -108,6 +110,7 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
         const work = def.run(ctx.args, toolCtx).finally(() => {
           settled = true
         })
+        running = work
         output = await untilAborted(work, signal)
       }
       if (exceedsBytes(output, limits.maxOutputBytes)) throw new SecurityError('ERR_OUTPUT_TOO_LARGE', `tool ${def.name} returned more than ${limits.maxOutputBytes} bytes`)
@@ -115,15 +118,15 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
       extra.pii = mode
       if (mode === 'allow') return output
       // An input-required result's `requestState` is sealed server state, not data: masking could only corrupt it.
-      const { requestState, ...visible } = output as ToolOutput & { requestState?: unknown }
-      const masked = maskValue(visible)
+      const sealed = 'requestState' in output ? output.requestState : undefined
+      const masked = maskValue(sealed === undefined ? output : { ...output, requestState: undefined })
       if (masked.counts.size > 0)
         extra.piiFound = Object.entries(Object.fromEntries(masked.counts))
           .map(([k, n]) => `${k}:${n}`)
           .join(',')
       if (mode === 'block' && masked.counts.size > 0)
         throw new SecurityError('ERR_PII_BLOCKED', `tool ${def.name} returned personal data (${extra.piiFound}) and its mode is block`)
-      return (requestState === undefined ? masked.value : { ...(masked.value as object), requestState }) as ToolOutput
+      return (sealed === undefined ? masked.value : { ...(masked.value as object), requestState: sealed }) as ToolOutput
     } catch (error) {
       if (error instanceof IsolatedRunError) {
         extra.cpuMs = error.usage.cpuMs
@@ -150,7 +153,9 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
       deps.metrics.inFlight.dec()
       deps.metrics.toolCalls.inc({ tool: def.name, code })
       deps.metrics.toolSeconds.observe({ tool: def.name }, ms / 1000)
-      slot.release()
+      // Abandoned work (it ignored its signal) still uses CPU and memory: the slot is free only when it ends.
+      if (settled || running === undefined) slot.release()
+      else void running.then(slot.release, slot.release)
     }
   }
 }

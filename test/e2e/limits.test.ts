@@ -205,6 +205,14 @@ describe('execution limits', () => {
     expect(Date.now() - started).toBeLessThan(2000)
     expect(toolError(body).code).toBe('ERR_TOOL_TIMEOUT')
     expect(since().at(-1)).toMatchObject({ reason: 'ERR_TOOL_TIMEOUT', abandoned: true })
+    // The abandoned work still runs, so it keeps its concurrency slot (2 per principal here).
+    expect(toolError((await callModern(server.url, server.keys.admin, 'deaf', {})).body).code).toBe('ERR_TOOL_TIMEOUT')
+    const full = await callModern(server.url, server.keys.admin, 'sleep', {})
+    expect(full.body.error).toMatchObject({ code: -32029, data: { code: 'ERR_CONCURRENCY_LIMIT' } })
+    expect(since().at(-1)).toMatchObject({ reason: 'ERR_CONCURRENCY_LIMIT', cap: 'principal' })
+    // Once the ignored work ends, its slots are free again.
+    await new Promise((r) => setTimeout(r, 3200))
+    expect((await callModern(server.url, server.keys.admin, 'sleep', {})).body.result).toMatchObject({ content: [{ text: 'slept' }] })
   })
 
   it('closing the response stream (2026-07-28) cancels the tool and is audited as cancelled', async () => {
