@@ -23,7 +23,8 @@ export interface RefreshStore {
   issue(grant: RefreshGrant): Promise<string>
   use(token: string): Promise<UseResult>
   revokeFamily(family: string, until: number): Promise<void>
-  familyOf(token: string): Promise<string | undefined>
+  /** The family of a refresh token and the API key it was issued to. */
+  familyOf(token: string): Promise<{ family: string; keyId: string } | undefined>
   revokeJti(jti: string, until: number): Promise<void>
   isRevoked(jti: string): Promise<boolean>
   close(): Promise<void>
@@ -106,8 +107,9 @@ export class FileRefreshStore implements RefreshStore {
     })
   }
 
-  async familyOf(token: string): Promise<string | undefined> {
-    return this.#read().tokens[hashOf(token)]?.family
+  async familyOf(token: string): Promise<{ family: string; keyId: string } | undefined> {
+    const grant = this.#read().tokens[hashOf(token)]
+    return grant === undefined ? undefined : { family: grant.family, keyId: grant.keyId }
   }
 
   async revokeFamily(family: string, until: number): Promise<void> {
@@ -189,9 +191,9 @@ export class RedisRefreshStore implements RefreshStore {
     return { status: 'ok', grant: { family, keyId, scopes: scopes.split(' ').filter((s) => s.length > 0), expiresAt: Number(exp) } }
   }
 
-  async familyOf(token: string): Promise<string | undefined> {
-    const family = await this.#call(() => this.#redis.hget(`${this.#prefix}rt:${hashOf(token)}`, 'family'))
-    return family ?? undefined
+  async familyOf(token: string): Promise<{ family: string; keyId: string } | undefined> {
+    const [family, keyId] = await this.#call(() => this.#redis.hmget(`${this.#prefix}rt:${hashOf(token)}`, 'family', 'keyId'))
+    return family == null || keyId == null ? undefined : { family, keyId }
   }
 
   async revokeFamily(family: string, until: number): Promise<void> {

@@ -57,7 +57,8 @@ export async function setupAuth(input: {
       else if (c.keys !== undefined)
         keys = { jwks: staticJwks(c.keys.map((k, j) => ('pem' in k ? { pem: readSecret(loaded, k.pem, `${where}.keys.${j}.pem`, env) } : { jwk: k.jwk }))) }
       else {
-        const secret = Buffer.from(readSecret(loaded, c.secret ?? { env: 'UNSET' }, `${where}.secret`, env), 'utf8')
+        if (c.secret === undefined) throw new ConfigError(`config ${source}: ${where}: give jwksUri, jwksFile, keys or secret`)
+        const secret = Buffer.from(readSecret(loaded, c.secret, `${where}.secret`, env), 'utf8')
         // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
         if (secret.length < 32) throw new ConfigError(`config ${source}: ${where}.secret: an HS256 secret must be at least 32 bytes (got ${secret.length})`)
         keys = { secret: new Uint8Array(secret) }

@@ -199,10 +199,11 @@ export class TokenService {
       if (token === null) throw new OAuthError('invalid_request', 400, 'token missing')
       let what = 'unknown token'
       if (token.startsWith('bstr_')) {
-        const family = await this.#o.store.familyOf(token)
-        if (family !== undefined) {
-          await this.#o.store.revokeFamily(family, Date.now() + this.#o.refreshTokenSeconds * 1000)
-          what = `refresh family ${family}`
+        // RFC 7009 §2.1: only a token issued to the calling client is revoked.
+        const owned = await this.#o.store.familyOf(token)
+        if (owned !== undefined && owned.keyId === keyId) {
+          await this.#o.store.revokeFamily(owned.family, Date.now() + this.#o.refreshTokenSeconds * 1000)
+          what = `refresh family ${owned.family}`
         }
       } else {
         const claims = await this.#ownToken(token)

@@ -116,6 +116,27 @@ describe('token service', () => {
     expect(after.body.error).toMatchObject({ data: { code: 'ERR_AUTH_REVOKED' } })
   })
 
+  it('a refresh token is revoked only by the client it was issued to (RFC 7009 §2.1)', async () => {
+    const { json } = await tokenRequest({ grant_type: 'client_credentials' })
+    const revoke = (key: string) =>
+      fetch(`${origin}/oauth/revoke`, {
+        method: 'POST',
+        headers: { authorization: basic(key), 'content-type': 'application/x-www-form-urlencoded' },
+        body: `token=${json.refresh_token ?? ''}`,
+      })
+    expect((await revoke(server.keys.reader)).status).toBe(200)
+    const stillGood = await tokenRequest({ grant_type: 'refresh_token', refresh_token: json.refresh_token ?? '' })
+    expect(stillGood.status).toBe(200)
+    const next = stillGood.json.refresh_token ?? ''
+    const own = await fetch(`${origin}/oauth/revoke`, {
+      method: 'POST',
+      headers: { authorization: basic(server.keys.admin), 'content-type': 'application/x-www-form-urlencoded' },
+      body: `token=${next}`,
+    })
+    expect(own.status).toBe(200)
+    expect((await tokenRequest({ grant_type: 'refresh_token', refresh_token: next })).json).toStrictEqual({ error: 'invalid_grant' })
+  })
+
   it('refresh tokens survive a restart; signing keys rotate and old tokens keep verifying', async () => {
     const { json } = await tokenRequest({ grant_type: 'client_credentials' })
     const oldAccess = json.access_token ?? ''
