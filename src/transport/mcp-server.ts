@@ -58,7 +58,7 @@ async function audited<T>(
   handlerCtx: ServerContext,
   method: string,
   target: string | undefined,
-  run: () => Promise<T>,
+  run: (ctx: RequestContext) => Promise<T>,
   authorize?: { target: Target; args: unknown },
 ): Promise<T> {
   const { ctx, auditHere } = contextOf(handlerCtx)
@@ -79,7 +79,7 @@ async function audited<T>(
           `policy ${policy.version} denies ${principal.id} ${method} ${target ?? ''} (${decision.rule})${decision.error === undefined ? '' : `: ${decision.error}`}`,
         )
     }
-    const result = await run()
+    const result = await run(ctx)
     if (auditHere) {
       deps.audit.recordRequest(ctx)
       await deps.audit.flush()
@@ -134,8 +134,7 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
   mcp.toolInputSchemaJson = (name: string) => deps.registry.get(name)?.descriptor.inputSchema
 
   server.setRequestHandler('tools/list', (_request, handlerCtx) =>
-    audited(deps, contextOf, handlerCtx, 'tools/list', undefined, async () => {
-      const { ctx } = contextOf(handlerCtx)
+    audited(deps, contextOf, handlerCtx, 'tools/list', undefined, async (ctx) => {
       const current = policyOf(ctx, deps.policy)
       ctx.outcome.extra = { ...ctx.outcome.extra, policy: current.version }
       const tools = deps.registry

@@ -139,6 +139,8 @@ describe('stdio mode', () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>)
     expect(lines).toContainEqual(expect.objectContaining({ event: 'auth.success', transport: 'stdio' }))
     expect(lines).toContainEqual(expect.objectContaining({ event: 'tool.call', transport: 'stdio', reason: 'ERR_PATH_FORBIDDEN' }))
+    // The list is audited with the policy version that filtered it.
+    expect(lines).toContainEqual(expect.objectContaining({ method: 'tools/list', transport: 'stdio', policy: expect.any(String) }))
   })
 
   it('tool calls over stdio are rate limited too: a JSON-RPC error with data.retryAfterMs, audited with the bucket', async () => {
