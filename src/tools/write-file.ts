@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
-import { lstat, open, readFile, readlink, rename, rm } from 'node:fs/promises'
+import { open, readlink, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { z } from 'zod'
 import { SecurityError } from '../errors.js'
@@ -24,17 +24,24 @@ async function target(workspace: Workspace, path: string): Promise<{ real: strin
   const real = join(parent, name)
   if (!isInside(workspace.root, real) || real === workspace.root) throw new SecurityError('ERR_PATH_FORBIDDEN', 'target outside the workspace', { expose: 'outside the workspace' })
   const shown = workspace.display(real)
-  let stats: Awaited<ReturnType<typeof lstat>> | undefined
+  // The workspace's own checked open: no symlink followed, regular files only, inside the root.
+  let opened: Awaited<ReturnType<Workspace['openChecked']>>
   try {
-    stats = await lstat(real)
+    opened = await workspace.openChecked(real, 'file')
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+    if (error instanceof SecurityError && error.code === 'ERR_FILE_NOT_FOUND') return { real, shown, current: null }
+    if (error instanceof SecurityError && error.code === 'ERR_PATH_FORBIDDEN')
+      throw new SecurityError('ERR_PATH_FORBIDDEN', `target refused: ${error.message}`, { cause: error, expose: 'only regular files can be written' })
+    throw error
   }
-  if (stats === undefined) return { real, shown, current: null }
-  if (!stats.isFile())
-    throw new SecurityError('ERR_PATH_FORBIDDEN', 'target is not a regular file (symlink, directory or special)', { expose: 'only regular files can be written' })
-  const bytes = await readFile(real)
-  return { real, shown, current: { bytes: bytes.length, sha256: sha256(bytes) } }
+  // Streamed: an existing file of any size is hashed in constant memory.
+  const hash = createHash('sha256')
+  try {
+    for await (const chunk of opened.handle.createReadStream({ autoClose: false })) hash.update(chunk as Buffer)
+  } finally {
+    await opened.handle.close()
+  }
+  return { real, shown, current: { bytes: opened.stats.size, sha256: hash.digest('hex') } }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
@@ -199,6 +199,14 @@ describe('confirmed destructive operations', () => {
       const body = await round(server, server.keys.admin, 'write_file', { path: 'race.txt', content: 'v3\n' }, { requestState: state, inputResponses: ACCEPT })
       expect(codeOf(body)).toBe('ERR_CONFIRMATION_INVALID')
       expect(readFileSync(path, 'utf8')).toBe('v2 by someone else\n')
+    })
+
+    it('write_file refuses a target that is a symlink or a directory, before asking', async () => {
+      const root = join(server.dir, '.bastion', 'workspace')
+      symlinkSync('/etc/hostname', join(root, 'link.txt'))
+      mkdirSync(join(root, 'adir'))
+      for (const path of ['link.txt', 'adir']) expect(codeOf(await round(server, server.keys.admin, 'write_file', { path, content: 'x' }))).toBe('ERR_PATH_FORBIDDEN')
+      expect(readFileSync('/etc/hostname', 'utf8')).not.toBe('x')
     })
 
     it('no rows match: nothing to confirm', async () => {

@@ -30,6 +30,8 @@ const value = z.union([
     .min(1)
     .max(100),
 ])
+/** Conditions, all of which must hold: `query` and `delete_records` take the same shape. */
+const filterList = (columns: [string, ...string[]]) => z.array(z.strictObject({ column: z.enum(columns), op: z.enum(OPERATORS), value: value.optional() })).max(16)
 
 /** The largest row cap among the caller's roles, else the default. */
 export function rowCap(maxRows: SqlToolsOptions['maxRows'], principal: Principal): number {
@@ -95,9 +97,7 @@ export function queryTool(o: SqlToolsOptions) {
   const input = z.strictObject({
     table: z.enum(names).describe('Table to read'),
     columns: z.array(z.enum(columns)).min(1).max(64).optional().describe('Columns to return (default: all allowed)'),
-    filters: z
-      .array(z.strictObject({ column: z.enum(columns), op: z.enum(OPERATORS), value: value.optional() }))
-      .max(16)
+    filters: filterList(columns)
       .default([])
       .describe('Conditions, all of which must hold. in/not_in take a list; is_null/not_null take no value; like/ilike take a pattern with % and _'),
     orderBy: z
@@ -180,10 +180,7 @@ export function deleteRecordsTool(o: SqlToolsOptions) {
   const columns = [...new Set(deletable.flatMap(([, t]) => t.columns))] as [string, ...string[]]
   const input = z.strictObject({
     table: z.enum(names),
-    filters: z
-      .array(z.strictObject({ column: z.enum(columns), op: z.enum(OPERATORS), value: value.optional() }))
-      .min(1)
-      .max(16),
+    filters: filterList(columns).min(1),
   })
   const tool: InProcessTool<typeof input> = {
     name: 'delete_records',
