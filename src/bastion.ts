@@ -21,11 +21,11 @@ import type { BastionConfigInput } from './config/schema.js'
 import { ensureState } from './config/state.js'
 import { isLoopback, secureUrl } from './config/urls.js'
 import { ConcurrencyCaps } from './limits/concurrency.js'
+import { executeTool } from './limits/execute.js'
 import { MemoryRateLimiter, type RateLimiter } from './limits/memory-limiter.js'
 import type { RateLimitDeps } from './limits/rate-guard.js'
 import { RatePlan } from './limits/rate-plan.js'
 import { RedisRateLimiter } from './limits/redis-limiter.js'
-import { createCallPipeline } from './pipeline/call.js'
 import { Metrics } from './pipeline/metrics.js'
 import { type CompiledPolicy, PolicyError, type PolicyTargets } from './policy/engine.js'
 import { type RbacPolicy, targetKey } from './policy/rbac.js'
@@ -44,6 +44,9 @@ import { getSecretTool, storeSecretTool } from './tools/vault.js'
 import { createEdge, type Edge } from './transport/http/edge.js'
 import { nodeListener } from './transport/http/node-listener.js'
 import type { ServerDeps } from './transport/mcp-server.js'
+import { callPath } from './transport/stages.js'
+import type { StdioOptions } from './transport/stdio.js'
+import { toolErrorResult } from './transport/wire.js'
 
 export interface CreateBastionOptions {
   /** A YAML file path, a config object (validated like a file), or nothing for the embedded default. */
@@ -343,22 +346,22 @@ export class Bastion {
       catalog: this.catalog,
       policy,
       scopes: this.scopeRules(),
-      audit: this.audit,
-      callPipeline: createCallPipeline({
-        registry: this.registry,
+      run: callPath(
         policy,
-        scopes: this.scopeRules(),
-        audit: this.audit,
-        limits: this.rateLimits(),
-        caps: this.caps,
-        piiMode: (tool, fromPolicy) => {
-          // Most specific first: the rule that allowed this caller, then the tool, then the default.
-          if (fromPolicy === 'mask' || fromPolicy === 'block' || fromPolicy === 'allow') return fromPolicy
-          const { pii } = this.loaded.config
-          if (Object.hasOwn(pii.tools, tool)) return pii.tools[tool] ?? pii.mode
-          return this.registry.get(tool)?.definition.pii ?? pii.mode
-        },
-      }),
+        executeTool({
+          plan: this.plan,
+          caps: this.caps,
+          metrics: this.metrics,
+          toolError: toolErrorResult,
+          piiMode: (tool, fromPolicy) => {
+            // Most specific first: the rule that allowed this caller, then the tool, then the default.
+            if (fromPolicy === 'mask' || fromPolicy === 'block' || fromPolicy === 'allow') return fromPolicy
+            const { pii } = this.loaded.config
+            if (Object.hasOwn(pii.tools, tool)) return pii.tools[tool] ?? pii.mode
+            return this.registry.get(tool)?.definition.pii ?? pii.mode
+          },
+        }),
+      ),
       validator: new AjvJsonSchemaValidator(),
       ...(this.#options.capabilities === undefined ? {} : { capabilities: this.#options.capabilities }),
       ...(requestState === undefined ? {} : { requestState }),
@@ -519,6 +522,26 @@ export class Bastion {
   serverDeps(): ServerDeps {
     this.policy()
     return this.#serverDeps()
+  }
+
+  /** What the stdio transport is built from. */
+  stdioOptions(): Omit<StdioOptions, 'env' | 'stdin' | 'stdout'> {
+    const { server } = this.loaded.config
+    return {
+      serverDeps: this.serverDeps(),
+      audit: this.audit,
+      authenticator: this.auth.authenticator,
+      bruteForce: this.auth.bruteForce,
+      stages: {
+        origins: { allowedHosts: [], allowedOrigins: [] },
+        body: { maxBytes: server.maxBodyBytes, maxDepth: server.maxJsonDepth },
+        limits: this.rateLimits(),
+        registry: this.registry,
+        policy: () => this.policy(),
+        scopes: this.scopeRules(),
+      },
+      log: this.log,
+    }
   }
 }
 

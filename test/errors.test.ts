@@ -4,49 +4,65 @@ import { publicText, rpcError, SecurityError, type SecurityErrorCode, toSecurity
 // Pinned literally: operators alert on these codes and clients branch on these numbers. Changing a
 // row must be a deliberate edit here too.
 const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
-  ['ERR_AUTH_MISSING', { http: 401, rpc: -32001, text: 'authentication required' }],
-  ['ERR_AUTH_INVALID', { http: 401, rpc: -32001, text: 'invalid credentials' }],
-  ['ERR_AUTH_EXPIRED', { http: 401, rpc: -32001, text: 'invalid credentials' }],
-  ['ERR_AUTH_REVOKED', { http: 401, rpc: -32001, text: 'invalid credentials' }],
-  ['ERR_FORBIDDEN', { http: 403, rpc: -32003, text: 'forbidden' }],
-  ['ERR_SESSION_FORBIDDEN', { http: 403, rpc: -32003, text: 'session belongs to another principal' }],
-  ['ERR_SESSION_NOT_FOUND', { http: 404, rpc: -32001, text: 'session not found' }],
-  ['ERR_SESSION_REQUIRED', { http: 400, rpc: -32600, text: 'session id required' }],
-  ['ERR_SESSION_LIMIT', { http: 429, rpc: -32029, text: 'too many sessions' }],
-  ['ERR_ORIGIN_FORBIDDEN', { http: 403, rpc: -32003, text: 'origin not allowed' }],
-  ['ERR_HOST_FORBIDDEN', { http: 403, rpc: -32003, text: 'host not allowed' }],
-  ['ERR_BODY_TOO_LARGE', { http: 413, rpc: -32600, text: 'request body too large' }],
-  ['ERR_JSON_TOO_DEEP', { http: 400, rpc: -32600, text: 'request nested too deeply' }],
-  ['ERR_PARSE', { http: 400, rpc: -32700, text: 'parse error' }],
-  ['ERR_INVALID_REQUEST', { http: 400, rpc: -32600, text: 'invalid request' }],
-  ['ERR_UNSUPPORTED_MEDIA_TYPE', { http: 415, rpc: -32600, text: 'content-type must be application/json' }],
-  ['ERR_NOT_ACCEPTABLE', { http: 406, rpc: -32600, text: 'accept must include application/json and text/event-stream' }],
-  ['ERR_METHOD_NOT_ALLOWED', { http: 405, rpc: -32600, text: 'method not allowed' }],
-  ['ERR_NOT_FOUND', { http: 404, rpc: -32601, text: 'not found' }],
-  ['ERR_TOOL_NOT_FOUND', { http: 200, rpc: -32602, text: 'unknown tool' }],
-  ['ERR_VALIDATION', { http: 200, rpc: -32602, text: 'invalid arguments' }],
-  ['ERR_PATH_FORBIDDEN', { http: 200, rpc: -32003, text: 'path refused' }],
-  ['ERR_FILE_NOT_FOUND', { http: 200, rpc: -32002, text: 'file not found' }],
-  ['ERR_FILE_TOO_LARGE', { http: 200, rpc: -32600, text: 'file too large' }],
-  ['ERR_AUDIT_UNAVAILABLE', { http: 503, rpc: -32603, text: 'service unavailable' }],
-  ['ERR_TOOL_FAILED', { http: 200, rpc: -32603, text: 'tool failed' }],
-  ['ERR_INTERNAL', { http: 500, rpc: -32603, text: 'internal error' }],
-  ['ERR_RATE_LIMITED', { http: 429, rpc: -32029, text: 'rate limit exceeded' }],
-  ['ERR_CONCURRENCY_LIMIT', { http: 429, rpc: -32029, text: 'too many calls in progress' }],
-  ['ERR_LIMITS_UNAVAILABLE', { http: 503, rpc: -32603, text: 'service unavailable' }],
-  ['ERR_TOOL_TIMEOUT', { http: 200, rpc: -32603, text: 'tool timed out' }],
-  ['ERR_CANCELLED', { http: 200, rpc: -32800, text: 'request cancelled' }],
-  ['ERR_OUTPUT_TOO_LARGE', { http: 200, rpc: -32603, text: 'tool output too large' }],
-  ['ERR_TOOL_RESOURCE_LIMIT', { http: 200, rpc: -32603, text: 'tool exceeded its resource limits' }],
-  ['ERR_AUTH_UNAVAILABLE', { http: 503, rpc: -32001, text: 'authentication unavailable' }],
-  ['ERR_INSUFFICIENT_SCOPE', { http: 403, rpc: -32003, text: 'insufficient scope' }],
-  ['ERR_AUTH_BLOCKED', { http: 429, rpc: -32029, text: 'too many failed authentications' }],
-  ['ERR_TOKEN_IN_QUERY', { http: 400, rpc: -32600, text: 'credentials are not accepted in the URL' }],
-  ['ERR_PII_BLOCKED', { http: 200, rpc: -32003, text: 'result withheld: it contains personal data' }],
-  ['ERR_DATABASE', { http: 200, rpc: -32603, text: 'database error' }],
-  ['ERR_CONFIRMATION_REQUIRED', { http: 200, rpc: -32003, text: "this operation needs the user's confirmation, and this client cannot ask for it" }],
-  ['ERR_CONFIRMATION_INVALID', { http: 200, rpc: -32003, text: 'confirmation refused: it is invalid, expired, already used or for another call' }],
-  ['ERR_DECLINED', { http: 200, rpc: -32003, text: 'not done: the user did not confirm' }],
+  ['ERR_AUTH_MISSING', { http: 401, rpc: -31401, text: 'authentication required', event: 'auth.failure', challenge: 'bearer', outcome: 'deny', carrier: 'http' }],
+  ['ERR_AUTH_INVALID', { http: 401, rpc: -31401, text: 'invalid credentials', event: 'auth.failure', challenge: 'invalid_token', outcome: 'deny', carrier: 'http' }],
+  ['ERR_AUTH_EXPIRED', { http: 401, rpc: -31401, text: 'invalid credentials', event: 'auth.failure', challenge: 'invalid_token', outcome: 'deny', carrier: 'http' }],
+  ['ERR_AUTH_REVOKED', { http: 401, rpc: -31401, text: 'invalid credentials', event: 'auth.failure', challenge: 'invalid_token', outcome: 'deny', carrier: 'http' }],
+  ['ERR_AUTH_UNAVAILABLE', { http: 503, rpc: -31503, text: 'authentication unavailable', event: 'auth.failure', outcome: 'error', carrier: 'http' }],
+  ['ERR_AUTH_BLOCKED', { http: 429, rpc: -31429, text: 'too many failed authentications', event: 'auth.blocked', outcome: 'deny', carrier: 'http' }],
+  ['ERR_TOKEN_IN_QUERY', { http: 400, rpc: -32600, text: 'credentials are not accepted in the URL', event: 'auth.failure', outcome: 'deny', carrier: 'http' }],
+  ['ERR_FORBIDDEN', { http: 403, rpc: -31403, text: 'forbidden', event: 'authz.denied', outcome: 'deny', carrier: 'http' }],
+  ['ERR_INSUFFICIENT_SCOPE', { http: 403, rpc: -31403, text: 'insufficient scope', event: 'authz.denied', challenge: 'insufficient_scope', outcome: 'deny', carrier: 'http' }],
+  ['ERR_SESSION_FORBIDDEN', { http: 403, rpc: -31403, text: 'session belongs to another principal', event: 'authz.denied', outcome: 'deny', carrier: 'http' }],
+  ['ERR_SESSION_NOT_FOUND', { http: 404, rpc: -31404, text: 'session not found', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_SESSION_REQUIRED', { http: 400, rpc: -32600, text: 'session id required', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_SESSION_LIMIT', { http: 429, rpc: -31429, text: 'too many sessions', event: 'limit.exceeded', outcome: 'deny', carrier: 'http' }],
+  ['ERR_ORIGIN_FORBIDDEN', { http: 403, rpc: -31403, text: 'origin not allowed', event: 'origin.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_HOST_FORBIDDEN', { http: 403, rpc: -31403, text: 'host not allowed', event: 'origin.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_HEADER_INVALID', { http: 400, rpc: -32600, text: 'malformed or repeated header', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_BODY_TOO_LARGE', { http: 413, rpc: -32600, text: 'request body too large', event: 'limit.exceeded', outcome: 'deny', carrier: 'http' }],
+  ['ERR_JSON_TOO_DEEP', { http: 400, rpc: -32600, text: 'request nested too deeply', event: 'limit.exceeded', outcome: 'deny', carrier: 'http' }],
+  ['ERR_PARSE', { http: 400, rpc: -32700, text: 'parse error', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_INVALID_REQUEST', { http: 400, rpc: -32600, text: 'invalid request', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_UNSUPPORTED_MEDIA_TYPE', { http: 415, rpc: -32600, text: 'content-type must be application/json', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  [
+    'ERR_NOT_ACCEPTABLE',
+    { http: 406, rpc: -32600, text: 'accept must include application/json and text/event-stream', event: 'request.rejected', outcome: 'deny', carrier: 'http' },
+  ],
+  ['ERR_METHOD_NOT_ALLOWED', { http: 405, rpc: -32600, text: 'method not allowed', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_NOT_FOUND', { http: 404, rpc: -32601, text: 'not found', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_METHOD_NOT_FOUND', { http: 404, rpc: -32601, text: 'method not found', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_INVALID_PARAMS', { http: 400, rpc: -32602, text: 'invalid params', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_HEADER_MISMATCH', { http: 400, rpc: -32020, text: 'request headers and body disagree', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_CAPABILITY_MISSING', { http: 400, rpc: -32021, text: 'a required client capability is missing', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_UNSUPPORTED_VERSION', { http: 400, rpc: -32022, text: 'unsupported protocol version', event: 'request.rejected', outcome: 'deny', carrier: 'http' }],
+  ['ERR_TOOL_NOT_FOUND', { http: 200, rpc: -32602, text: 'unknown tool', event: 'tool.unknown', carrier: 'rpc', outcome: 'deny' }],
+  ['ERR_RESOURCE_NOT_FOUND', { http: 200, rpc: -32602, text: 'resource not found', event: 'request.rejected', carrier: 'rpc', outcome: 'deny' }],
+  ['ERR_CANCELLED', { http: 200, rpc: -32800, text: 'request cancelled', event: 'tool.cancelled', carrier: 'rpc', outcome: 'deny' }],
+  ['ERR_VALIDATION', { http: 200, rpc: -32602, text: 'invalid arguments', event: 'validation.failed', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_PATH_FORBIDDEN', { http: 200, rpc: -31403, text: 'path refused', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_FILE_NOT_FOUND', { http: 200, rpc: -31404, text: 'file not found', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_FILE_TOO_LARGE', { http: 200, rpc: -31413, text: 'file too large', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_TOOL_FAILED', { http: 200, rpc: -32603, text: 'tool failed', event: 'tool.call', carrier: 'tool', outcome: 'error' }],
+  ['ERR_TOOL_TIMEOUT', { http: 200, rpc: -32603, text: 'tool timed out', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_OUTPUT_TOO_LARGE', { http: 200, rpc: -31413, text: 'tool output too large', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_TOOL_RESOURCE_LIMIT', { http: 200, rpc: -32603, text: 'tool exceeded its resource limits', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_PII_BLOCKED', { http: 200, rpc: -31403, text: 'result withheld: it contains personal data', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_DATABASE', { http: 200, rpc: -32603, text: 'database error', event: 'tool.call', carrier: 'tool', outcome: 'error' }],
+  [
+    'ERR_CONFIRMATION_REQUIRED',
+    { http: 200, rpc: -31403, text: "this operation needs the user's confirmation, and this client cannot ask for it", event: 'tool.call', carrier: 'tool', outcome: 'deny' },
+  ],
+  [
+    'ERR_CONFIRMATION_INVALID',
+    { http: 200, rpc: -31403, text: 'confirmation refused: it is invalid, expired, already used or for another call', event: 'tool.call', carrier: 'tool', outcome: 'deny' },
+  ],
+  ['ERR_DECLINED', { http: 200, rpc: -31403, text: 'not done: the user did not confirm', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
+  ['ERR_RATE_LIMITED', { http: 429, rpc: -31429, text: 'rate limit exceeded', event: 'limit.exceeded', outcome: 'deny', carrier: 'http' }],
+  ['ERR_CONCURRENCY_LIMIT', { http: 429, rpc: -31429, text: 'too many calls in progress', event: 'limit.exceeded', outcome: 'deny', carrier: 'http' }],
+  ['ERR_LIMITS_UNAVAILABLE', { http: 503, rpc: -31503, text: 'service unavailable', event: 'error', outcome: 'error', carrier: 'http' }],
+  ['ERR_AUDIT_UNAVAILABLE', { http: 503, rpc: -31503, text: 'service unavailable', event: 'error', outcome: 'error', carrier: 'http' }],
+  ['ERR_INTERNAL', { http: 500, rpc: -32603, text: 'internal error', event: 'error', outcome: 'error', carrier: 'http' }],
 ]
 
 describe('WIRE table', () => {
@@ -64,6 +80,25 @@ describe('WIRE table', () => {
       expect(row.rpc, code).toBeLessThan(0)
       expect(row.http, code).toBeGreaterThanOrEqual(200)
       expect(row.http, code).toBeLessThan(600)
+    }
+  })
+
+  it('emits no JSON-RPC code in the range MCP reserves (-32099…-32000) but the three it defines, used for their meaning', () => {
+    const defined = new Map([
+      [-32020, 'ERR_HEADER_MISMATCH'],
+      [-32021, 'ERR_CAPABILITY_MISSING'],
+      [-32022, 'ERR_UNSUPPORTED_VERSION'],
+    ])
+    for (const [code, row] of Object.entries(WIRE)) {
+      if (row.rpc < -32099 || row.rpc > -32000) continue
+      expect(defined.get(row.rpc), `${code} uses ${row.rpc}`).toBe(code)
+    }
+  })
+
+  it('a refusal decided before dispatch carries an HTTP error status; rpc and tool rows travel in a 200', () => {
+    for (const [code, row] of Object.entries(WIRE)) {
+      if (row.carrier === 'http') expect(row.http, code).toBeGreaterThanOrEqual(400)
+      else expect(row.http, code).toBe(200)
     }
   })
 })

@@ -1,7 +1,6 @@
 import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { SecurityError, type SecurityErrorCode } from '../errors.js'
-import type { RequestContext } from '../pipeline/context.js'
+import { SecurityError } from '../errors.js'
 import { redact as defaultRedact } from '../protect/redact.js'
 import { AuditChain } from './chain.js'
 
@@ -233,34 +232,6 @@ export class AuditLog {
     await this.sink.whenClosed?.()
   }
 
-  /** The one line for a request, from its context. Idempotent: a request is audited once. */
-  recordRequest(ctx: RequestContext, extra?: Record<string, unknown>): void {
-    if (ctx.audited) return
-    const o = ctx.outcome
-    // Extra fields first: they can add to a line, never overwrite the decision or who decided.
-    this.record({
-      ...o.extra,
-      ...extra,
-      event: o.event,
-      requestId: ctx.requestId,
-      principal: ctx.principal?.id,
-      roles: ctx.principal?.roles,
-      tenant: ctx.principal?.tenant,
-      scopes: ctx.principal?.scopes,
-      method: ctx.method,
-      tool: ctx.tool,
-      decision: o.decision,
-      reason: o.reason,
-      transport: ctx.transport,
-      era: ctx.era,
-      session: ctx.sessionId,
-      remote: ctx.remoteAddress,
-      durationMs: Math.round((performance.now() - ctx.startedAt) * 100) / 100,
-      detail: o.detail,
-    })
-    ctx.audited = true
-  }
-
   /** Close the writer: a chained log ends with `audit.closed`, so a cut tail shows. */
   close(): void {
     try {
@@ -268,42 +239,5 @@ export class AuditLog {
     } finally {
       this.sink.close()
     }
-  }
-}
-
-/** The audit event name for a refusal code. */
-export function eventFor(code: SecurityErrorCode): string {
-  switch (code) {
-    case 'ERR_AUTH_MISSING':
-    case 'ERR_AUTH_INVALID':
-    case 'ERR_AUTH_EXPIRED':
-    case 'ERR_AUTH_REVOKED':
-    case 'ERR_AUTH_UNAVAILABLE':
-    case 'ERR_TOKEN_IN_QUERY':
-      return 'auth.failure'
-    case 'ERR_AUTH_BLOCKED':
-      return 'auth.blocked'
-    case 'ERR_INSUFFICIENT_SCOPE':
-      return 'authz.denied'
-    case 'ERR_FORBIDDEN':
-    case 'ERR_SESSION_FORBIDDEN':
-      return 'authz.denied'
-    case 'ERR_BODY_TOO_LARGE':
-    case 'ERR_JSON_TOO_DEEP':
-    case 'ERR_SESSION_LIMIT':
-    case 'ERR_RATE_LIMITED':
-    case 'ERR_CONCURRENCY_LIMIT':
-      return 'limit.exceeded'
-    case 'ERR_ORIGIN_FORBIDDEN':
-    case 'ERR_HOST_FORBIDDEN':
-      return 'origin.rejected'
-    case 'ERR_VALIDATION':
-      return 'validation.failed'
-    case 'ERR_INTERNAL':
-    case 'ERR_AUDIT_UNAVAILABLE':
-    case 'ERR_LIMITS_UNAVAILABLE':
-      return 'error'
-    default:
-      return 'request.rejected'
   }
 }

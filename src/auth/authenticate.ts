@@ -1,5 +1,5 @@
 import { SecurityError } from '../errors.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import { keyMatchesHash, parseApiKey } from './api-key.js'
 import type { KeyStore } from './key-store.js'
 

@@ -1,5 +1,5 @@
 import { SecurityError } from '../errors.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import { parseApiKey } from './api-key.js'
 import type { ApiKeyAuthenticator, CredentialSource } from './authenticate.js'
 import type { Introspector } from './introspection.js'

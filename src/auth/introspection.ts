@@ -1,5 +1,5 @@
 import { SecurityError } from '../errors.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import { claimAt, claimStrings, MAX_TOKEN_BYTES } from './jwt.js'
 import { type CachedToken, TokenCache, tokenKey } from './token-cache.js'
 

@@ -2,7 +2,7 @@ import { createPublicKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors, type JWK, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import { SecurityError } from '../errors.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 
 /** Longest token accepted at all: bigger ones are refused before any parsing. */
 export const MAX_TOKEN_BYTES = 8192

@@ -1,5 +1,5 @@
 import { SecurityError } from '../errors.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 
 /** What this server says about itself as an OAuth 2.1 resource server (MCP authorization spec). */
 export interface ResourceServer {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 
 export interface CachedToken {
   readonly principal: Principal

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { decodeJwt, jwtVerify, SignJWT } from 'jose'
 import type { AuditLog } from '../audit/audit-log.js'
 import { SecurityError } from '../errors.js'
-import type { Principal } from '../pipeline/context.js'
-import type { HttpContext } from '../transport/http/context.js'
+import type { Exchange } from '../pipeline/exchange.js'
+import type { Principal } from '../principal.js'
 import { parseApiKey } from './api-key.js'
 import type { ApiKeyAuthenticator } from './authenticate.js'
 import { newFamily, type RefreshStore } from './refresh-store.js'
@@ -71,13 +71,15 @@ export class TokenService {
   }
 
   /** Form body and authenticated client of a token or revocation request. */
-  async #client(ctx: HttpContext): Promise<{ form: URLSearchParams; principal: Principal; keyId: string }> {
-    if (ctx.request.method !== 'POST') throw new OAuthError('invalid_request', 405, 'POST only')
-    if (!(ctx.request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded'))
+  async #client(ctx: Exchange): Promise<{ form: URLSearchParams; principal: Principal; keyId: string }> {
+    const request = ctx.http?.request
+    if (request === undefined) throw new OAuthError('invalid_request', 400, 'HTTP only')
+    if (request.method !== 'POST') throw new OAuthError('invalid_request', 405, 'POST only')
+    if (!(request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded'))
       throw new OAuthError('invalid_request', 400, 'form-encoded body required')
-    const form = new URLSearchParams(await ctx.request.text())
+    const form = new URLSearchParams(await request.text())
     for (const [name] of form) if (form.getAll(name).length > 1) throw new OAuthError('invalid_request', 400, `repeated parameter ${name}`)
-    const basic = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(ctx.request.headers.get('authorization') ?? '')?.[1]
+    const basic = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(request.headers.get('authorization') ?? '')?.[1]
     let id: string | undefined
     let secret: string | undefined
     if (basic !== undefined) {
@@ -144,7 +146,7 @@ export class TokenService {
   }
 
   /** `POST /oauth/token`. */
-  async token(ctx: HttpContext): Promise<Response> {
+  async token(ctx: Exchange): Promise<Response> {
     ctx.method = 'oauth/token'
     try {
       const { form, principal, keyId } = await this.#client(ctx)
@@ -153,7 +155,8 @@ export class TokenService {
         const scopes = this.#scopes(form.get('scope'), this.#o.scopesSupported)
         const family = newFamily()
         const body = await this.#issue(principal, keyId, scopes, family, Date.now() + this.#o.refreshTokenSeconds * 1000)
-        ctx.outcome = { event: 'token.issued', decision: 'allow', reason: 'OK', extra: { grant, family, scope: scopes.join(' ') } }
+        ctx.audit.allow('token.issued')
+        ctx.audit.note({ grant, family, scope: scopes.join(' ') })
         return new Response(JSON.stringify(body), { headers: NO_STORE })
       }
       if (grant === 'refresh_token') {
@@ -171,7 +174,7 @@ export class TokenService {
             decision: 'deny',
             reason: 'ERR_AUTH_REVOKED',
           })
-          ctx.outcome.extra = { ...ctx.outcome.extra, family: used.family, familyRevoked: true }
+          ctx.audit.note({ family: used.family, familyRevoked: true })
           throw new OAuthError('invalid_grant', 400, `refresh token reused: family ${used.family} revoked`)
         }
         if (used.status !== 'ok') throw new OAuthError('invalid_grant', 400, 'unknown or expired refresh token')
@@ -181,7 +184,8 @@ export class TokenService {
         }
         const scopes = this.#scopes(form.get('scope'), used.grant.scopes)
         const body = await this.#issue(principal, keyId, scopes, used.grant.family, used.grant.expiresAt)
-        ctx.outcome = { event: 'token.refreshed', decision: 'allow', reason: 'OK', extra: { grant, family: used.grant.family, scope: scopes.join(' ') } }
+        ctx.audit.allow('token.refreshed')
+        ctx.audit.note({ grant, family: used.grant.family, scope: scopes.join(' ') })
         return new Response(JSON.stringify(body), { headers: NO_STORE })
       }
       throw new OAuthError('unsupported_grant_type', 400, `grant_type ${JSON.stringify((grant ?? '').slice(0, 64))}`)
@@ -191,7 +195,7 @@ export class TokenService {
   }
 
   /** `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known. */
-  async revoke(ctx: HttpContext): Promise<Response> {
+  async revoke(ctx: Exchange): Promise<Response> {
     ctx.method = 'oauth/revoke'
     try {
       const { form, keyId } = await this.#client(ctx)
@@ -213,7 +217,8 @@ export class TokenService {
           what = `access token ${claims.jti}`
         }
       }
-      ctx.outcome = { event: 'token.revoked', decision: 'allow', reason: 'OK', extra: { revoked: what } }
+      ctx.audit.allow('token.revoked')
+      ctx.audit.note({ revoked: what })
       return new Response(null, { status: 200, headers: { 'cache-control': 'no-store' } })
     } catch (error) {
       return this.#refuse(ctx, error, 'token.denied')
@@ -231,13 +236,14 @@ export class TokenService {
     }
   }
 
-  #refuse(ctx: HttpContext, error: unknown, event: string): Response {
+  #refuse(ctx: Exchange, error: unknown, event: string): Response {
     if (!(error instanceof OAuthError)) {
       const failure = error instanceof SecurityError ? error : new SecurityError('ERR_INTERNAL', error instanceof Error ? error.message : 'token endpoint failure')
       throw failure
     }
     const code = error.error === 'invalid_client' ? 'ERR_AUTH_INVALID' : 'ERR_INVALID_REQUEST'
-    ctx.outcome = { event, decision: 'deny', reason: code, detail: `${error.error}: ${error.detail}`, extra: { ...ctx.outcome.extra, oauthError: error.error } }
+    ctx.audit.fail(new SecurityError(code, `${error.error}: ${error.detail}`), event)
+    ctx.audit.note({ oauthError: error.error })
     const headers: Record<string, string> = { ...NO_STORE }
     if (error.status === 401) headers['www-authenticate'] = 'Basic realm="mcp-bastion"'
     return new Response(JSON.stringify({ error: error.error }), { status: error.status, headers })

@@ -63,7 +63,7 @@ async function serve(args: string[]): Promise<void> {
   const path = configPath(values.config)
   const bastion = await createBastion(path === undefined ? {} : { config: path })
   if (values.stdio === true) {
-    const handle = serveStdio(bastion)
+    const handle = await serveStdio(bastion)
     const stop = async (): Promise<void> => {
       await handle.close()
       await bastion.close()

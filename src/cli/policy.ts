@@ -4,11 +4,11 @@ import { pino } from 'pino'
 import { MemoryAuditSink } from '../audit/audit-log.js'
 import { type Bastion, createBastion } from '../bastion.js'
 import { ConfigError } from '../config/load.js'
-import type { Principal } from '../pipeline/context.js'
 import { CompiledPolicy, PolicyError, type Target, type TraceEntry } from '../policy/engine.js'
 import { rbacRules } from '../policy/rbac.js'
 import { replay } from '../policy/replay.js'
 import { readPolicyFile } from '../policy/source.js'
+import type { Principal } from '../principal.js'
 
 export class PolicyUsageError extends Error {}
 

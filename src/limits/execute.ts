@@ -1,9 +1,8 @@
 import { SecurityError, toSecurityError } from '../errors.js'
-import type { CallContext } from '../pipeline/call.js'
-import { failureOutcome } from '../pipeline/context.js'
+import type { Exchange } from '../pipeline/exchange.js'
 import type { Metrics } from '../pipeline/metrics.js'
 import { maskValue } from '../protect/pii.js'
-import type { ToolOutput } from '../tools/registry.js'
+import type { ToolContext, ToolOutput } from '../tools/registry.js'
 import type { ConcurrencyCaps } from './concurrency.js'
 import { IsolatedRunError, runIsolated } from './isolated.js'
 import { exceedsBytes } from './output-size.js'
@@ -44,7 +43,7 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
 /**
  * The terminal stage: run the validated call under the concurrency caps, a timeout, the caller's
  * cancellation and the output cap, in process or in an isolated process.
- * - A full concurrency cap is a protocol error (-32029) with `data.retryAfterMs`.
+ * - A full concurrency cap is a protocol error (`ERR_CONCURRENCY_LIMIT`) with `data.retryAfterMs`.
  * - A timeout aborts the tool's signal and answers in-band `ERR_TOOL_TIMEOUT` at once; an in-process
  *   tool that ignores its signal keeps running unobserved (its audit line says `abandoned`), an
  *   isolated one is killed after a short grace.
@@ -53,22 +52,22 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
  * - A result over the size cap is refused in-band, never sent.
  * Does not check: permissions or arguments (earlier stages did), rate limits (charged earlier).
  */
-export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<ToolOutput> {
-  return async function executeToolTerminal(ctx) {
-    const tool = ctx.tool
-    const principal = ctx.request.principal
+export function executeTool(deps: ExecuteDeps): (x: Exchange, mcp: ToolContext['mcp'], canElicit: boolean) => Promise<ToolOutput> {
+  return async function executeToolTerminal(x, mcp, canElicit) {
+    const tool = x.tool
+    const principal = x.principal
     if (tool === undefined || principal === undefined) throw new SecurityError('ERR_INTERNAL', 'run stage reached without tool or principal')
     const def = tool.definition
     const limits = deps.plan.toolLimits(def.name, { timeoutMs: def.timeoutMs, maxOutputBytes: def.maxOutputBytes, memoryMb: def.isolate?.memoryMb, cpuMs: def.isolate?.cpuMs })
     const slot = deps.caps.acquire(principal.id)
     if ('refused' in slot) {
       deps.metrics.concurrencyRefused.inc({ cap: slot.refused })
-      ctx.request.outcome.extra = { ...ctx.request.outcome.extra, cap: slot.refused }
+      x.audit.note({ cap: slot.refused })
       throw new SecurityError('ERR_CONCURRENCY_LIMIT', `${slot.refused} concurrency cap reached`, { retryAfterMs: CONCURRENCY_RETRY_MS })
     }
     const timeout = new AbortController()
     const timer = setTimeout(() => timeout.abort(new SecurityError('ERR_TOOL_TIMEOUT', `tool ${def.name} ran past its ${limits.timeoutMs} ms timeout`)), limits.timeoutMs)
-    const signal = AbortSignal.any([ctx.signal, ctx.request.signal, timeout.signal])
+    const signal = AbortSignal.any([mcp.mcpReq.signal, x.signal, timeout.signal])
     const started = performance.now()
     const extra: Record<string, string | number | boolean> = {}
     let code = 'OK'
@@ -82,8 +81,8 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
         const ran = await runIsolated({
           module: String(def.isolate.module),
           exportName: def.isolate.export ?? 'run',
-          args: ctx.args,
-          context: { requestId: ctx.request.requestId, principal },
+          args: x.args,
+          context: { requestId: x.requestId, principal },
           memoryMb: limits.memoryMb ?? 256,
           cpuMs: limits.cpuMs ?? 10_000,
           maxOutputBytes: limits.maxOutputBytes,
@@ -96,25 +95,23 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
         extra.peakRssBytes = ran.usage.peakRssBytes
         output = ran.result as ToolOutput
       } else {
-        const toolCtx = {
-          requestId: ctx.request.requestId,
+        const toolCtx: ToolContext = {
+          requestId: x.requestId,
           principal,
           signal,
-          mcp: ctx.mcp,
-          canElicit: ctx.canElicit,
-          policy: ctx.decision?.output ?? {},
-          audit: (fields: Record<string, unknown>) => {
-            ctx.request.outcome.extra = { ...ctx.request.outcome.extra, ...fields }
-          },
+          mcp,
+          canElicit,
+          policy: x.decision?.output ?? {},
+          audit: (fields: Record<string, unknown>) => x.audit.note(fields),
         }
-        const work = def.run(ctx.args, toolCtx).finally(() => {
+        const work = def.run(x.args, toolCtx).finally(() => {
           settled = true
         })
         running = work
         output = await untilAborted(work, signal)
       }
       if (exceedsBytes(output, limits.maxOutputBytes)) throw new SecurityError('ERR_OUTPUT_TOO_LARGE', `tool ${def.name} returned more than ${limits.maxOutputBytes} bytes`)
-      const mode = deps.piiMode(def.name, ctx.decision?.output?.pii)
+      const mode = deps.piiMode(def.name, x.decision?.output?.pii)
       extra.pii = mode
       if (mode === 'allow') return output
       // An input-required result's `requestState` is sealed server state, not data: masking could only corrupt it.
@@ -142,14 +139,14 @@ export function executeTool(deps: ExecuteDeps): (ctx: CallContext) => Promise<To
       // Cancelled: the client no longer waits for an answer (the SDK sends none); the audit stage
       // records it like any refusal.
       if (failure.code === 'ERR_CANCELLED') throw failure
-      ctx.request.outcome = failureOutcome(ctx.request.outcome, 'tool.call', failure)
-      return deps.toolError(failure, ctx.request.requestId)
+      x.audit.fail(failure)
+      return deps.toolError(failure, x.requestId)
     } finally {
       clearTimeout(timer)
       const ms = performance.now() - started
       extra.toolMs = Math.round(ms * 100) / 100
       if (!settled) extra.abandoned = true
-      ctx.request.outcome.extra = { ...ctx.request.outcome.extra, ...extra }
+      x.audit.note(extra)
       deps.metrics.inFlight.dec()
       deps.metrics.toolCalls.inc({ tool: def.name, code })
       deps.metrics.toolSeconds.observe({ tool: def.name }, ms / 1000)

@@ -21,13 +21,24 @@ export function assertJsonDepth(text: string, max: number): void {
   }
 }
 
+// Strict: invalid UTF-8 is an error, and a byte-order mark is kept (so JSON.parse refuses it) rather
+// than silently dropped; two decoders that disagree about a BOM would see two different bodies.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
 /**
- * Parse a request body: byte cap, depth cap, then JSON.parse exactly once. The parsed value is the
- * one every later stage sees.
+ * Parse a request body: byte cap, strict UTF-8, depth cap, then JSON.parse exactly once. The parsed
+ * value is the one every later stage sees.
  * @throws SecurityError ERR_BODY_TOO_LARGE, ERR_JSON_TOO_DEEP, ERR_PARSE
  */
-export function parseJsonBody(text: string, limits: { maxBytes: number; maxDepth: number }): unknown {
-  if (Buffer.byteLength(text, 'utf8') > limits.maxBytes) throw new SecurityError('ERR_BODY_TOO_LARGE', `body over ${limits.maxBytes} bytes`)
+export function parseJsonBody(body: Uint8Array | string, limits: { maxBytes: number; maxDepth: number }): unknown {
+  const size = typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : body.byteLength
+  if (size > limits.maxBytes) throw new SecurityError('ERR_BODY_TOO_LARGE', `body over ${limits.maxBytes} bytes`)
+  let text: string
+  try {
+    text = typeof body === 'string' ? body : UTF8.decode(body)
+  } catch {
+    throw new SecurityError('ERR_PARSE', 'body is not valid UTF-8')
+  }
   assertJsonDepth(text, limits.maxDepth)
   try {
     return JSON.parse(text)

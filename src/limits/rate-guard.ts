@@ -1,7 +1,6 @@
-import { SecurityError, toSecurityError } from '../errors.js'
-import type { RequestContext } from '../pipeline/context.js'
+import { SecurityError, toSecurityError, WIRE } from '../errors.js'
+import { type Exchange, type Stage, toolNameOf } from '../pipeline/exchange.js'
 import type { Metrics } from '../pipeline/metrics.js'
-import { type HttpGuard, rpcToolOf } from '../transport/http/context.js'
 import type { RateLimiter } from './memory-limiter.js'
 import type { RatePlan } from './rate-plan.js'
 import type { Charge } from './token-bucket.js'
@@ -14,14 +13,12 @@ export interface RateLimitDeps {
   readonly dangerouslyFailOpen: boolean
 }
 
-const AUTH_FAILURES = new Set(['ERR_AUTH_MISSING', 'ERR_AUTH_INVALID', 'ERR_AUTH_EXPIRED', 'ERR_AUTH_REVOKED'])
-
 /**
  * Charge a request to its buckets. A refusal throws ERR_RATE_LIMITED naming the bucket, with the
  * exact wait; the audit line gets both. A backend failure throws ERR_LIMITS_UNAVAILABLE (503)
  * unless the operator opted out, in which case the request passes and its audit line says so.
  */
-export async function charge(deps: RateLimitDeps, ctx: RequestContext, charges: readonly Charge[], peek = false): Promise<void> {
+export async function charge(deps: RateLimitDeps, x: Exchange, charges: readonly Charge[], peek = false): Promise<void> {
   let decision: Awaited<ReturnType<RateLimiter['take']>>
   try {
     decision = await deps.limiter.take(charges, peek)
@@ -32,12 +29,12 @@ export async function charge(deps: RateLimitDeps, ctx: RequestContext, charges: 
       throw failure.code === 'ERR_LIMITS_UNAVAILABLE' ? failure : new SecurityError('ERR_LIMITS_UNAVAILABLE', `rate limiter failed: ${failure.message}`, { cause: error })
     }
     deps.metrics.limiterErrors.inc({ backend: deps.limiter.backend, action: 'admitted' })
-    ctx.outcome.extra = { ...ctx.outcome.extra, limits: 'fail-open', limitsError: failure.message.slice(0, 200) }
+    x.audit.note({ limits: 'fail-open', limitsError: failure.message.slice(0, 200) })
     return
   }
   if (decision.admitted) return
   deps.metrics.rateLimited.inc({ bucket: decision.bucket })
-  ctx.outcome.extra = { ...ctx.outcome.extra, bucket: decision.bucket, retryAfterMs: decision.retryAfterMs }
+  x.audit.note({ bucket: decision.bucket, retryAfterMs: decision.retryAfterMs })
   throw new SecurityError('ERR_RATE_LIMITED', `bucket ${decision.bucket} is empty; retry in ${decision.retryAfterMs} ms`, { retryAfterMs: decision.retryAfterMs })
 }
 
@@ -47,14 +44,15 @@ export async function charge(deps: RateLimitDeps, ctx: RequestContext, charges: 
  * requests cost it nothing, so many users behind one address are limited by their own buckets.
  * Does not check: who the caller is (authentication does), authenticated request rates.
  */
-export function anonymousLimitGuard(deps: RateLimitDeps): HttpGuard {
-  return async function anonymousLimitStage(ctx, next) {
-    const charges = deps.plan.anonymous(ctx.remoteAddress)
-    await charge(deps, ctx, charges, true)
+export function anonymousLimit(deps: RateLimitDeps): Stage {
+  return async function anonymousLimitStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
+    if (x.http === undefined) return next()
+    const charges = deps.plan.anonymous(x.remoteAddress)
+    await charge(deps, x, charges, true)
     try {
       return await next()
     } catch (error) {
-      if (ctx.principal === undefined && error instanceof SecurityError && AUTH_FAILURES.has(error.code)) {
+      if (x.principal === undefined && error instanceof SecurityError && WIRE[error.code].http === 401) {
         // Best effort: the request is refused either way; a backend failure here must not turn
         // the authentication failure into a different answer.
         await deps.limiter.take(charges).catch(() => undefined)
@@ -65,22 +63,19 @@ export function anonymousLimitGuard(deps: RateLimitDeps): HttpGuard {
 }
 
 /**
- * After authentication: charge every request to the MCP endpoint (JSON-RPC requests,
- * notifications, responses, stream GETs and DELETEs alike: none is free to serve) to the
- * principal's, tenant's and global buckets, and a `tools/call` also its tool's cost, tier and own
- * bucket, all or nothing; a refusal is HTTP 429 with `Retry-After`.
- * Does not check: unregistered tool names (charged like any request; the call pipeline answers
+ * After authentication: charge every message (JSON-RPC requests, notifications, responses, stream
+ * GETs and DELETEs alike: none is free to serve) to the principal's, tenant's and global buckets,
+ * and a `tools/call` of a registered tool also its cost, tier and own bucket, all or nothing; a
+ * refusal is HTTP 429 with `Retry-After`.
+ * Does not check: unregistered tool names (charged like any request; the resolve stage answers
  * not-found), requests in flight (the concurrency cap does).
  */
-export function rateLimitGuard(deps: RateLimitDeps, isTool: (name: string) => boolean): HttpGuard {
-  return async function rateLimitStage(ctx, next) {
-    const principal = ctx.principal
-    if (principal === undefined) return next()
-    const named = ctx.request.method === 'POST' ? rpcToolOf(ctx.body) : undefined
-    const tool = named !== undefined && isTool(named) ? named : undefined
-    if (tool !== undefined) ctx.tool = tool
-    await charge(deps, ctx, deps.plan.forRequest(principal, tool))
-    ctx.limited = true
+export function rateLimit(deps: RateLimitDeps, isTool: (name: string) => boolean): Stage {
+  return async function rateLimitStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
+    const principal = x.principal
+    if (principal === undefined) throw new SecurityError('ERR_INTERNAL', 'rate limit stage reached unauthenticated')
+    const named = toolNameOf(x.message)
+    await charge(deps, x, deps.plan.forRequest(principal, named !== undefined && isTool(named) ? named : undefined))
     return next()
   }
 }

@@ -1,6 +1,6 @@
 import { isIPv6 } from 'node:net'
 import type { LimitsConfig, RateSpec } from '../config/schema.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import { type BucketShape, type Charge, parseRate } from './token-bucket.js'
 
 /** A bucket's shape from config: capacity is the burst, or the rate's count. */

@@ -1,5 +1,5 @@
 import { Environment } from '@marcbachmann/cel-js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 
 /** A JSON Schema object as the registry produces it (from zod), or undefined for "any". */
 export type JsonSchema = Readonly<Record<string, unknown>>

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import { argsDeclaration, type Condition, ConditionError, compileCondition, type JsonSchema, principalValue, toCel } from './cel.js'
 import type { PolicyRule, Subjects } from './schema.js'
 

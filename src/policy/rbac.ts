@@ -1,4 +1,4 @@
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import type { TargetKind } from './engine.js'
 import type { PolicyRule } from './schema.js'
 

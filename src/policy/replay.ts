@@ -1,4 +1,4 @@
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 import type { CompiledPolicy, Target } from './engine.js'
 
 /** One recorded decision that a candidate policy would decide differently. */

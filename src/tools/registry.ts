@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import type { CallToolResult, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '@modelcontextprotocol/server'
 import { z } from 'zod'
 import type { IsolateOptions } from '../limits/isolated.js'
-import type { Principal } from '../pipeline/context.js'
+import type { Principal } from '../principal.js'
 
 /** What a tool receives besides its validated arguments. */
 export interface ToolContext {

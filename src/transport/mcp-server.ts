@@ -1,8 +1,8 @@
 import {
   CLIENT_CAPABILITIES_META_KEY,
   type ClientCapabilities,
+  isInputRequiredResult,
   McpServer,
-  ProtocolError,
   ResourceTemplate,
   type ServerCapabilities,
   type ServerContext,
@@ -10,16 +10,15 @@ import {
   UriTemplate,
 } from '@modelcontextprotocol/server'
 import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
-import { type AuditLog, eventFor } from '../audit/audit-log.js'
 import type { ScopeRules } from '../auth/resource-metadata.js'
-
-import { publicText, rpcError, SecurityError, toSecurityError } from '../errors.js'
-import type { CallContext } from '../pipeline/call.js'
-import { failureOutcome, type Principal, policyOf, type RequestContext } from '../pipeline/context.js'
+import { SecurityError, toSecurityError, WIRE } from '../errors.js'
+import { type Exchange, policyOf } from '../pipeline/exchange.js'
 import type { CompiledPolicy, Target } from '../policy/engine.js'
+import type { Principal } from '../principal.js'
 import { auditArgs } from '../protect/redact.js'
-import type { Catalog } from '../tools/catalog.js'
+import type { Catalog, PromptDefinition, ResourceDefinition, ResourceTemplateDefinition } from '../tools/catalog.js'
 import type { ToolOutput, ToolRegistry } from '../tools/registry.js'
+import { toolErrorResult, toProtocolError } from './wire.js'
 
 export interface ServerDeps {
   readonly info: { readonly name: string; readonly version: string }
@@ -27,8 +26,8 @@ export interface ServerDeps {
   readonly catalog: Catalog
   readonly policy: () => CompiledPolicy
   readonly scopes: ScopeRules
-  readonly audit: AuditLog
-  readonly callPipeline: (ctx: CallContext) => Promise<ToolOutput>
+  /** The call path for a tool the stage list has resolved and authorized (transport/stages.ts callPath). */
+  readonly run: (x: Exchange, mcp: ServerContext, canElicit: boolean) => Promise<ToolOutput>
   /** One validator for every instance: building one per request triples the SDK's cost per call. */
   readonly validator: AjvJsonSchemaValidator
   /** Extra capabilities a library user's tools rely on (logging, completions, …). */
@@ -36,88 +35,68 @@ export interface ServerDeps {
   readonly requestState?: ServerOptions['requestState']
 }
 
-/**
- * How a handler finds its request context: over HTTP it rides in `authInfo.extra` from the edge
- * (which authenticated the request and writes its audit line); over stdio it is made per message
- * from the process principal, and the handler writes the line (`auditHere`).
- */
-export type ContextSource = (handlerCtx: ServerContext) => { ctx: RequestContext; auditHere: boolean }
+/** How a handler finds the exchange of the request it serves (a typed map kept by the transport). */
+export type ExchangeOf = (handlerCtx: ServerContext) => Exchange
 
-export function toProtocolError(error: SecurityError, requestId: string): ProtocolError {
-  const wire = rpcError(error, requestId)
-  return new ProtocolError(wire.code, publicText(error), wire.data)
+const visibleResource = (policy: CompiledPolicy, p: Principal, r: ResourceDefinition): boolean =>
+  policy.decide(p, { kind: 'resource', name: r.name, uri: r.uri, action: 'list' }, undefined).allow &&
+  policy.decide(p, { kind: 'resource', name: r.name, uri: r.uri, action: 'read' }, undefined).allow
+const visibleTemplate = (policy: CompiledPolicy, p: Principal, t: ResourceTemplateDefinition): boolean => policy.templateReachable(p, t.name, t.uriTemplate)
+const visiblePrompt = (policy: CompiledPolicy, p: Principal, d: PromptDefinition): boolean => policy.reachable(p, { kind: 'prompt', name: d.name }).allow
+
+function principalOf(x: Exchange): Principal {
+  if (x.principal === undefined) throw new SecurityError('ERR_INTERNAL', 'SDK handler reached without a principal')
+  return x.principal
 }
 
-/**
- * Run a non-tool handler inside the request's audit scope: one line per request when this
- * transport audits in the handler, and SecurityErrors turned into safe protocol errors.
- */
-async function audited<T>(
-  deps: ServerDeps,
-  contextOf: ContextSource,
-  handlerCtx: ServerContext,
-  method: string,
-  target: string | undefined,
-  run: (ctx: RequestContext) => Promise<T>,
-  authorize?: { target: Target; args: unknown },
-): Promise<T> {
-  const { ctx, auditHere } = contextOf(handlerCtx)
-  ctx.method = method
-  if (target !== undefined) ctx.outcome.extra = { ...ctx.outcome.extra, target }
+/** A list or read handler's body, with its refusals rendered through the wire and recorded on the exchange. */
+async function guarded<T>(x: Exchange, run: () => Promise<T>): Promise<T> {
   try {
-    if (authorize !== undefined) {
-      // Decided at use, by the policy in force now: a session's lists may predate a reload.
-      const principal = ctx.principal
-      if (principal === undefined) throw new SecurityError('ERR_INTERNAL', `${method} without a principal`)
-      const policy = policyOf(ctx, deps.policy)
-      const decision = policy.decide(principal, authorize.target, authorize.args)
-      const recorded = authorize.target.kind === 'resource' ? { uri: authorize.target.uri.slice(0, 1024) } : auditArgs(authorize.args)
-      ctx.outcome.extra = { ...ctx.outcome.extra, ...recorded, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' }
-      if (!decision.allow)
-        throw new SecurityError(
-          'ERR_FORBIDDEN',
-          `policy ${policy.version} denies ${principal.id} ${method} ${target ?? ''} (${decision.rule})${decision.error === undefined ? '' : `: ${decision.error}`}`,
-        )
-    }
-    const result = await run(ctx)
-    if (auditHere) {
-      deps.audit.recordRequest(ctx)
-      await deps.audit.flush()
-    }
-    return result
+    return await run()
   } catch (error) {
-    // The outcome is set whichever transport writes the line (HTTP writes it at the edge).
-    if (error instanceof ProtocolError) {
-      if (!ctx.audited) ctx.outcome = failureOutcome(ctx.outcome, 'request', new SecurityError('ERR_INVALID_REQUEST', `protocol error ${error.code}`))
-      if (auditHere && !ctx.audited) deps.audit.recordRequest(ctx)
-      throw error
-    }
     const failure = toSecurityError(error)
-    if (!ctx.audited) ctx.outcome = failureOutcome(ctx.outcome, eventFor(failure.code), failure)
-    if (auditHere && !ctx.audited && failure.code !== 'ERR_AUDIT_UNAVAILABLE') deps.audit.recordRequest(ctx)
-    throw toProtocolError(failure, ctx.requestId)
+    x.audit.fail(failure)
+    throw toProtocolError(failure, x.requestId)
   }
 }
 
+/** Decide a resource read or prompt get by the policy in force for this request; a hidden target is not found. */
+function authorize(x: Exchange, deps: ServerDeps, target: Target, args: unknown, visible: boolean): void {
+  const principal = principalOf(x)
+  const policy = policyOf(x, deps.policy)
+  const name = target.kind === 'tool' ? target.name : target.name
+  x.audit.note({ target: name })
+  if (!visible) throw new SecurityError(target.kind === 'prompt' ? 'ERR_INVALID_PARAMS' : 'ERR_RESOURCE_NOT_FOUND', `${principal.id} may not see ${target.kind} ${name}`)
+  const decision = policy.decide(principal, target, args)
+  const recorded = target.kind === 'resource' ? { uri: target.uri.slice(0, 1024) } : auditArgs(args)
+  x.audit.note({ ...recorded, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' })
+  if (!decision.allow)
+    throw new SecurityError(
+      'ERR_FORBIDDEN',
+      `policy ${policy.version} denies ${principal.id} ${target.kind} ${name} (${decision.rule})${decision.error === undefined ? '' : `: ${decision.error}`}`,
+    )
+}
+
+const promptArguments = (p: PromptDefinition) =>
+  p.args === undefined
+    ? undefined
+    : Object.entries(p.args.shape).map(([name, schema]) => ({
+        name,
+        ...(schema.description === undefined ? {} : { description: schema.description }),
+        required: !schema.safeParse(undefined).success,
+      }))
+
 /**
- * An SDK `McpServer` for one principal: tools go through the call pipeline (the registry's shared
- * descriptors, filtered per caller); resources and prompts are registered only when the caller
- * may use them, so lists are filtered and a forbidden one is simply not found.
+ * An SDK server whose handlers only run what the stage list (transport/stages.ts) has already
+ * decided: the tool a request resolved to, with its validated arguments. Lists are decided for the
+ * credential presented on each request, never for the one that opened a session. Resource reads and
+ * prompt gets are decided here, by the same policy, because only the SDK resolves a URI to a template.
  * Cheap to build: descriptors, schemas and the validator are shared across instances.
  */
-export function buildServer(deps: ServerDeps, principal: Principal, contextOf: ContextSource, era: 'legacy' | 'modern' = 'legacy'): McpServer {
-  const policy = deps.policy()
-  // Lists show what the caller may use: resources it may both list and read, by their URI.
-  const resources = deps.catalog.resources.filter(
-    (r) =>
-      policy.decide(principal, { kind: 'resource', name: r.name, uri: r.uri, action: 'list' }, undefined).allow &&
-      policy.decide(principal, { kind: 'resource', name: r.name, uri: r.uri, action: 'read' }, undefined).allow,
-  )
-  const templates = deps.catalog.templates.filter((t) => policy.templateReachable(principal, t.name, t.uriTemplate))
-  const prompts = deps.catalog.prompts.filter((p) => policy.reachable(principal, { kind: 'prompt', name: p.name }).allow)
-  const hasResources = deps.catalog.resources.length + deps.catalog.templates.length > 0
-  const hasPrompts = deps.catalog.prompts.length > 0
-
+export function buildServer(deps: ServerDeps, exchangeOf: ExchangeOf, era: 'legacy' | 'modern'): McpServer {
+  const { catalog } = deps
+  const hasResources = catalog.resources.length + catalog.templates.length > 0
+  const hasPrompts = catalog.prompts.length > 0
   const mcp = new McpServer(deps.info, {
     capabilities: {
       ...deps.capabilities,
@@ -129,100 +108,167 @@ export function buildServer(deps: ServerDeps, principal: Principal, contextOf: C
     ...(deps.requestState === undefined ? {} : { requestState: deps.requestState }),
   })
   const server = mcp.server
-  // The SDK's HTTP entry validates `Mcp-Param-*` headers (SEP-2243) against this schema before
-  // dispatch; tools registered through bastion are not in McpServer's own table, so supply them.
-  mcp.toolInputSchemaJson = (name: string) => deps.registry.get(name)?.descriptor.inputSchema
 
-  server.setRequestHandler('tools/list', (_request, handlerCtx) =>
-    audited(deps, contextOf, handlerCtx, 'tools/list', undefined, async (ctx) => {
-      const current = policyOf(ctx, deps.policy)
-      ctx.outcome.extra = { ...ctx.outcome.extra, policy: current.version }
-      const tools = deps.registry
-        .all()
-        .filter((t) => current.reachable(principal, { kind: 'tool', name: t.definition.name }).allow)
-        .map((t) => t.descriptor)
-      return { tools }
-    }),
-  )
+  server.setRequestHandler('tools/list', (_request, ctx) => {
+    const x = exchangeOf(ctx)
+    return guarded(x, async () => {
+      const principal = principalOf(x)
+      const policy = policyOf(x, deps.policy)
+      x.audit.note({ policy: policy.version })
+      return {
+        tools: deps.registry
+          .all()
+          .filter((t) => policy.reachable(principal, { kind: 'tool', name: t.definition.name }).allow)
+          .map((t) => t.descriptor),
+      }
+    })
+  })
 
-  server.setRequestHandler('tools/call', async (request, handlerCtx) => {
-    const { ctx } = contextOf(handlerCtx)
-    const signal = handlerCtx.mcpReq.signal
-    try {
+  server.setRequestHandler('tools/call', async (request, ctx) => {
+    const x = exchangeOf(ctx)
+    return guarded(x, async () => {
+      // The SDK parsed the same message the stage list decided on; a different name is a bug, not a call.
+      if (x.tool === undefined || x.tool.definition.name !== request.params.name) throw new SecurityError('ERR_INTERNAL', 'tools/call reached the SDK without its decision')
       // 2026-07-28: capabilities ride in each request's envelope; 2025-11-25: declared at initialize.
       const capabilities =
         era === 'modern'
-          ? ((handlerCtx.mcpReq.envelope as Record<string, unknown> | undefined)?.[CLIENT_CAPABILITIES_META_KEY] as ClientCapabilities | undefined)
+          ? ((ctx.mcpReq.envelope as Record<string, unknown> | undefined)?.[CLIENT_CAPABILITIES_META_KEY] as ClientCapabilities | undefined)
           : server.getClientCapabilities()
-      const canElicit = capabilities?.elicitation !== undefined
-      return await deps.callPipeline({
-        request: ctx,
-        name: request.params.name,
-        rawArgs: request.params.arguments,
-        signal,
-        mcp: handlerCtx,
-        canElicit,
-        tool: undefined,
-        args: undefined,
-      })
-    } catch (error) {
-      throw toProtocolError(toSecurityError(error), ctx.requestId)
-    }
+      const running = deps.run(x, ctx, capabilities?.elicitation !== undefined)
+      x.audit.hold(running)
+      let output: ToolOutput
+      try {
+        output = await running
+      } catch (error) {
+        const failure = toSecurityError(error)
+        x.audit.fail(failure)
+        // MCP: tool execution errors (invalid arguments among them) are reported in the result.
+        if (WIRE[failure.code].carrier === 'tool') return toolErrorResult(failure, x.requestId)
+        // A cancelled request gets no answer (MCP cancellation): its line is written now.
+        if (failure.code === 'ERR_CANCELLED') await x.audit.commit()
+        throw failure
+      }
+      if (era === 'legacy' && isInputRequiredResult(output)) {
+        // The SDK asks the client on the open stream and runs the call again on this request: this
+        // round's line is written now, the next round gets its own.
+        await x.audit.commit()
+        x.audit.nextRound()
+      }
+      return output
+    })
   })
+
+  for (const r of catalog.resources) {
+    const meta = { ...(r.description === undefined ? {} : { description: r.description }), ...(r.mimeType === undefined ? {} : { mimeType: r.mimeType }) }
+    mcp.registerResource(r.name, r.uri, meta, (uri, ctx) => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => {
+        authorize(x, deps, { kind: 'resource', name: r.name, uri: uri.href, action: 'read' }, undefined, visibleResource(policyOf(x, deps.policy), principalOf(x), r))
+        return r.read(uri, ctx)
+      })
+    })
+  }
+  for (const t of catalog.templates) {
+    const meta = { ...(t.description === undefined ? {} : { description: t.description }), ...(t.mimeType === undefined ? {} : { mimeType: t.mimeType }) }
+    mcp.registerResource(t.name, new ResourceTemplate(t.uriTemplate, { list: undefined }), meta, (uri, variables, ctx) => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => {
+        authorize(x, deps, { kind: 'resource', name: t.name, uri: uri.href, action: 'read' }, undefined, visibleTemplate(policyOf(x, deps.policy), principalOf(x), t))
+        return t.read(uri, variables, ctx)
+      })
+    })
+  }
+  for (const p of catalog.prompts) {
+    const meta = { ...(p.title === undefined ? {} : { title: p.title }), ...(p.description === undefined ? {} : { description: p.description }) }
+    const get = (ctx: ServerContext, args: Record<string, string>) => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => {
+        authorize(x, deps, { kind: 'prompt', name: p.name }, args, visiblePrompt(policyOf(x, deps.policy), principalOf(x), p))
+        return p.get(args, ctx)
+      })
+    }
+    if (p.args === undefined) mcp.registerPrompt(p.name, meta, (ctx) => get(ctx, {}))
+    else mcp.registerPrompt(p.name, { ...meta, argsSchema: p.args }, (args, ctx) => get(ctx, args as Record<string, string>))
+  }
+
+  // Lists for the caller of this request (the SDK's own list handlers would show every registration).
+  if (hasResources) {
+    server.setRequestHandler('resources/list', (_request, ctx) => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => {
+        const policy = policyOf(x, deps.policy)
+        const who = principalOf(x)
+        return {
+          resources: catalog.resources
+            .filter((r) => visibleResource(policy, who, r))
+            .map((r) => ({
+              uri: r.uri,
+              name: r.name,
+              ...(r.description === undefined ? {} : { description: r.description }),
+              ...(r.mimeType === undefined ? {} : { mimeType: r.mimeType }),
+            })),
+        }
+      })
+    })
+    server.setRequestHandler('resources/templates/list', (_request, ctx) => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => {
+        const policy = policyOf(x, deps.policy)
+        const who = principalOf(x)
+        return {
+          resourceTemplates: catalog.templates
+            .filter((t) => visibleTemplate(policy, who, t))
+            .map((t) => ({
+              uriTemplate: t.uriTemplate,
+              name: t.name,
+              ...(t.description === undefined ? {} : { description: t.description }),
+              ...(t.mimeType === undefined ? {} : { mimeType: t.mimeType }),
+            })),
+        }
+      })
+    })
+  }
+  if (hasPrompts) {
+    server.setRequestHandler('prompts/list', (_request, ctx) => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => {
+        const policy = policyOf(x, deps.policy)
+        const who = principalOf(x)
+        return {
+          prompts: catalog.prompts
+            .filter((p) => visiblePrompt(policy, who, p))
+            .map((p) => {
+              const args = promptArguments(p)
+              return {
+                name: p.name,
+                ...(p.title === undefined ? {} : { title: p.title }),
+                ...(p.description === undefined ? {} : { description: p.description }),
+                ...(args === undefined ? {} : { arguments: args }),
+              }
+            }),
+        }
+      })
+    })
+  }
 
   // resources/subscribe exists only in the 2025 era (2026-07-28 replaced it with subscriptions/listen,
   // which the SDK serves). A caller may subscribe only to a URI it may read.
   if (era === 'legacy' && deps.capabilities?.resources?.subscribe === true) {
-    const readable = (uri: string): boolean => resources.some((r) => r.uri === uri) || templates.some((t) => new UriTemplate(t.uriTemplate).match(uri) !== null)
     for (const method of ['resources/subscribe', 'resources/unsubscribe'] as const) {
-      server.setRequestHandler(method, (request, handlerCtx) =>
-        audited(deps, contextOf, handlerCtx, method, request.params.uri.slice(0, 256), async () => {
-          if (!readable(request.params.uri)) throw new ProtocolError(-32602, 'resource not found', { uri: request.params.uri.slice(0, 256) })
+      server.setRequestHandler(method, (request, ctx) => {
+        const x = exchangeOf(ctx)
+        return guarded(x, async () => {
+          const policy = policyOf(x, deps.policy)
+          const who = principalOf(x)
+          const uri = request.params.uri
+          x.audit.note({ target: uri.slice(0, 256) })
+          const readable =
+            catalog.resources.some((r) => r.uri === uri && visibleResource(policy, who, r)) ||
+            catalog.templates.some((t) => new UriTemplate(t.uriTemplate).match(uri) !== null && visibleTemplate(policy, who, t))
+          if (!readable) throw new SecurityError('ERR_RESOURCE_NOT_FOUND', 'subscribe to an unknown or hidden resource')
           return {}
-        }),
-      )
-    }
-  }
-  for (const r of resources) {
-    mcp.registerResource(
-      r.name,
-      r.uri,
-      { ...(r.description === undefined ? {} : { description: r.description }), ...(r.mimeType === undefined ? {} : { mimeType: r.mimeType }) },
-      (uri, handlerCtx) =>
-        audited(deps, contextOf, handlerCtx, 'resources/read', r.name, () => r.read(uri, handlerCtx), {
-          target: { kind: 'resource', name: r.name, uri: uri.href, action: 'read' },
-          args: undefined,
-        }),
-    )
-  }
-  for (const t of templates) {
-    mcp.registerResource(
-      t.name,
-      new ResourceTemplate(t.uriTemplate, { list: undefined }),
-      { ...(t.description === undefined ? {} : { description: t.description }), ...(t.mimeType === undefined ? {} : { mimeType: t.mimeType }) },
-      (uri, variables, handlerCtx) =>
-        audited(deps, contextOf, handlerCtx, 'resources/read', t.name, () => t.read(uri, variables, handlerCtx), {
-          target: { kind: 'resource', name: t.name, uri: uri.href, action: 'read' },
-          args: undefined,
-        }),
-    )
-  }
-  for (const p of prompts) {
-    const meta = {
-      ...(p.title === undefined ? {} : { title: p.title }),
-      ...(p.description === undefined ? {} : { description: p.description }),
-    }
-    if (p.args === undefined) {
-      mcp.registerPrompt(p.name, meta, (handlerCtx) =>
-        audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get({}, handlerCtx), { target: { kind: 'prompt', name: p.name }, args: {} }),
-      )
-    } else {
-      mcp.registerPrompt(p.name, { ...meta, argsSchema: p.args }, (args, handlerCtx) =>
-        audited(deps, contextOf, handlerCtx, 'prompts/get', p.name, () => p.get(args as Record<string, string>, handlerCtx), {
-          target: { kind: 'prompt', name: p.name },
-          args,
-        }),
-      )
+        })
+      })
     }
   }
   return mcp

@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type AuditFields, AuditLog, type AuditSink, FileAuditSink, MemoryAuditSink, toJsonLine } from '../../src/audit/audit-log.js'
 import { publicText, SecurityError } from '../../src/errors.js'
-import { createContext } from '../../src/pipeline/context.js'
+import { createExchange } from '../../src/pipeline/exchange.js'
 
 const FIXED = new Date('2026-01-02T03:04:05.678Z')
 const clock = () => FIXED
@@ -110,22 +110,23 @@ describe('AuditLog', () => {
     expect(publicText(caught)).toBe('service unavailable')
   })
 
-  it('recordRequest writes one line per request, from the context, and only once', () => {
+  it('an audit scope writes one line per request, from the exchange, and only once', async () => {
     const sink = new MemoryAuditSink()
     const log = new AuditLog(sink, clock)
-    const ctx = createContext({ requestId: 'req-00000001', transport: 'http', remoteAddress: '127.0.0.1', signal: new AbortController().signal })
-    ctx.principal = { id: 'key:0123456789abcdef', kind: 'api-key', name: 'ci', roles: ['reader'] }
-    ctx.method = 'tools/call'
-    ctx.tool = 'read_file'
-    ctx.outcome = { event: 'tool.call', decision: 'deny', reason: 'ERR_FORBIDDEN', detail: 'no rule', extra: { rule: 'default-deny' } }
-    log.recordRequest(ctx)
-    log.recordRequest(ctx)
-    expect(ctx.audited).toBe(true)
+    const x = createExchange({ requestId: 'req-00000001', transport: 'http', remoteAddress: '127.0.0.1', signal: new AbortController().signal, audit: log })
+    x.principal = { id: 'key:0123456789abcdef', kind: 'api-key', name: 'ci', roles: ['reader'] }
+    x.method = 'tools/call'
+    x.message = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'read_file' } }
+    x.audit.note({ rule: 'default-deny' })
+    x.audit.fail(new SecurityError('ERR_FORBIDDEN', 'no rule'))
+    await x.audit.commit()
+    await x.audit.commit()
+    expect(x.audit.committed).toBe(true)
     expect(sink.lines).toHaveLength(1)
     const [line] = sink.lines
     expect(JSON.parse(line ?? '')).toMatchObject({
       ts: FIXED.toISOString(),
-      event: 'tool.call',
+      event: 'authz.denied',
       requestId: 'req-00000001',
       principal: 'key:0123456789abcdef',
       roles: ['reader'],
@@ -140,7 +141,7 @@ describe('AuditLog', () => {
     })
   })
 
-  it('recordRequest does not mark the request audited when the sink fails', () => {
+  it('an audit scope whose sink fails throws ERR_AUDIT_UNAVAILABLE', async () => {
     const log = new AuditLog(
       {
         write() {
@@ -150,9 +151,8 @@ describe('AuditLog', () => {
       },
       clock,
     )
-    const ctx = createContext({ requestId: 'req-00000002', transport: 'stdio', remoteAddress: undefined, signal: new AbortController().signal })
-    expect(() => log.recordRequest(ctx)).toThrow(SecurityError)
-    expect(ctx.audited).toBe(false)
+    const x = createExchange({ requestId: 'req-00000002', transport: 'stdio', remoteAddress: undefined, signal: new AbortController().signal, audit: log })
+    await expect(x.audit.commit()).rejects.toMatchObject({ code: 'ERR_AUDIT_UNAVAILABLE' })
   })
 })
 

@@ -143,9 +143,9 @@ describe('stdio mode', () => {
     expect(lines).toContainEqual(expect.objectContaining({ method: 'tools/list', transport: 'stdio', policy: expect.any(String) }))
   })
 
-  it('tool calls over stdio are rate limited too: a JSON-RPC error with data.retryAfterMs, audited with the bucket', async () => {
+  it('every stdio message is rate limited (initialize and its notification take two of four tokens): a JSON-RPC error with data.retryAfterMs, audited with the bucket', async () => {
     const dir = tempDir()
-    writeFileSync(join(dir, 'bastion.yaml'), "limits:\n  roles:\n    reader: { rate: '2/hour' }\n")
+    writeFileSync(join(dir, 'bastion.yaml'), "limits:\n  roles:\n    reader: { rate: '4/hour' }\n")
     const key = cli(dir, ['keys', 'create', '--role', 'reader', '--config', 'bastion.yaml']).stdout.trim()
     const transport = new StdioClientTransport({
       command: process.execPath,
@@ -162,9 +162,9 @@ describe('stdio mode', () => {
       (error: unknown) => error as { code: number; data: { code: string; retryAfterMs: number } },
     )
     await client.close()
-    expect(refused?.code).toBe(-32029)
+    expect(refused?.code).toBe(-31429)
     expect(refused?.data.code).toBe('ERR_RATE_LIMITED')
-    expect(refused?.data.retryAfterMs).toBeGreaterThan(29 * 60_000)
+    expect(refused?.data.retryAfterMs).toBeGreaterThan(14 * 60_000)
     const lines = readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
       .trim()
       .split('\n')

@@ -47,7 +47,7 @@ describe('rate limits over HTTP (memory backend)', () => {
     const { res, body } = await callModern(server.url, server.keys.reader, 'read_file', { path: 'README.md' })
     expect(res.status).toBe(429)
     const error = errorOf(body)
-    expect(error.code).toBe(-32029)
+    expect(error.code).toBe(-31429)
     expect(error.data.code).toBe('ERR_RATE_LIMITED')
     // 3 per hour: the next token in 20 minutes (less the ms already elapsed).
     expect(error.data.retryAfterMs).toBeGreaterThan(19 * 60_000)
@@ -208,7 +208,7 @@ describe('execution limits', () => {
     // The abandoned work still runs, so it keeps its concurrency slot (2 per principal here).
     expect(toolError((await callModern(server.url, server.keys.admin, 'deaf', {})).body).code).toBe('ERR_TOOL_TIMEOUT')
     const full = await callModern(server.url, server.keys.admin, 'sleep', {})
-    expect(full.body.error).toMatchObject({ code: -32029, data: { code: 'ERR_CONCURRENCY_LIMIT' } })
+    expect(full.body.error).toMatchObject({ code: -31429, data: { code: 'ERR_CONCURRENCY_LIMIT' } })
     expect(since().at(-1)).toMatchObject({ reason: 'ERR_CONCURRENCY_LIMIT', cap: 'principal' })
     // Once the ignored work ends, its slots are free again.
     await new Promise((r) => setTimeout(r, 3200))
@@ -242,13 +242,13 @@ describe('execution limits', () => {
     await client.close()
   })
 
-  it('a per-principal concurrency cap refuses the extra call with -32029 and retryAfterMs; others still run', async () => {
+  it('a per-principal concurrency cap refuses the extra call with -31429 and retryAfterMs; others still run', async () => {
     const since = server.mark()
     const slow = [1, 2].map((id) => callModern(server.url, server.keys.admin, 'sleep', { ms: 250 }, { id }))
     await new Promise((r) => setTimeout(r, 60))
     const third = await callModern(server.url, server.keys.admin, 'sleep', { ms: 0 }, { id: 3 })
     const other = await callModern(server.url, server.keys.reader, 'read_file', { path: 'README.md' })
-    expect(errorOf(third.body)).toMatchObject({ code: -32029, data: { code: 'ERR_CONCURRENCY_LIMIT', retryAfterMs: 1000 } })
+    expect(errorOf(third.body)).toMatchObject({ code: -31429, data: { code: 'ERR_CONCURRENCY_LIMIT', retryAfterMs: 1000 } })
     expect(text(other.body)).toContain('Demo workspace')
     for (const r of await Promise.all(slow)) expect(text(r.body)).toBe('slept')
     expect(since().find((l) => l.reason === 'ERR_CONCURRENCY_LIMIT')).toMatchObject({ event: 'limit.exceeded', cap: 'principal' })

@@ -95,7 +95,7 @@ describe('policy end to end', () => {
     expect((await client.listPrompts()).prompts.map((p) => p.name)).toStrictEqual(['summary'])
     expect((await client.getPrompt({ name: 'summary', arguments: { topic: 'q3' } })).messages[0]?.content).toMatchObject({ text: 'summarise q3' })
     const since = server.mark()
-    await expect(client.getPrompt({ name: 'summary', arguments: { topic: 'salaries' } })).rejects.toMatchObject({ code: -32003 })
+    await expect(client.getPrompt({ name: 'summary', arguments: { topic: 'salaries' } })).rejects.toMatchObject({ code: -31403 })
     await client.close()
     expect(since().find((l) => l.method === 'prompts/get')).toMatchObject({ decision: 'deny', rule: 'no-salary-summaries', authz: 'deny', args: { topic: 'salaries' } })
   })
@@ -111,7 +111,7 @@ describe('policy end to end', () => {
       { table: 'users', owner: analystId(), limit: 5 },
     ]
     for (const args of denials) {
-      await expect(client.callTool({ name: 'query', arguments: args })).rejects.toMatchObject({ code: -32003 })
+      await expect(client.callTool({ name: 'query', arguments: args })).rejects.toMatchObject({ code: -31403 })
     }
     await client.close()
     const calls = since().filter((l) => l.tool === 'query')

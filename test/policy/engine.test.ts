@@ -1,9 +1,9 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { z } from 'zod'
-import type { Principal } from '../../src/pipeline/context.js'
 import { CompiledPolicy, PolicyError, type PolicyTargets, type Target, type TraceEntry, uriPattern } from '../../src/policy/engine.js'
 import { type PolicyRule, ruleSchema } from '../../src/policy/schema.js'
+import type { Principal } from '../../src/principal.js'
 
 const schema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'output' }) as Record<string, unknown>
 

@@ -1,8 +1,8 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import type { Principal } from '../../src/pipeline/context.js'
 import { CompiledPolicy } from '../../src/policy/engine.js'
 import { ALL, type RbacPolicy, rbacRules, type TargetKind, targetKey } from '../../src/policy/rbac.js'
+import type { Principal } from '../../src/principal.js'
 
 /** Role permissions decided the only way bastion decides: as rules of the policy engine. */
 function decide(p: RbacPolicy, principal: Principal, kind: TargetKind, name: string): { allow: boolean; rule: string } {

@@ -1,5 +1,5 @@
 import { SecurityError } from '../../errors.js'
-import type { HttpGuard } from './context.js'
+import type { Exchange, Stage } from '../../pipeline/exchange.js'
 
 export interface OriginPolicy {
   /** Hostnames (no port) the `Host` header may name, lowercase; IPv6 in brackets. */
@@ -21,18 +21,20 @@ export function hostnameOf(host: string): string | undefined {
  * An absent `Origin` passes: non-browser clients do not send one.
  * Does not check: the credential (authentication does); `Referer`.
  */
-export function dnsRebindingGuard(policy: OriginPolicy): HttpGuard {
+export function checkHostAndOrigin(policy: OriginPolicy): Stage {
   const hosts = new Set(policy.allowedHosts.map((h) => h.toLowerCase()))
   const origins = new Set(policy.allowedOrigins.map((o) => o.toLowerCase().replace(/\/$/, '')))
-  return async function dnsRebindingGuardStage(ctx, next) {
-    const host = ctx.request.headers.get('host')
+  return async function checkHostAndOriginStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
+    const http = x.http
+    if (http === undefined) return next()
+    const host = http.request.headers.get('host')
     const hostname = host === null ? undefined : hostnameOf(host)
     if (hostname === undefined || !hosts.has(hostname)) {
       throw new SecurityError('ERR_HOST_FORBIDDEN', `Host header ${JSON.stringify((host ?? '(none)').slice(0, 100))} not in the allowlist`)
     }
-    const origin = ctx.request.headers.get('origin')
+    const origin = http.request.headers.get('origin')
     if (origin !== null) {
-      const own = `${ctx.url.protocol}//${(host ?? '').toLowerCase()}`
+      const own = `${http.url.protocol}//${(host ?? '').toLowerCase()}`
       const normalized = origin.toLowerCase()
       if (normalized !== own && !origins.has(normalized)) {
         throw new SecurityError('ERR_ORIGIN_FORBIDDEN', `Origin ${JSON.stringify(origin.slice(0, 200))} not allowed`)

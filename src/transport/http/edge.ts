@@ -1,29 +1,26 @@
-import { createMcpHandler, type McpHttpHandler } from '@modelcontextprotocol/server'
+import { type AuthInfo, createMcpHandler, isLegacyRequest, type McpHttpHandler } from '@modelcontextprotocol/server'
 import type { AuditLog } from '../../audit/audit-log.js'
-import { httpAudit } from '../../audit/http-audit.js'
 import type { Authenticator } from '../../auth/authenticator.js'
 import type { BruteForce } from '../../auth/brute-force.js'
-import { authenticateGuard, queryCredentialGuard } from '../../auth/http-auth.js'
+import { authenticate, refuseQueryCredential } from '../../auth/http-auth.js'
 import type { ResourceServer, ScopeRules } from '../../auth/resource-metadata.js'
 import type { TokenService } from '../../auth/token-service.js'
 import { SecurityError } from '../../errors.js'
-import { type BodyLimits, bodyGuard } from '../../limits/body-guard.js'
-import { anonymousLimitGuard, type RateLimitDeps, rateLimitGuard } from '../../limits/rate-guard.js'
+import type { BodyLimits } from '../../limits/body-guard.js'
+import { anonymousLimit, type RateLimitDeps } from '../../limits/rate-guard.js'
 import { compose } from '../../pipeline/compose.js'
-import { createContext, requestIdFrom } from '../../pipeline/context.js'
+import { createExchange, type Exchange, requestIdFrom } from '../../pipeline/exchange.js'
 import type { Metrics } from '../../pipeline/metrics.js'
 import type { CompiledPolicy } from '../../policy/engine.js'
 import type { RbacPolicy } from '../../policy/rbac.js'
-import { toolGateGuard } from '../../policy/tool-gate.js'
 import type { ToolRegistry } from '../../tools/registry.js'
 import { buildServer, type ServerDeps } from '../mcp-server.js'
-import type { HttpContext, HttpGuard } from './context.js'
-import { contextFromAuthInfo, dispatch, eraGuard } from './dispatch.js'
-import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
+import { answerHttp, requestStages } from '../stages.js'
+import { Wire } from '../wire.js'
+import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
+import { checkHeaders } from './headers.js'
 import { metricsTerminal } from './metrics-route.js'
 import { oauthRouter } from './oauth-routes.js'
-import { requestShapeGuard } from './request-shape.js'
-import { errorResponse, finalizeResponse } from './responses.js'
 import { LegacySessions, type SessionLimits } from './sessions.js'
 
 export interface EdgeOptions {
@@ -54,36 +51,46 @@ export interface RequestInfo {
   readonly remoteAddress: string | undefined
   readonly secure: boolean
   readonly bodyTooLarge?: boolean
+  /** Single-valued security headers the client repeated (from the raw header list). */
+  readonly repeated?: readonly string[]
 }
 
 export interface Edge {
   fetch(request: Request, info: RequestInfo): Promise<Response>
+  /** Answer (and audit) a request that cannot even be turned into a web Request: a bad request line or Host. */
+  refuse(error: SecurityError, info: RequestInfo & { method: string }): Promise<Response>
   readonly sessions: LegacySessions
   readonly modern: McpHttpHandler
   close(): Promise<void>
 }
 
 /**
- * The HTTP edge: `/healthz`, `/metrics`, and `/mcp` through the guard pipeline in fixed order —
- * audit → origin/host → request shape → body limits and parse → anonymous limit → authenticate →
- * rate limit → era → tool gate → SDK.
+ * The HTTP edge: `/healthz`, `/metrics`, the OAuth documents, and `/mcp` through the one stage
+ * list (transport/stages.ts), then the SDK: 2026-07-28 traffic to its stateless per-request
+ * handler, 2025-era traffic to the principal's own session. The SDK's handlers find the exchange
+ * of their request in a WeakMap keyed by the web Request the SDK hands them back.
  */
 export function createEdge(options: EdgeOptions): Edge {
   const path = options.path ?? '/mcp'
   const { serverDeps, audit } = options
-  const contextOf = (handlerCtx: Parameters<Parameters<typeof buildServer>[2]>[0]) => ({ ctx: contextFromAuthInfo(handlerCtx.http?.authInfo), auditHere: false })
+  const wire = new Wire(options.resourceServer)
+  const exchanges = new WeakMap<Request, Exchange>()
+  const exchangeOf = (req: Request | undefined): Exchange => {
+    const x = req === undefined ? undefined : exchanges.get(req)
+    if (x === undefined) throw new SecurityError('ERR_INTERNAL', 'SDK handler called for a request bastion did not admit')
+    return x
+  }
   const modern = createMcpHandler(
     (mcpCtx) => {
-      const ctx = contextFromAuthInfo(mcpCtx.authInfo)
-      if (ctx.principal === undefined) throw new SecurityError('ERR_INTERNAL', 'server factory without a principal')
-      return buildServer(serverDeps, ctx.principal, contextOf, 'modern')
+      const x = exchangeOf(mcpCtx.requestInfo)
+      return buildServer(serverDeps, () => x, 'modern')
     },
     { legacy: 'reject', maxRequestBodySize: options.body.maxBytes, ...(options.onError === undefined ? {} : { onerror: options.onError }) },
   )
   const sessions = new LegacySessions(
     options.sessions,
     // A session serves the principal that created it; the binding is checked on every request.
-    (principal) => buildServer(serverDeps, principal, contextOf, 'legacy'),
+    () => buildServer(serverDeps, (ctx) => exchangeOf(ctx.http?.req), 'legacy'),
     (event) => {
       try {
         audit.record({ event: 'session.closed', principal: event.principalId, decision: 'allow', reason: 'OK', session: event.id, cause: event.reason })
@@ -94,27 +101,47 @@ export function createEdge(options: EdgeOptions): Edge {
   )
 
   const auth = { authenticator: options.authenticator, bruteForce: options.bruteForce, audit }
-  const oauth = oauthRouter({ audit, origins: options.origins, resourceServer: options.resourceServer, tokenService: options.tokenService, bruteForce: options.bruteForce })
-  const guards: HttpGuard[] = [
-    httpAudit(audit),
-    dnsRebindingGuard(options.origins),
-    requestShapeGuard(),
-    bodyGuard(options.body),
-    queryCredentialGuard(),
-    anonymousLimitGuard(options.limits),
-    authenticateGuard(auth),
-    rateLimitGuard(options.limits, (name) => options.registry.get(name) !== undefined),
-    eraGuard(),
-    toolGateGuard(options.registry, options.policy, options.scopes),
-  ]
-  const mcpPipeline = compose<HttpContext, Response>(guards, dispatch(modern, sessions))
-  const metricsPipeline = compose<HttpContext, Response>(
-    [httpAudit(audit), dnsRebindingGuard(options.origins), queryCredentialGuard(), anonymousLimitGuard(options.limits), authenticateGuard(auth)],
+  const answer = answerHttp(wire)
+  const stages = requestStages({
+    origins: options.origins,
+    body: options.body,
+    limits: options.limits,
+    auth,
+    registry: options.registry,
+    policy: options.policy,
+    scopes: options.scopes,
+    session: sessions.check(),
+    // GET and DELETE are 2025-11-25 session operations; a POST is classified by the SDK itself, so
+    // that bastion and the SDK never disagree.
+    era: async (x) => (x.http?.request.method !== 'POST' || (await isLegacyRequest(x.http.request, x.message)) ? 'legacy' : 'modern'),
+  })
+  const mcp = compose<Exchange, Response>([answer, ...stages], async function dispatchToSdk(x) {
+    const principal = x.principal
+    const request = x.http?.request
+    if (principal === undefined || request === undefined) throw new SecurityError('ERR_INTERNAL', 'dispatch reached unauthenticated')
+    exchanges.set(request, x)
+    // The SDK's AuthInfo wants a token; handlers never need the credential, so it never gets one.
+    const authInfo: AuthInfo = { token: '[not-forwarded]', clientId: principal.id, scopes: [] }
+    if (x.era === 'modern') return modern.fetch(request, { authInfo, parsedBody: x.message })
+    return sessions.handle(x, authInfo)
+  })
+  const metricsRoute = compose<Exchange, Response>(
+    [answer, checkHeaders(), checkHostAndOrigin(options.origins), refuseQueryCredential(), anonymousLimit(options.limits), authenticate(auth)],
     metricsTerminal(options.metrics, options.grants),
   )
-  const notFound = compose<HttpContext, Response>([httpAudit(audit)], async () => {
+  const oauth = oauthRouter({ audit, origins: options.origins, resourceServer: options.resourceServer, tokenService: options.tokenService, bruteForce: options.bruteForce, wire })
+  const notFound = compose<Exchange, Response>([answer, checkHeaders()], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')
   })
+  const exchange = (request: Request, url: URL, info: RequestInfo): Exchange =>
+    createExchange({
+      requestId: requestIdFrom(request.headers.get('x-request-id')),
+      transport: 'http',
+      remoteAddress: info.remoteAddress,
+      signal: request.signal,
+      audit,
+      http: { request, url, bodyTooLarge: info.bodyTooLarge === true, repeated: info.repeated ?? [], responseHeaders: new Headers() },
+    })
 
   return {
     sessions,
@@ -122,22 +149,27 @@ export function createEdge(options: EdgeOptions): Edge {
     async fetch(request, info) {
       const url = new URL(request.url)
       if (info.secure) url.protocol = 'https:'
-      const ctx: HttpContext = Object.assign(
-        createContext({ requestId: requestIdFrom(request.headers.get('x-request-id')), transport: 'http', remoteAddress: info.remoteAddress, signal: request.signal }),
-        { request, url, body: undefined, bodyTooLarge: info.bodyTooLarge === true, responseHeaders: new Headers(), resourceServer: options.resourceServer },
-      )
-      if (url.pathname === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
-        return finalizeResponse(ctx, Response.json({ status: 'ok' }, { headers: { 'cache-control': 'no-store' } }))
-      }
+      const x = exchange(request, url, info)
       try {
-        if (url.pathname === path) return await mcpPipeline(ctx)
-        if (url.pathname === '/metrics') return await metricsPipeline(ctx)
-        return await (oauth(ctx) ?? notFound(ctx))
+        if (url.pathname === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
+          return new Response(JSON.stringify({ status: 'ok' }), { headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': x.requestId } })
+        }
+        if (url.pathname === path) return await mcp(x)
+        if (url.pathname === '/metrics') return await metricsRoute(x)
+        return await (oauth(x) ?? notFound(x))
       } catch (error) {
-        // Only reachable if the audit stage itself threw: fail closed without detail.
+        // Only reachable if the outermost stage itself threw: fail closed without detail.
         options.onError?.(error instanceof Error ? error : new Error(String(error)))
-        return finalizeResponse(ctx, errorResponse(ctx, new SecurityError('ERR_INTERNAL', 'edge failure')))
+        return wire.response(x, new SecurityError('ERR_INTERNAL', 'edge failure'))
       }
+    },
+    async refuse(error, info) {
+      const request = new Request('http://invalid.invalid/', { method: 'GET' })
+      const x = exchange(request, new URL(request.url), info)
+      x.method = info.method.slice(0, 16)
+      return compose<Exchange, Response>([answer], async () => {
+        throw error
+      })(x)
     },
     async close() {
       await sessions.closeAll()

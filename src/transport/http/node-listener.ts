@@ -1,6 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { type NodeIncomingMessageLike, toWebRequest } from '@modelcontextprotocol/node'
+import { SecurityError } from '../../errors.js'
 import type { Edge } from './edge.js'
+import { repeatedHeaders, requestLineError } from './headers.js'
 
 /**
  * Node glue: `IncomingMessage` → web `Request` (the SDK's node adapter, body bounded by the limit),
@@ -22,6 +25,17 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
   res.on('close', () => {
     if (!res.writableFinished) abort.abort()
   })
+  const base = { remoteAddress: req.socket.remoteAddress, secure: options.secure }
+  const hosts: string[] = []
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]?.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1] ?? '')
+  // A request line or Host that no URL can be built from is refused here, through the edge's
+  // renderer and audit, before anything else reads it.
+  const malformed = requestLineError(req.method, req.url, hosts)
+  if (malformed !== undefined) {
+    req.resume()
+    await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal)
+    return
+  }
   let request: Request
   let bodyTooLarge = false
   try {
@@ -31,7 +45,7 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
     bodyTooLarge = true
     request = headersOnly(req, abort.signal)
   }
-  const response = await edge.fetch(request, { remoteAddress: req.socket.remoteAddress, secure: options.secure, bodyTooLarge })
+  const response = await edge.fetch(request, { ...base, bodyTooLarge, repeated: repeatedHeaders(req.rawHeaders) })
   await writeResponse(res, response, abort.signal)
 }
 
@@ -80,5 +94,31 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
     if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
     if (signal.aborted) await reader.cancel().catch(() => undefined)
     res.end()
+  }
+}
+
+/**
+ * Requests Node's own parser refuses (a control character in a header, a malformed request line):
+ * answered 400 with the one error shape and audited through the edge, instead of Node's bare reply.
+ */
+export function clientErrorListener(edge: Edge, options: { secure: boolean }) {
+  return function bastionClientError(error: Error & { code?: string }, socket: Socket): void {
+    if (!socket.writable || error.code?.startsWith('ERR_HTTP_REQUEST_TIMEOUT')) {
+      socket.destroy()
+      return
+    }
+    const refusal =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? new SecurityError('ERR_HEADER_INVALID', 'request headers too large', { expose: 'request headers too large' })
+        : new SecurityError('ERR_INVALID_REQUEST', `unparseable HTTP request (${error.code ?? 'parse error'})`)
+    edge
+      .refuse(refusal, { remoteAddress: socket.remoteAddress, secure: options.secure, method: '' })
+      .then(async (response) => {
+        const body = await response.text()
+        const head = ['HTTP/1.1 400 Bad Request', 'connection: close', `content-length: ${Buffer.byteLength(body)}`]
+        for (const [name, value] of response.headers) head.push(`${name}: ${value}`)
+        socket.end(`${head.join('\r\n')}\r\n\r\n${body}`)
+      })
+      .catch(() => socket.destroy())
   }
 }

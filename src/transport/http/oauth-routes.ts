@@ -1,13 +1,15 @@
 import type { AuditLog } from '../../audit/audit-log.js'
-import { httpAudit } from '../../audit/http-audit.js'
 import type { BruteForce } from '../../auth/brute-force.js'
-import { addressSubject, countFailure, queryCredentialGuard, refuseIfBlocked } from '../../auth/http-auth.js'
+import { addressSubject, countFailure, refuseIfBlocked, refuseQueryCredential } from '../../auth/http-auth.js'
 import { metadataUrl, protectedResourceMetadata, type ResourceServer } from '../../auth/resource-metadata.js'
 import type { TokenService } from '../../auth/token-service.js'
 import { SecurityError } from '../../errors.js'
 import { compose } from '../../pipeline/compose.js'
-import type { HttpContext } from './context.js'
-import { dnsRebindingGuard, type OriginPolicy } from './dns-rebinding.js'
+import type { Exchange } from '../../pipeline/exchange.js'
+import { answerHttp } from '../stages.js'
+import type { Wire } from '../wire.js'
+import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
+import { checkHeaders } from './headers.js'
 
 export interface OAuthRouteOptions {
   readonly audit: AuditLog
@@ -15,14 +17,16 @@ export interface OAuthRouteOptions {
   readonly resourceServer: ResourceServer | undefined
   readonly tokenService: TokenService | undefined
   readonly bruteForce: BruteForce
+  readonly wire: Wire
 }
 
-type Route = (ctx: HttpContext) => Promise<Response>
+type Route = (x: Exchange) => Promise<Response>
 
 const PUBLIC_JSON = { 'content-type': 'application/json', 'cache-control': 'max-age=300', 'access-control-allow-origin': '*' }
 
-function getOnly(ctx: HttpContext): void {
-  if (ctx.request.method !== 'GET' && ctx.request.method !== 'HEAD') throw new SecurityError('ERR_METHOD_NOT_ALLOWED', `${ctx.request.method.slice(0, 16)} ${ctx.url.pathname}`)
+function getOnly(x: Exchange): void {
+  const method = x.http?.request.method ?? ''
+  if (method !== 'GET' && method !== 'HEAD') throw new SecurityError('ERR_METHOD_NOT_ALLOWED', `${method.slice(0, 16)} ${x.http?.url.pathname ?? ''}`)
 }
 
 /**
@@ -32,12 +36,12 @@ function getOnly(ctx: HttpContext): void {
  * Every request is audited; client authentication failures at the token endpoints count toward
  * the brute-force blocks. Returns undefined for any other path.
  */
-export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => Promise<Response> | undefined {
+export function oauthRouter(options: OAuthRouteOptions): (ctx: Exchange) => Promise<Response> | undefined {
   const routes = new Map<string, Route>()
-  const base = [httpAudit(options.audit), dnsRebindingGuard(options.origins)]
+  const base = [answerHttp(options.wire), checkHeaders(), checkHostAndOrigin(options.origins)]
   /** A public, cacheable JSON document answering GET (and HEAD). */
   const document = (method: string, body: () => unknown): Route =>
-    compose<HttpContext, Response>(base, async (ctx) => {
+    compose<Exchange, Response>(base, async (ctx) => {
       getOnly(ctx)
       ctx.method = method
       return new Response(JSON.stringify(body()), { headers: PUBLIC_JSON })
@@ -63,7 +67,7 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => P
       document('oauth/jwks', () => ts.jwks()),
     )
     const guarded = (run: Route): Route =>
-      compose<HttpContext, Response>([...base, queryCredentialGuard()], async (ctx) => {
+      compose<Exchange, Response>([...base, refuseQueryCredential()], async (ctx) => {
         const subject = addressSubject(ctx)
         refuseIfBlocked(options.bruteForce, subject)
         const response = await run(ctx)
@@ -81,10 +85,11 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: HttpContext) => P
     )
   }
   return (ctx) => {
-    const route = routes.get(ctx.url.pathname)
+    const pathname = ctx.http?.url.pathname ?? ''
+    const route = routes.get(pathname)
     if (route !== undefined) return route(ctx)
     const resource = rs?.resource() ?? ''
-    if (resource !== '' && ctx.url.pathname === new URL(metadataUrl(resource)).pathname) return routes.get('prm-suffixed')?.(ctx)
+    if (resource !== '' && pathname === new URL(metadataUrl(resource)).pathname) return routes.get('prm-suffixed')?.(ctx)
     return undefined
   }
 }

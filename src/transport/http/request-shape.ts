@@ -1,5 +1,5 @@
 import { SecurityError } from '../../errors.js'
-import type { HttpGuard } from './context.js'
+import type { Exchange, Stage } from '../../pipeline/exchange.js'
 
 /** Does an Accept header admit this media type (RFC 9110 §12.5.1, ignoring q=0 exclusions)? */
 export function accepts(accept: string | null, type: string): boolean {
@@ -19,9 +19,11 @@ export function accepts(accept: string | null, type: string): boolean {
  * and accepts both JSON and SSE (406); GET accepts SSE; DELETE needs nothing; other methods 405.
  * Does not check: the body (the body stage does), the session id (the session stage does).
  */
-export function requestShapeGuard(): HttpGuard {
-  return async function requestShapeGuardStage(ctx, next) {
-    const { method, headers } = ctx.request
+export function checkRequestShape(): Stage {
+  return async function checkRequestShapeStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
+    const http = x.http
+    if (http === undefined) return next()
+    const { method, headers } = http.request
     if (method === 'POST') {
       const contentType = headers.get('content-type')
       const essence = contentType?.split(';')[0]?.trim().toLowerCase()
@@ -32,7 +34,7 @@ export function requestShapeGuard(): HttpGuard {
     } else if (method === 'GET') {
       if (!accepts(headers.get('accept'), 'text/event-stream')) throw new SecurityError('ERR_NOT_ACCEPTABLE', 'GET Accept lacks text/event-stream')
     } else if (method !== 'DELETE') {
-      ctx.responseHeaders.set('allow', 'GET, POST, DELETE')
+      http.responseHeaders.set('allow', 'GET, POST, DELETE')
       throw new SecurityError('ERR_METHOD_NOT_ALLOWED', `method ${method.slice(0, 16)} on /mcp`)
     }
     return next()

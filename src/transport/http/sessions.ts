@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { type AuthInfo, isInitializeRequest, type McpServer, type Server, WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/server'
 import { SecurityError } from '../../errors.js'
-import type { Principal } from '../../pipeline/context.js'
+import type { Exchange, Stage } from '../../pipeline/exchange.js'
+import type { Principal } from '../../principal.js'
 
 export interface SessionLimits {
   /** Sessions open at once, all principals together. */
@@ -59,26 +60,49 @@ export class LegacySessions {
   }
 
   /**
-   * Serve one legacy request. An `initialize` without a session id opens a session; anything
-   * else must name a live session owned by the same principal.
-   * @throws SecurityError ERR_SESSION_REQUIRED, ERR_SESSION_NOT_FOUND, ERR_SESSION_FORBIDDEN, ERR_SESSION_LIMIT
+   * The session stage, for 2025-11-25 requests: an `initialize` without a session id will open a
+   * session; anything else must name a live session owned by the same principal.
+   * Does not check: the credential (authentication ran before), what the session may do (policy).
+   * @throws SecurityError ERR_SESSION_REQUIRED, ERR_SESSION_NOT_FOUND, ERR_SESSION_FORBIDDEN
    */
-  async handle(request: Request, body: unknown, principal: Principal, authInfo: AuthInfo, onSession: (id: string) => void): Promise<Response> {
-    const sessionId = request.headers.get('mcp-session-id')
-    if (sessionId === null) {
-      if (request.method === 'POST' && isInitializeRequest(body)) return this.#open(request, body, principal, authInfo, onSession)
-      throw new SecurityError('ERR_SESSION_REQUIRED', `${request.method} without Mcp-Session-Id and not an initialize request`)
+  check(): Stage {
+    return async (x, next) => {
+      const request = x.http?.request
+      if (request === undefined || x.era !== 'legacy') return next()
+      const principal = x.principal
+      if (principal === undefined) throw new SecurityError('ERR_INTERNAL', 'session stage reached unauthenticated')
+      const sessionId = request.headers.get('mcp-session-id')
+      if (sessionId === null) {
+        if (request.method === 'POST' && isInitializeRequest(x.message)) return next()
+        throw new SecurityError('ERR_SESSION_REQUIRED', `${request.method} without Mcp-Session-Id and not an initialize request`)
+      }
+      const session = this.#sessions.get(sessionId)
+      if (session === undefined) throw new SecurityError('ERR_SESSION_NOT_FOUND', 'unknown or expired session id')
+      x.sessionId = session.id
+      if (session.principalId !== principal.id) throw new SecurityError('ERR_SESSION_FORBIDDEN', `session owned by ${session.principalId} presented by ${principal.id}`)
+      return next()
     }
-    const session = this.#sessions.get(sessionId)
-    if (session === undefined) throw new SecurityError('ERR_SESSION_NOT_FOUND', 'unknown or expired session id')
-    onSession(session.id)
-    if (session.principalId !== principal.id) {
-      throw new SecurityError('ERR_SESSION_FORBIDDEN', `session owned by ${session.principalId} presented by ${principal.id}`)
+  }
+
+  /**
+   * Serve one legacy request the session stage admitted: open a session, or hand the request to its own.
+   * @throws SecurityError ERR_SESSION_LIMIT, ERR_SESSION_NOT_FOUND (closed in between)
+   */
+  async handle(x: Exchange, authInfo: AuthInfo): Promise<Response> {
+    const request = x.http?.request
+    const principal = x.principal
+    if (request === undefined || principal === undefined) throw new SecurityError('ERR_INTERNAL', 'session dispatch without a request or principal')
+    const session = x.sessionId === undefined ? undefined : this.#sessions.get(x.sessionId)
+    if (session === undefined) {
+      if (x.sessionId !== undefined) throw new SecurityError('ERR_SESSION_NOT_FOUND', 'session closed while the request waited')
+      return this.#open(request, x.message, principal, authInfo, (id) => {
+        x.sessionId = id
+      })
     }
     session.lastUsed = this.now()
     session.inflight++
     try {
-      return await session.transport.handleRequest(request, { parsedBody: body, authInfo })
+      return await session.transport.handleRequest(request, { parsedBody: x.message, authInfo })
     } finally {
       session.inflight--
       session.lastUsed = this.now()
