@@ -1,7 +1,11 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import fc from 'fast-check'
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { JwtVerifier } from '../../src/auth/jwt.js'
+import { bearerChallenge, type ResourceServer } from '../../src/auth/resource-metadata.js'
+import { SecurityError } from '../../src/errors.js'
 import { callModern, initializeBody, post, startServer, type TestServer } from '../helpers/server.js'
 
 const RESOURCE = 'https://mcp.test/mcp'
@@ -221,5 +225,93 @@ describe('introspection answers (RFC 7662 §2.2) are checked by type', () => {
       expect((await callModern(server.url, token, 'read_file', { path: 'README.md' })).res.status).toBe(200)
       expect(since().at(-1)).toMatchObject({ decision: 'allow', principal })
     }
+  })
+})
+
+/** Characters that break headers, quoted-strings or scope-tokens, among ordinary ones and any code unit. */
+const scopeChar = fc.oneof(
+  fc.constantFrom('\u0000', '\r', '\n', '\t', '\u0001', '\u007f', '\u0085', '"', '\\', 'ā', '\u00ff', '\u2028', '\ud800', '😀', ' ', ','),
+  fc.constantFrom('mcp:tools', 'read', 'a', '!', '~', '#', '='),
+  fc.integer({ min: 0, max: 0xffff }).map((u) => String.fromCharCode(u)),
+)
+const RS: ResourceServer = { resource: () => RESOURCE, authorizationServers: () => [], scopesSupported: [], implies: new Map() }
+const headerAccepts = (value: string): boolean => new Headers({ 'www-authenticate': value }).get('www-authenticate') === value
+
+describe('the challenge is always a valid header', () => {
+  it('property: any scope claim is refused ERR_AUTH_INVALID, or its scopes make a valid challenge', async () => {
+    const verifier = new JwtVerifier([
+      {
+        name: 'idp',
+        issuer: 'https://idp.test',
+        audience: () => [RESOURCE],
+        algorithms: ['ES256'],
+        keys: { jwks: { keys: [jwk] } },
+        requireTyp: false,
+        clockSkewSeconds: 60,
+        maxLifetimeSeconds: 3600,
+        claims: { roles: 'roles' },
+        defaultRoles: [],
+      },
+    ])
+    await fc.assert(
+      fc.asyncProperty(fc.string({ unit: scopeChar, maxLength: 12 }), async (scope) => {
+        const token = await new SignJWT({ ...claims({ scope }), iss: 'https://idp.test' }).setProtectedHeader({ alg: 'ES256' }).sign(privateKey)
+        let scopes: readonly string[]
+        try {
+          scopes = (await verifier.verify(token)).principal.scopes ?? []
+        } catch (error) {
+          expect(error).toBeInstanceOf(SecurityError)
+          expect((error as SecurityError).code).toBe('ERR_AUTH_INVALID')
+          return
+        }
+        const challenge = bearerChallenge(RS, 'insufficient_scope', [...scopes, 'mcp:tools'])
+        expect(headerAccepts(challenge)).toBe(true)
+        // Accepted scopes are scope-tokens: none is dropped from the challenge.
+        expect(challenge).toContain(`scope="${[...scopes, 'mcp:tools'].join(' ')}"`)
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('property: any scopes (configured or registered, unchecked) give a valid header that keeps every scope-token', () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: scopeChar, maxLength: 6 }), { maxLength: 5 }), fc.constantFrom('invalid_token', 'insufficient_scope', undefined), (scopes, error) => {
+        const challenge = bearerChallenge(RS, error, scopes)
+        expect(headerAccepts(challenge)).toBe(true)
+        const kept = scopes.filter((s) => /^[\x21\x23-\x5B\x5D-\x7E]+$/.test(s))
+        if (kept.length > 0) expect(challenge).toMatch(new RegExp(`, scope="${kept.join(' ').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"$`))
+        else expect(challenge).not.toContain('scope=')
+      }),
+      { numRuns: 500 },
+    )
+  })
+
+  it('an unknown or unusable resource leaves resource_metadata out; building never throws', () => {
+    const broken = (resource: () => string): ResourceServer => ({ ...RS, resource })
+    expect(
+      bearerChallenge(
+        broken(() => ''),
+        undefined,
+        [],
+      ),
+    ).toBe('Bearer realm="mcp-bastion"')
+    expect(
+      bearerChallenge(
+        broken(() => 'not a url'),
+        'invalid_token',
+        ['mcp:tools'],
+      ),
+    ).toBe('Bearer error="invalid_token", scope="mcp:tools"')
+    const throwing = broken(() => {
+      throw new Error('resource not known yet')
+    })
+    expect(bearerChallenge(throwing, 'invalid_token', ['bad scope"', 'mcp:read'])).toBe('Bearer error="invalid_token", scope="mcp:read"')
+    expect(
+      bearerChallenge(
+        broken(() => 'https://mcp.test/a"b\\c'),
+        undefined,
+        [],
+      ),
+    ).toBe('Bearer resource_metadata="https://mcp.test/.well-known/oauth-protected-resource/a%22b/c"')
   })
 })
