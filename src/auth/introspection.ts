@@ -1,6 +1,7 @@
 import { SecurityError } from '../errors.js'
 import type { Principal } from '../principal.js'
-import { claimAt, claimStrings, MAX_TOKEN_BYTES } from './jwt.js'
+import { audienceClaim, type ClaimPaths, introspectionClaims } from './claims.js'
+import { MAX_TOKEN_BYTES } from './jwt.js'
 import { type CachedToken, TokenCache, tokenKey } from './token-cache.js'
 
 export interface IntrospectionOptions {
@@ -11,7 +12,7 @@ export interface IntrospectionOptions {
   readonly audience: () => readonly string[]
   readonly cacheSeconds: number
   readonly timeoutMs: number
-  readonly claims: { readonly roles: string; readonly tenant?: string | undefined }
+  readonly claims: ClaimPaths
   readonly defaultRoles: readonly string[]
 }
 
@@ -21,7 +22,10 @@ export interface IntrospectionOptions {
  * or not) are reused until the token's `exp` or `cacheSeconds`, whichever is first.
  * The authorization server unreachable, slow or answering garbage is ERR_AUTH_UNAVAILABLE (503):
  * never a pass.
- * Does not check: scopes (the scope stage does), what the principal may do (policy does).
+ * The claims a principal is built from are checked by type (`introspectionClaims`, claims.ts); a
+ * malformed answer is ERR_AUTH_INVALID and remembered like an inactive one.
+ * Does not check: scopes (the scope stage does), what the principal may do (policy does), `nbf`
+ * and `iat` (the server's `active` covers the validity window, RFC 7662 §2.2).
  */
 export class Introspector {
   readonly #options: IntrospectionOptions
@@ -65,22 +69,20 @@ export class Introspector {
     const exp = typeof body.exp === 'number' ? body.exp * 1000 : undefined
     if (exp === undefined) throw remember('no exp')
     if (exp <= Date.now()) throw new SecurityError('ERR_AUTH_EXPIRED', 'introspection: expired token')
-    const audiences = claimStrings(body.aud)
+    const audiences = audienceClaim(body.aud, remember)
     const accepted = o.audience()
     if (!audiences.some((a) => accepted.includes(a))) throw remember(`audience ${JSON.stringify(audiences)} is not this resource`)
-    const sub = typeof body.sub === 'string' ? body.sub : typeof body.client_id === 'string' ? body.client_id : undefined
-    if (sub === undefined || sub.length === 0 || sub.length > 256) throw remember('no sub or client_id')
-    const tenant = o.claims.tenant === undefined ? undefined : claimAt(body, o.claims.tenant)
+    const claims = introspectionClaims(body, o.claims, remember)
     const principal: Principal = {
-      id: `${o.name}:${sub}`,
+      id: `${o.name}:${claims.sub}`,
       kind: 'opaque',
-      name: sub,
-      roles: [...new Set([...o.defaultRoles, ...claimStrings(claimAt(body, o.claims.roles))])],
-      scopes: claimStrings(body.scope),
+      name: claims.sub,
+      roles: [...new Set([...o.defaultRoles, ...claims.roles])],
+      scopes: claims.scopes,
       claims: body,
-      ...(typeof tenant === 'string' && tenant.length > 0 ? { tenant } : {}),
+      ...(claims.tenant === undefined ? {} : { tenant: claims.tenant }),
     }
-    const entry: CachedToken = { principal, expiresAt: Math.min(exp, Date.now() + o.cacheSeconds * 1000), jti: typeof body.jti === 'string' ? body.jti : undefined }
+    const entry: CachedToken = { principal, expiresAt: Math.min(exp, Date.now() + o.cacheSeconds * 1000), jti: claims.jti }
     this.#cache.set(key, entry)
     return entry
   }

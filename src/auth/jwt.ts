@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, errors, type JWK, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import { SecurityError } from '../errors.js'
 import type { Principal } from '../principal.js'
+import { type ClaimPaths, jwtClaims } from './claims.js'
 
 /** Longest token accepted at all: bigger ones are refused before any parsing. */
 export const MAX_TOKEN_BYTES = 8192
@@ -22,25 +23,8 @@ export interface IssuerOptions {
   readonly requireTyp: boolean
   readonly clockSkewSeconds: number
   readonly maxLifetimeSeconds: number
-  readonly claims: { readonly roles: string; readonly tenant?: string | undefined }
+  readonly claims: ClaimPaths
   readonly defaultRoles: readonly string[]
-}
-
-/** Read a dot-separated claim path from a payload (own properties only). */
-export function claimAt(payload: Readonly<Record<string, unknown>>, path: string): unknown {
-  let value: unknown = payload
-  for (const part of path.split('.')) {
-    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, part)) return undefined
-    value = (value as Record<string, unknown>)[part]
-  }
-  return value
-}
-
-/** Strings of a claim: an array of strings, or one space-separated string. */
-export function claimStrings(value: unknown): string[] {
-  if (typeof value === 'string') return value.split(' ').filter((s) => s.length > 0)
-  if (Array.isArray(value)) return value.filter((v): v is string => typeof v === 'string')
-  return []
 }
 
 /** A JWKS from PEM public keys and JWKs (public parts only: a private key in config is refused). */
@@ -74,6 +58,10 @@ interface Trusted {
  * `jose`: the issuer is looked up by the unverified `iss`, then everything is checked against that
  * issuer's own settings — algorithm allowlist, keys from config only, `aud` (RFC 8707), `exp`
  * required, `nbf`, `iat` not in the future, lifetime cap, `typ`, unknown `crit` refused.
+ * Claim types: jose compares `iss` with the configured string and requires one `aud` member to
+ * match, and refuses an `exp`, `nbf` or `iat` that is not a number; every claim a principal is
+ * built from (`sub`, `scope`, `scp`, roles, tenant, `aud` members, `client_id`, `jti`) is then
+ * checked by type in `jwtClaims` (claims.ts), before use.
  * Does not check: revocation (the token cache consults the revocation list), scopes (the scope
  * stage does), what the principal may do (policy does).
  */
@@ -145,21 +133,17 @@ export class JwtVerifier {
     const start = payload.iat ?? payload.nbf ?? now
     if (exp - start > o.maxLifetimeSeconds)
       throw new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: lifetime ${Math.round(exp - start)} s is over the maximum ${o.maxLifetimeSeconds} s`)
-    const sub = payload.sub ?? ''
-    if (sub.length === 0 || sub.length > 256) throw new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: unusable sub`)
-    const roles = [...new Set([...o.defaultRoles, ...claimStrings(claimAt(payload, o.claims.roles))])]
-    const scopes = [...new Set([...claimStrings(payload.scope), ...claimStrings(payload.scp)])]
-    const tenant = o.claims.tenant === undefined ? undefined : claimAt(payload, o.claims.tenant)
+    const claims = jwtClaims(payload, o.claims, (why) => new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: ${why}`))
     const principal: Principal = {
-      id: `${o.name}:${sub}`,
+      id: `${o.name}:${claims.sub}`,
       kind: 'jwt',
-      name: sub,
-      roles,
-      scopes,
+      name: claims.sub,
+      roles: [...new Set([...o.defaultRoles, ...claims.roles])],
+      scopes: claims.scopes,
       claims: payload,
-      ...(typeof tenant === 'string' && tenant.length > 0 ? { tenant } : {}),
+      ...(claims.tenant === undefined ? {} : { tenant: claims.tenant }),
     }
-    return { principal, expiresAt: exp * 1000, jti: typeof payload.jti === 'string' ? payload.jti : undefined }
+    return { principal, expiresAt: exp * 1000, jti: claims.jti }
   }
 }
 

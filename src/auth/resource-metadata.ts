@@ -1,5 +1,6 @@
 import { SecurityError } from '../errors.js'
 import type { Principal } from '../principal.js'
+import { isScopeToken } from './claims.js'
 
 /** What this server says about itself as an OAuth 2.1 resource server (MCP authorization spec). */
 export interface ResourceServer {
@@ -29,18 +30,50 @@ export function protectedResourceMetadata(rs: ResourceServer): Record<string, un
   }
 }
 
-const quoted = (value: string): string => `"${value.replace(/["\\]/g, '')}"`
+// RFC 9110 §5.6.4: qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text, and quoted-pair
+// carries `"` and `\`; nothing else (controls, DEL, characters above U+00FF) fits in a quoted-string.
+const QUOTABLE = /^[\t\x20-\x7E\x80-\xFF]*$/
 
 /**
- * `WWW-Authenticate: Bearer …` (RFC 6750 §3, RFC 9728 §5.1): always `resource_metadata`; `scope`
- * with what is needed; `error` when a token was presented and refused.
+ * `value` as an RFC 9110 §5.6.4 quoted-string, `"` and `\` escaped; undefined when a character
+ * cannot be carried at all (the parameter is then left out, never mangled into another value).
+ * Does not check: the parameter's own grammar (callers pass scope-tokens, a URL, an error code).
+ */
+function quotedString(value: string): string | undefined {
+  return QUOTABLE.test(value) ? `"${value.replace(/["\\]/g, '\\$&')}"` : undefined
+}
+
+/** The metadata URL to point at, or undefined when the resource is unknown or not a URL. */
+function resourceMetadata(rs: ResourceServer): string | undefined {
+  try {
+    const resource = rs.resource()
+    // Unknown only when the edge is embedded without auth.resource and never listened: no URL to point at.
+    return resource === '' ? undefined : metadataUrl(resource)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * `WWW-Authenticate: Bearer …` (RFC 6750 §3, RFC 9728 §5.1): `error` when a token was presented
+ * and refused, `resource_metadata`, and `scope` with what is needed. Every value is a quoted-string
+ * (RFC 9110 §5.6.4); scopes that are not RFC 6749 §3.3 scope-tokens are left out (a token's cannot
+ * be one after the claim checks; configured and registered ones are filtered here too), so the
+ * result is always a valid header value. Never throws: it is built while refusing a request.
+ * Does not check: that the scopes exist (callers pass what they need or support).
  */
 export function bearerChallenge(rs: ResourceServer, error: 'invalid_token' | 'insufficient_scope' | undefined, scopes: readonly string[]): string {
-  const resource = rs.resource()
-  // Unknown only when the edge is embedded without auth.resource and never listened: no URL to point at.
-  const parts = resource === '' ? [] : [`resource_metadata=${quoted(metadataUrl(resource))}`]
-  if (error !== undefined) parts.unshift(`error=${quoted(error)}`)
-  if (scopes.length > 0) parts.push(`scope=${quoted(scopes.join(' '))}`)
+  const tokens = scopes.filter(isScopeToken)
+  const params: [string, string | undefined][] = [
+    ['error', error],
+    ['resource_metadata', resourceMetadata(rs)],
+    ['scope', tokens.length === 0 ? undefined : tokens.join(' ')],
+  ]
+  const parts: string[] = []
+  for (const [name, value] of params) {
+    const quoted = value === undefined ? undefined : quotedString(value)
+    if (quoted !== undefined) parts.push(`${name}=${quoted}`)
+  }
   return parts.length === 0 ? 'Bearer realm="mcp-bastion"' : `Bearer ${parts.join(', ')}`
 }
 
