@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { workspacePathRefusal } from '../tools/confine.js'
 
 const NAME = /^[a-z][a-z0-9_]{0,63}$/
 const ENV_NAME = /^[A-Z_][A-Z0-9_]{0,63}$/
@@ -85,8 +86,16 @@ export const commandSchema = z.strictObject({
     .default(1024 * 1024),
   /** Extra literal variables for the child, on top of PATH, LANG and HOME. Nothing is inherited. */
   env: z.record(z.string().regex(ENV_NAME, 'upper-case letters, digits and _'), z.string().max(4096).refine(noNul, 'must not contain NUL')).default({}),
-  /** Workspace-relative working directory; default the workspace root. */
-  cwd: z.string().min(1).max(1024).optional(),
+  /** Workspace-relative working directory, under the workspace path rule; default the workspace root. */
+  cwd: z
+    .string()
+    .min(1)
+    .max(1024)
+    .superRefine((cwd, ctx) => {
+      const refusal = workspacePathRefusal(cwd)
+      if (refusal !== undefined) ctx.addIssue({ code: 'custom', message: `not a workspace path: ${refusal}` })
+    })
+    .optional(),
 })
 
 /** Config section `commands:`: command name → its definition. */

@@ -161,9 +161,9 @@ async function check(plan: Plan, name: string, param: CommandParam, value: strin
     return String(value)
   }
   if (typeof value !== 'string') throw invalid(plan, name, 'must be a string')
-  if (CONTROL.test(value)) throw invalid(plan, name, 'must not contain control characters')
-  if (LONE_SURROGATE.test(value)) throw invalid(plan, name, 'must be well-formed Unicode')
   if (param.type === 'path') {
+    // The workspace path rule alone decides (it refuses control characters and ill-formed
+    // Unicode too): a path this refuses, read_file and write_file refuse, with the same text.
     try {
       return await workspace.resolve(value)
     } catch (error) {
@@ -171,6 +171,8 @@ async function check(plan: Plan, name: string, param: CommandParam, value: strin
       throw new SecurityError(error.code, `command ${plan.name}: args.${name}: ${error.message}`, { cause: error, expose: `args.${name}: ${error.expose ?? 'refused'}` })
     }
   }
+  if (CONTROL.test(value)) throw invalid(plan, name, 'must not contain control characters')
+  if (LONE_SURROGATE.test(value)) throw invalid(plan, name, 'must be well-formed Unicode')
   if (value.length > param.maxLength) throw invalid(plan, name, `longer than ${param.maxLength} characters`)
   if (!param.allowDash && value.startsWith('-')) throw invalid(plan, name, 'must not start with "-"')
   if (param.enum !== undefined && !param.enum.includes(value)) throw invalid(plan, name, 'not one of the allowed values')

@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { constants } from 'node:fs'
 import { open, readlink, rename, rm } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { z } from 'zod'
 import { SecurityError } from '../errors.js'
-import { isInside, type Workspace } from './confine.js'
+import { checkWorkspacePath, isInside, type Workspace, workspacePathRefusal } from './confine.js'
 import { Confirmations } from './confirm.js'
 import type { InProcessTool } from './registry.js'
 
@@ -16,14 +16,24 @@ export interface WriteFileOptions {
 
 const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
 
-/** Where a new or existing file would go: its real parent inside the workspace, and what is there now. */
+/**
+ * Where a new or existing file would go: its real parent inside the workspace, and what is there
+ * now. The whole path, file name included, passes the workspace path rule: what `write_file`
+ * creates, `read_file` and `list_files` accept.
+ */
 async function target(workspace: Workspace, path: string): Promise<{ real: string; shown: string; current: { bytes: number; sha256: string } | null }> {
-  const name = basename(path)
-  if (name === '' || name === '.' || name === '..' || path.endsWith('/')) throw new SecurityError('ERR_PATH_FORBIDDEN', 'no file name', { expose: 'the path must name a file' })
-  const parent = await workspace.resolve(dirname(path) === '' ? '.' : dirname(path))
+  checkWorkspacePath(path)
+  const slash = path.lastIndexOf('/')
+  const name = path.slice(slash + 1)
+  if (path === '.') throw new SecurityError('ERR_PATH_FORBIDDEN', 'no file name', { expose: 'the path must name a file' })
+  const parent = await workspace.resolve(slash === -1 ? '.' : path.slice(0, slash))
   const real = join(parent, name)
   if (!isInside(workspace.root, real) || real === workspace.root) throw new SecurityError('ERR_PATH_FORBIDDEN', 'target outside the workspace', { expose: 'outside the workspace' })
   const shown = workspace.display(real)
+  // Through a symlinked parent the real target may sit under a name the rule refuses (made
+  // outside bastion): it is not written, nor shown to the user or the client.
+  if (workspacePathRefusal(shown) !== undefined)
+    throw new SecurityError('ERR_PATH_FORBIDDEN', 'real target has a name the workspace rule refuses', { expose: 'resolves to a name the workspace does not accept' })
   // The workspace's own checked open: no symlink followed, regular files only, inside the root.
   let opened: Awaited<ReturnType<Workspace['openChecked']>>
   try {
@@ -82,7 +92,8 @@ export function writeFileTool(options: WriteFileOptions) {
       if ((where.current?.sha256 ?? null) !== preview.replaces || where.shown !== preview.path) {
         throw new SecurityError('ERR_CONFIRMATION_INVALID', 'target changed since the confirmation', { expose: 'the file changed since you confirmed; nothing was written' })
       }
-      const temp = join(dirname(where.real), `.${basename(where.real)}.bastion-${randomBytes(6).toString('hex')}.tmp`)
+      // Not derived from the target's name: a name of 255 bytes plus a suffix would be too long.
+      const temp = join(dirname(where.real), `.bastion-${randomBytes(6).toString('hex')}.tmp`)
       const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644)
       try {
         // The descriptor's real path: the parent directory was not swapped for a symlink meanwhile.

@@ -172,7 +172,30 @@ describe('run_command: argument validation', () => {
     { name: 'integer above max', input: { command: 'head', args: { lines: 101, file: 'note.txt' } }, code: 'ERR_VALIDATION', expose: 'args.lines: must be between 1 and 100' },
     { name: 'fractional integer', input: { command: 'head', args: { lines: 1.5, file: 'note.txt' } }, code: 'ERR_VALIDATION', expose: 'args.lines: must be an integer' },
     { name: 'string for an integer', input: { command: 'head', args: { lines: '-5', file: 'note.txt' } }, code: 'ERR_VALIDATION', expose: 'args.lines: must be an integer' },
-    { name: 'path traversal', input: { command: 'cat', args: { file: '../../etc/passwd' } }, code: 'ERR_PATH_FORBIDDEN', expose: 'args.file: outside the workspace' },
+    {
+      name: 'path traversal',
+      input: { command: 'cat', args: { file: '../../etc/passwd' } },
+      code: 'ERR_PATH_FORBIDDEN',
+      expose: 'args.file: "." and ".." segments are not accepted',
+    },
+    {
+      name: 'dot segments that stay inside',
+      input: { command: 'cat', args: { file: './sub/../note.txt' } },
+      code: 'ERR_PATH_FORBIDDEN',
+      expose: 'args.file: "." and ".." segments are not accepted',
+    },
+    {
+      name: 'newline in a path (the path rule decides, as for read_file)',
+      input: { command: 'cat', args: { file: 'note\n.txt' } },
+      code: 'ERR_PATH_FORBIDDEN',
+      expose: 'args.file: control characters and line breaks are not accepted',
+    },
+    {
+      name: 'backslash in a path',
+      input: { command: 'cat', args: { file: 'sub\\note.txt' } },
+      code: 'ERR_PATH_FORBIDDEN',
+      expose: 'args.file: backslashes are not accepted; the separator is "/"',
+    },
     { name: 'absolute path', input: { command: 'cat', args: { file: '/etc/passwd' } }, code: 'ERR_PATH_FORBIDDEN' },
     { name: 'percent-encoded traversal', input: { command: 'cat', args: { file: '%2e%2e/x' } }, code: 'ERR_PATH_FORBIDDEN' },
     { name: 'symlink out of the workspace', input: { command: 'cat', args: { file: 'etc-link/passwd' } }, code: 'ERR_PATH_FORBIDDEN' },
@@ -202,7 +225,7 @@ describe('run_command: argument validation', () => {
 
   it('a path param reaches the child as the file inside the workspace', async () => {
     expect(texts(await call({ command: 'cat', args: { file: 'note.txt' } })).texts).toStrictEqual(['first line\nsecond line\n'])
-    expect(texts(await call({ command: 'head', args: { lines: 1, file: './sub/../note.txt' } })).texts).toStrictEqual(['first line\n'])
+    expect(texts(await call({ command: 'head', args: { lines: 1, file: 'note.txt' } })).texts).toStrictEqual(['first line\n'])
   })
 
   it('the input schema refuses unknown commands and extra keys', () => {
@@ -304,6 +327,8 @@ describe('commands config', () => {
     { name: 'min above max', command: { args: ['{n}'], params: { n: { type: 'integer', min: 5, max: 1 } } }, fragment: 'min is greater than max' },
     { name: 'string option on an integer', command: { args: ['{n}'], params: { n: { type: 'integer', allowDash: true } } }, fragment: 'allowDash' },
     { name: 'lower-case env name', command: { env: { path: '/tmp' } }, fragment: 'upper-case letters' },
+    { name: 'cwd outside the path rule', command: { cwd: '../elsewhere' }, fragment: 'not a workspace path: "." and ".." segments are not accepted' },
+    { name: 'absolute cwd', command: { cwd: '/tmp' }, fragment: 'not a workspace path: absolute paths are not accepted' },
   ]
 
   it.each(BAD)('$name is refused', ({ command, fragment }) => {

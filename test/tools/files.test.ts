@@ -109,19 +109,45 @@ describe('read_file', () => {
 })
 
 describe('list_files', () => {
-  it('lists a directory sorted, with kinds, relative to the root', async () => {
-    expect(onlyContent(await listAll.run({ path: 'docs' }, ctx))).toStrictEqual([
-      { type: 'text', text: 'docs/a.md\ndocs/empty/\ndocs/link-out (symlink)\ndocs/pipe (special)\ndocs/z.md' },
-    ])
+  it('lists a directory sorted, with kinds and file sizes, as structured content and the same as JSON text', async () => {
+    const output = await listAll.run({ path: 'docs' }, ctx)
+    const listing = {
+      path: 'docs',
+      entries: [
+        { name: 'a.md', type: 'file', size: 3 },
+        { name: 'empty', type: 'directory', size: null },
+        { name: 'link-out', type: 'symlink', size: null },
+        { name: 'pipe', type: 'other', size: null },
+        { name: 'z.md', type: 'file', size: 3 },
+      ],
+      notShown: 0,
+      refusedNames: 0,
+    }
+    expect(output).toStrictEqual({ content: [{ type: 'text', text: expect.any(String) }], structuredContent: listing })
+    const [text] = onlyContent(output) as { text: string }[]
+    expect(JSON.parse(text?.text ?? '')).toStrictEqual(listing)
+    // One entry a line: readable, and still one JSON value.
+    expect(text?.text.split('\n')).toHaveLength(listing.entries.length + 2)
   })
 
   it('caps the number of entries and says how many were left out', async () => {
-    const content = onlyContent(await listFiles.run({ path: '.' }, ctx))
-    expect(content).toStrictEqual([{ type: 'text', text: 'at-cap.txt\nbinary.bin\ndocs/\nempty.txt\n… 2 more entries not shown' }])
+    const output = await listFiles.run({ path: '.' }, ctx)
+    expect('structuredContent' in output && output.structuredContent).toStrictEqual({
+      path: '.',
+      entries: [
+        { name: 'at-cap.txt', type: 'file', size: CAP },
+        { name: 'binary.bin', type: 'file', size: 5 },
+        { name: 'docs', type: 'directory', size: null },
+        { name: 'empty.txt', type: 'file', size: 0 },
+      ],
+      notShown: 2,
+      refusedNames: 0,
+    })
   })
 
   it('says an empty directory is empty', async () => {
-    expect(onlyContent(await listFiles.run({ path: 'docs/empty' }, ctx))).toStrictEqual([{ type: 'text', text: '(empty directory)' }])
+    const output = await listFiles.run({ path: 'docs/empty' }, ctx)
+    expect(onlyContent(output)).toStrictEqual([{ type: 'text', text: '{"path":"docs/empty","entries":[],"notShown":0,"refusedNames":0}' }])
   })
 
   it('defaults to the root through the input schema', () => {
