@@ -1,5 +1,6 @@
 /**
- * Entry point of an isolated tool run: a fresh Node process per call, started by isolated.ts.
+ * Entry point of an isolated tool run: a fresh Node process per call, started by isolated.ts,
+ * which finds the built file through package.json's `imports` (`#isolated-runner`).
  * stdin carries one JSON line with the call, then possibly `abort`; fd 3 carries one JSON result.
  * The tool's own stdout and stderr go to the parent, which keeps only a capped excerpt.
  */

@@ -50,13 +50,20 @@ export class IsolatedRunError extends SecurityError {
 const TICK_MS = 1000 / 100 // USER_HZ is 100 on every Linux ABI Node supports.
 const POLL_MS = 20
 
+/**
+ * The runner is a plain Node entry point, so it is always the built file: the package's import map
+ * (`#isolated-runner` in package.json) says where that is, like `main` and `bin` do.
+ * @throws SecurityError ERR_INTERNAL when it is not there (not built).
+ */
 function runnerPath(): string {
-  const here = fileURLToPath(new URL('./isolated-runner.js', import.meta.url))
-  if (existsSync(here)) return here
-  // Run from sources (tests): the compiled runner sits in dist/ at the same relative path.
-  const built = here.replace(/([/\\])src([/\\])limits([/\\])/, '$1dist$2limits$3')
-  if (existsSync(built)) return built
-  throw new SecurityError('ERR_INTERNAL', `isolated runner not found at ${here}; run npm run build`)
+  let path: string
+  try {
+    path = fileURLToPath(import.meta.resolve('#isolated-runner'))
+  } catch (error) {
+    throw new SecurityError('ERR_INTERNAL', 'isolated runner: package.json "imports" does not map #isolated-runner', { cause: error })
+  }
+  if (!existsSync(path)) throw new SecurityError('ERR_INTERNAL', `isolated runner not found at ${path}; run npm run build`)
+  return path
 }
 
 /** CPU time (ms) and resident set (bytes, current and peak) of a live process, from /proc. */
