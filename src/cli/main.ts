@@ -263,7 +263,7 @@ async function main(argv: string[]): Promise<void> {
     case 'config':
       return config(rest)
     case 'policy':
-      return policyCommand(rest, configPath)
+      return policyCommand(rest, loadConfig)
     case 'audit':
       return auditCommand(rest)
     case 'secrets':
