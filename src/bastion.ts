@@ -1,5 +1,4 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
+import type { Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { z } from 'zod'
@@ -11,9 +10,9 @@ import { isUnspecified, servedAt } from './compose/address.js'
 import { bindConfig, builtinRegistrations, type CheckedConfig, checkConfig } from './compose/bind.js'
 import { buildEdge, buildServing, type ServeOptions, type Serving } from './compose/build.js'
 import { openRuntime, type Runtime, type RuntimeOptions } from './compose/runtime.js'
-import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, validateConfig } from './config/load.js'
+import { bindSocket, refuseUnsafeBind } from './compose/socket.js'
+import { embeddedConfig, type LoadedConfig, loadConfigFile, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
-import { isLoopback } from './config/urls.js'
 import type { ConcurrencyCaps } from './limits/concurrency.js'
 import type { RateLimiter } from './limits/memory-limiter.js'
 import type { RatePlan } from './limits/rate-plan.js'
@@ -209,30 +208,20 @@ export class Bastion {
       const url = this.#edge?.url
       throw new Error(url === undefined ? 'the HTTP edge was built for embedding (edge()); a bastion serves one edge' : `already listening on ${url}`)
     }
-    if (!isLoopback(host) && tls === undefined) {
-      if (!config.server.dangerouslyAllowPlaintext) {
-        throw new ConfigError(
-          `config ${source}: server.host ${host} is not loopback and server.tls is not set; refusing to serve credentials in plaintext (set server.tls, or server.dangerouslyAllowPlaintext: true behind a TLS-terminating proxy)`,
-        )
-      }
-      this.log.warn({ host }, 'dangerouslyAllowPlaintext: serving a non-loopback address without TLS; API keys cross the network in the clear')
-    }
-    if (!isLoopback(host) && config.server.allowedHosts.length === 0) {
-      this.log.warn({ host }, 'server.allowedHosts is empty: only the bound address (and, on every interface, the loopback names) is accepted in the Host header')
-    }
+    refuseUnsafeBind(this.loaded, host, this.log)
     const serving = this.#served()
     this.#edgeStarted = true
     let server: HttpServer
     try {
-      server = await bindSocket(
-        host,
-        port,
-        tls === undefined ? undefined : { cert: readSecret(this.loaded, tls.cert, 'server.tls.cert'), key: readSecret(this.loaded, tls.key, 'server.tls.key') },
-      )
+      server = await bindSocket(this.loaded, host, port)
     } catch (error) {
       // Nothing was fixed yet: listen() may be tried again.
       this.#edgeStarted = false
       throw error
+    }
+    if (this.#closed) {
+      server.close()
+      throw new Error('bastion was closed while listen() was binding')
     }
     this.#servers.push(server)
     const address = server.address() as AddressInfo
@@ -288,21 +277,6 @@ export class Bastion {
     this.#serving?.policySource.close()
     await this.#runtime.close()
   }
-}
-
-/** A server listening on host:port, with no request handler yet (the edge needs the bound address). */
-async function bindSocket(host: string, port: number, tls: { cert: string; key: string } | undefined): Promise<HttpServer> {
-  const server = tls === undefined ? createHttpServer() : createHttpsServer({ ...tls, minVersion: 'TLSv1.2' })
-  server.headersTimeout = 30_000
-  server.requestTimeout = 120_000
-  await new Promise<void>((resolveListen, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolveListen()
-    })
-  })
-  return server
 }
 
 /** Create a bastion: load and validate config, open its runtime, register the built-in tools. */
