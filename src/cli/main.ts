@@ -8,6 +8,7 @@ import { PostgresAuditSink } from '../audit/sinks.js'
 import { KeyStore } from '../auth/key-store.js'
 import { SigningKeys } from '../auth/signing-keys.js'
 import { createBastion, VERSION } from '../bastion.js'
+import { bindBuiltins } from '../compose/bind.js'
 import { ConfigError, embeddedConfig, type LoadedConfig, loadConfigFile, readSecret, statePath } from '../config/load.js'
 import { parseDuration } from '../config/state.js'
 import { SecurityError } from '../errors.js'
@@ -194,8 +195,10 @@ async function keys(args: string[]): Promise<void> {
 function config(args: string[]): void {
   const [sub, file, ...extra] = args
   if (sub !== 'check' || file === undefined || extra.length > 0) throw new UsageError('usage: mcp-bastion config check FILE')
-  const loaded = loadConfigFile(file)
-  process.stdout.write(`${file}: OK (${Object.keys(loaded.config.roles).length} roles, ${loaded.config.auth.keys.length} configured keys)\n`)
+  // Bound to the built-in tools' definitions, as serve would bind it: nothing is opened or created.
+  const bound = bindBuiltins(loadConfigFile(file))
+  const { config } = bound.loaded
+  process.stdout.write(`${file}: OK (${Object.keys(config.roles).length} roles, ${config.auth.keys.length} configured keys, ${bound.registry.all().length} tools)\n`)
 }
 
 /**
@@ -263,7 +266,7 @@ async function main(argv: string[]): Promise<void> {
     case 'config':
       return config(rest)
     case 'policy':
-      return policyCommand(rest, configPath)
+      return policyCommand(rest, loadConfig)
     case 'audit':
       return auditCommand(rest)
     case 'secrets':

@@ -1,9 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
-import { MemoryAuditSink } from '../audit/audit-log.js'
-import { type Bastion, createBastion } from '../bastion.js'
-import { ConfigError } from '../config/load.js'
+import { type BoundConfig, bindBuiltins } from '../compose/bind.js'
+import { ConfigError, type LoadedConfig } from '../config/load.js'
 import { CompiledPolicy, PolicyError, type Target, type TraceEntry } from '../policy/engine.js'
 import { rbacRules } from '../policy/rbac.js'
 import { replay } from '../policy/replay.js'
@@ -12,19 +10,21 @@ import type { Principal } from '../principal.js'
 
 export class PolicyUsageError extends Error {}
 
-let resolveConfig: (flag: string | undefined) => string | undefined = (flag) => flag
+let loadConfig: (flag: string | undefined) => LoadedConfig
 
-/** A bastion for offline policy work: the configured tools, an in-memory audit sink, no listener. */
-async function offlineBastion(flag: string | undefined): Promise<Bastion> {
-  const config = resolveConfig(flag)
-  return createBastion({ ...(config === undefined ? {} : { config }), auditSink: new MemoryAuditSink(), logger: pino({ level: 'silent' }) })
+/**
+ * The config bound to the tools the CLI serves, from their definitions: offline policy work
+ * opens no state folder, workspace, keyring, database or Redis, and creates nothing.
+ */
+function offlineBinding(flag: string | undefined): BoundConfig {
+  return bindBuiltins(loadConfig(flag))
 }
 
 /** The configured policy, or role rules plus a candidate file. @throws ConfigError */
-function policyFor(bastion: Bastion, candidate: string | undefined): CompiledPolicy {
-  if (candidate === undefined) return bastion.policy()
+function policyFor(bound: BoundConfig, candidate: string | undefined): CompiledPolicy {
+  if (candidate === undefined) return bound.policy
   try {
-    return CompiledPolicy.compile([...readPolicyFile(candidate), ...rbacRules(bastion.grants())], bastion.policyTargets())
+    return CompiledPolicy.compile([...readPolicyFile(candidate), ...rbacRules(bound.grants)], bound.targets)
   } catch (error) {
     if (error instanceof PolicyError) throw new ConfigError(error.message)
     throw error
@@ -74,36 +74,32 @@ async function explain(args: string[]): Promise<void> {
     ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
     ...(values.scope === undefined ? {} : { scopes: values.scope }),
   }
-  const bastion = await offlineBastion(values.config)
-  try {
-    const policy = policyFor(bastion, values.policy)
-    let target: Target
-    if (values.tool !== undefined) {
-      const tool = bastion.registry.get(values.tool)
-      if (tool === undefined) throw new PolicyUsageError(`policy explain: no tool named ${JSON.stringify(values.tool)} is registered`)
-      // Decide on what the tool would receive: the arguments as its schema validates them.
-      const parsed = tool.definition.input.safeParse(callArgs)
-      if (!parsed.success) throw new PolicyUsageError(`policy explain: the arguments do not validate for ${values.tool}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
-      callArgs = parsed.data
-      target = { kind: 'tool', name: values.tool }
-    } else if (values.prompt !== undefined) target = { kind: 'prompt', name: values.prompt }
-    else {
-      const action = values.action ?? 'read'
-      if (action !== 'read' && action !== 'list') throw new PolicyUsageError('policy explain: --action is read or list')
-      if (values.uri === undefined) throw new PolicyUsageError('policy explain: --resource needs --uri')
-      target = { kind: 'resource', name: values.resource ?? '', uri: values.uri, action }
-    }
-    const trace: TraceEntry[] = []
-    const decision = policy.decide(principal, target, callArgs, trace)
-    if (values.json === true) {
-      process.stdout.write(`${JSON.stringify({ decision, trace }, null, 2)}\n`)
-      return
-    }
-    process.stdout.write(`${decision.allow ? 'allow' : 'deny'} by ${decision.rule} (policy ${decision.version})${decision.error === undefined ? '' : `: ${decision.error}`}\n`)
-    process.stdout.write(`rules evaluated, denies first:\n${formatTrace(trace)}`)
-  } finally {
-    await bastion.close()
+  const bound = offlineBinding(values.config)
+  const policy = policyFor(bound, values.policy)
+  let target: Target
+  if (values.tool !== undefined) {
+    const tool = bound.registry.get(values.tool)
+    if (tool === undefined) throw new PolicyUsageError(`policy explain: no tool named ${JSON.stringify(values.tool)} is registered`)
+    // Decide on what the tool would receive: the arguments as its schema validates them.
+    const parsed = tool.definition.input.safeParse(callArgs)
+    if (!parsed.success) throw new PolicyUsageError(`policy explain: the arguments do not validate for ${values.tool}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
+    callArgs = parsed.data
+    target = { kind: 'tool', name: values.tool }
+  } else if (values.prompt !== undefined) target = { kind: 'prompt', name: values.prompt }
+  else {
+    const action = values.action ?? 'read'
+    if (action !== 'read' && action !== 'list') throw new PolicyUsageError('policy explain: --action is read or list')
+    if (values.uri === undefined) throw new PolicyUsageError('policy explain: --resource needs --uri')
+    target = { kind: 'resource', name: values.resource ?? '', uri: values.uri, action }
   }
+  const trace: TraceEntry[] = []
+  const decision = policy.decide(principal, target, callArgs, trace)
+  if (values.json === true) {
+    process.stdout.write(`${JSON.stringify({ decision, trace }, null, 2)}\n`)
+    return
+  }
+  process.stdout.write(`${decision.allow ? 'allow' : 'deny'} by ${decision.rule} (policy ${decision.version})${decision.error === undefined ? '' : `: ${decision.error}`}\n`)
+  process.stdout.write(`rules evaluated, denies first:\n${formatTrace(trace)}`)
 }
 
 async function replayCommand(args: string[]): Promise<void> {
@@ -120,64 +116,54 @@ async function replayCommand(args: string[]): Promise<void> {
   })
   if (values.policy === undefined || values.audit === undefined)
     throw new PolicyUsageError('usage: mcp-bastion policy replay --audit FILE [--audit FILE…] --policy NEW.yaml [--config FILE]')
-  const bastion = await offlineBastion(values.config)
-  try {
-    const candidate = policyFor(bastion, values.policy)
-    const lines: { where: string; record: Record<string, unknown> }[] = []
-    let unreadable = 0
-    for (const file of values.audit) {
-      let text: string
+  const candidate = policyFor(offlineBinding(values.config), values.policy)
+  const lines: { where: string; record: Record<string, unknown> }[] = []
+  let unreadable = 0
+  for (const file of values.audit) {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (error) {
+      throw new PolicyUsageError(`policy replay: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+    text.split('\n').forEach((line, i) => {
+      if (line.trim() === '') return
       try {
-        text = readFileSync(file, 'utf8')
-      } catch (error) {
-        throw new PolicyUsageError(`policy replay: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+        const record = JSON.parse(line) as unknown
+        if (record !== null && typeof record === 'object' && !Array.isArray(record)) lines.push({ where: `${file}:${i + 1}`, record: record as Record<string, unknown> })
+        else unreadable += 1
+      } catch {
+        unreadable += 1
       }
-      text.split('\n').forEach((line, i) => {
-        if (line.trim() === '') return
-        try {
-          const record = JSON.parse(line) as unknown
-          if (record !== null && typeof record === 'object' && !Array.isArray(record)) lines.push({ where: `${file}:${i + 1}`, record: record as Record<string, unknown> })
-          else unreadable += 1
-        } catch {
-          unreadable += 1
-        }
-      })
-    }
-    const report = replay(lines, candidate)
-    if (values.json === true) process.stdout.write(`${JSON.stringify({ policy: candidate.version, ...report, unreadable }, null, 2)}\n`)
-    else {
-      process.stdout.write(
-        `replayed ${report.replayed} decisions against policy ${candidate.version}: ${report.changes.length} would change` +
-          `${report.skipped > 0 ? `, ${report.skipped} not replayable` : ''}${unreadable > 0 ? `, ${unreadable} unreadable lines` : ''}\n`,
-      )
-      for (const c of report.changes) {
-        process.stdout.write(
-          `  ${c.where} ${c.ts ?? ''} ${c.principal} ${c.target}: ${c.before.allow ? 'allow' : 'deny'} (${c.before.rule}) → ${c.after.allow ? 'allow' : 'deny'} (${c.after.rule})\n`,
-        )
-      }
-    }
-    if (values['fail-on-change'] === true && report.changes.length > 0) process.exitCode = 1
-  } finally {
-    await bastion.close()
+    })
   }
+  const report = replay(lines, candidate)
+  if (values.json === true) process.stdout.write(`${JSON.stringify({ policy: candidate.version, ...report, unreadable }, null, 2)}\n`)
+  else {
+    process.stdout.write(
+      `replayed ${report.replayed} decisions against policy ${candidate.version}: ${report.changes.length} would change` +
+        `${report.skipped > 0 ? `, ${report.skipped} not replayable` : ''}${unreadable > 0 ? `, ${unreadable} unreadable lines` : ''}\n`,
+    )
+    for (const c of report.changes) {
+      process.stdout.write(
+        `  ${c.where} ${c.ts ?? ''} ${c.principal} ${c.target}: ${c.before.allow ? 'allow' : 'deny'} (${c.before.rule}) → ${c.after.allow ? 'allow' : 'deny'} (${c.after.rule})\n`,
+      )
+    }
+  }
+  if (values['fail-on-change'] === true && report.changes.length > 0) process.exitCode = 1
 }
 
 async function check(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, options: { config: { type: 'string' } }, allowPositionals: true, strict: true })
   const [file] = positionals
   if (file === undefined || positionals.length > 1) throw new PolicyUsageError('usage: mcp-bastion policy check FILE [--config FILE]')
-  const bastion = await offlineBastion(values.config)
-  try {
-    const policy = policyFor(bastion, file)
-    process.stdout.write(`${file}: OK (policy ${policy.version}, ${policy.rules.length} rules with the role rules)\n`)
-  } finally {
-    await bastion.close()
-  }
+  const policy = policyFor(offlineBinding(values.config), file)
+  process.stdout.write(`${file}: OK (policy ${policy.version}, ${policy.rules.length} rules with the role rules)\n`)
 }
 
-/** `mcp-bastion policy explain | replay | check`; `configPath` resolves `--config` as every command does. */
-export async function policyCommand(args: string[], configPath: (flag: string | undefined) => string | undefined): Promise<void> {
-  resolveConfig = configPath
+/** `mcp-bastion policy explain | replay | check`; `configFor` loads `--config` as every command does. */
+export async function policyCommand(args: string[], configFor: (flag: string | undefined) => LoadedConfig): Promise<void> {
+  loadConfig = configFor
   const [sub, ...rest] = args
   if (sub === 'explain') return explain(rest)
   if (sub === 'replay') return replayCommand(rest)

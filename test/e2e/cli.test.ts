@@ -1,11 +1,13 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Client } from '@modelcontextprotocol/client'
 import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import { afterEach, describe, expect, it } from 'vitest'
-import { post } from '../helpers/server.js'
+import { freePort } from '../helpers/processes.js'
+import { MODERN_META, modernHeaders, post, rpcBody } from '../helpers/server.js'
 
 const BIN = resolve('dist/cli/main.js')
 const children: ChildProcess[] = []
@@ -23,8 +25,8 @@ function cli(cwd: string, args: string[], env: Record<string, string> = {}): { s
 }
 
 /** Start `serve` and resolve with its stdout once it listens. */
-function serve(cwd: string, args: string[]): Promise<{ out: string; url: string }> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+function serve(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ out: string; url: string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   children.push(child)
   return new Promise((resolveStart, reject) => {
     let out = ''
@@ -112,6 +114,116 @@ describe('mcp-bastion CLI', () => {
     expect(tls11.status).not.toBe(0)
     const tls12 = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-tls1_2'], { input: '', encoding: 'utf8', timeout: 10_000 })
     expect(tls12.stdout).toContain('TLSv1.2')
+  })
+})
+
+const TOOLS_LIST = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: MODERN_META } }
+
+/** tools/list at a printed URL: without a key the refusal code, with one the status. */
+async function answers(url: string, key: string): Promise<{ anonymous: { status: number; code: unknown }; withKey: number }> {
+  const anonymous = await post(url, TOOLS_LIST)
+  const body = await rpcBody(anonymous)
+  const code = (body.error as { data?: { code?: unknown } } | undefined)?.data?.code
+  const withKey = await post(url, TOOLS_LIST, { ...modernHeaders('tools/list'), authorization: `Bearer ${key}` })
+  return { anonymous: { status: anonymous.status, code }, withKey: withKey.status }
+}
+
+const firstKey = (out: string): string => /(bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43})/.exec(out)?.[1] ?? ''
+
+describe('serve answers the URL it prints', () => {
+  it('--host 0.0.0.0 (dangerouslyAllowPlaintext): the URL names loopback, and is answered 401 without a key, 200 with one', async () => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'bastion.yaml'), 'server:\n  dangerouslyAllowPlaintext: true\n')
+    const { out, url } = await serve(dir, ['--host', '0.0.0.0'])
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/mcp$/)
+    expect(await answers(url, firstKey(out))).toStrictEqual({ anonymous: { status: 401, code: 'ERR_AUTH_MISSING' }, withKey: 200 })
+  })
+
+  it.each([
+    { name: '--host', args: ['--host', '127.0.0.2'], env: {} },
+    { name: '$BASTION_HOST', args: [], env: { BASTION_HOST: '127.0.0.2' } },
+  ])('config says 127.0.0.1, $name says 127.0.0.2: the printed 127.0.0.2 URL is answered, not 403', async ({ args, env }) => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'bastion.yaml'), 'server:\n  host: 127.0.0.1\n')
+    const { out, url } = await serve(dir, args, env)
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.2:\d+\/mcp$/)
+    expect(await answers(url, firstKey(out))).toStrictEqual({ anonymous: { status: 401, code: 'ERR_AUTH_MISSING' }, withKey: 200 })
+  })
+})
+
+describe('offline commands create nothing and connect nowhere', () => {
+  /** A TCP listener standing in for Redis: it only counts connections. */
+  async function sentinel(): Promise<{ port: number; connections: () => number; close(): Promise<void> }> {
+    let count = 0
+    const sockets: Socket[] = []
+    const server = createServer((socket) => {
+      count += 1
+      sockets.push(socket)
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    const address = server.address()
+    return {
+      port: typeof address === 'object' && address !== null ? address.port : 0,
+      connections: () => count,
+      close: () =>
+        new Promise((r) => {
+          for (const s of sockets) s.destroy()
+          server.close(() => r())
+        }),
+    }
+  }
+
+  it('policy explain and check in an empty folder, with the embedded default: the folder stays empty', () => {
+    const dir = tempDir()
+    const explain = cli(dir, ['policy', 'explain', '--role', 'reader', '--tool', 'read_file', '--args', '{"path":"notes/todo.txt"}'])
+    expect(explain.stderr).toBe('')
+    expect(explain.stdout).toMatch(/^allow by role:reader\/files:read \(policy [0-9a-f]{16}\)\n/)
+    expect(readdirSync(dir)).toStrictEqual([])
+  })
+
+  it.each([
+    { name: 'a closed port', listening: false },
+    { name: 'a listener that counts connections', listening: true },
+  ])('limits.backend redis at $name: policy explain, policy check and config check answer without a connection or a state file', async ({ listening }) => {
+    const cwd = tempDir()
+    const confDir = tempDir()
+    const redis = listening ? await sentinel() : undefined
+    const port = redis?.port ?? (await freePort())
+    try {
+      const config = join(confDir, 'bastion.yaml')
+      writeFileSync(
+        config,
+        `limits:\n  backend: redis\n  redis: { url: { env: REDIS_URL } }\nauth:\n  tokenService: { enabled: true, store: redis, redis: { url: { env: REDIS_URL } } }\n`,
+      )
+      mkdirSync(join(confDir, 'candidates'))
+      writeFileSync(
+        join(confDir, 'candidates', 'p.yaml'),
+        'rules:\n  - id: notes\n    effect: allow\n    subjects: "*"\n    targets: { tools: [read_file] }\n    when: args.path.startsWith("notes/")\n',
+      )
+      const env = { REDIS_URL: `redis://127.0.0.1:${port}` }
+      const explain = cli(cwd, ['policy', 'explain', '--config', config, '--role', 'admin', '--tool', 'query', '--args', '{"table":"customers"}'], env)
+      expect(explain.stdout).toMatch(/^allow by role:admin\/\*/)
+      expect(explain.status).toBe(0)
+      const check = cli(cwd, ['policy', 'check', join(confDir, 'candidates', 'p.yaml'), '--config', config], env)
+      expect(check.stdout).toMatch(/p\.yaml: OK \(policy [0-9a-f]{16}, \d+ rules with the role rules\)/)
+      const configCheck = cli(cwd, ['config', 'check', config], env)
+      expect(configCheck.stdout).toMatch(/bastion\.yaml: OK \(3 roles, 0 configured keys, \d+ tools\)/)
+      expect(readdirSync(cwd)).toStrictEqual([])
+      expect(readdirSync(confDir).sort()).toStrictEqual(['bastion.yaml', 'candidates'])
+      expect(readdirSync(join(confDir, 'candidates'))).toStrictEqual(['p.yaml'])
+      expect(redis?.connections() ?? 0).toBe(0)
+    } finally {
+      await redis?.close()
+    }
+  })
+
+  it('config check binds against the built-in tools: a tool name that does not exist is an error naming the key', () => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'typo.yaml'), 'tools:\n  read_fil: { permissions: [files:read] }\n')
+    const typo = cli(dir, ['config', 'check', 'typo.yaml'])
+    expect(typo.status).toBe(2)
+    expect(typo.stderr).toContain('tools.read_fil: no tool named "read_fil" is registered')
+    expect(readdirSync(dir)).toStrictEqual(['typo.yaml'])
   })
 })
 

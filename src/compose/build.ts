@@ -1,0 +1,161 @@
+import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/server'
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
+import type { ResourceServer } from '../auth/resource-metadata.js'
+import { ConfigError, resolvePath } from '../config/load.js'
+import { executeTool } from '../limits/execute.js'
+import type { RateLimitDeps } from '../limits/rate-guard.js'
+import type { CompiledPolicy } from '../policy/engine.js'
+import { PolicyError } from '../policy/engine.js'
+import { PolicySource } from '../policy/source.js'
+import { confirmationStateVerifier } from '../tools/confirm.js'
+import { createEdge, type Edge } from '../transport/http/edge.js'
+import type { ServerDeps } from '../transport/mcp-server.js'
+import { callPath } from '../transport/stages.js'
+import type { StdioOptions } from '../transport/stdio.js'
+import { toolErrorResult } from '../transport/wire.js'
+import type { BoundConfig } from './bind.js'
+import type { Runtime } from './runtime.js'
+
+export const VERSION = '0.1.0'
+
+/** What the library user adds to the MCP servers bastion builds. */
+export interface ServeOptions {
+  /** Server name and version reported to clients. */
+  readonly info?: { readonly name: string; readonly version: string }
+  /** Extra capabilities for tools that use protocol features (logging, completions, …). */
+  readonly capabilities?: ServerCapabilities
+  /** Multi-round-trip request-state integrity hook, passed to the SDK. */
+  readonly requestState?: ServerOptions['requestState']
+}
+
+/** Everything that serves MCP, built once from the bound config; HTTP and stdio share it. */
+export interface Serving {
+  readonly bound: BoundConfig
+  /** The policy source: the bound policy's inputs, hot-reloaded from `policy.file`. */
+  readonly policySource: PolicySource
+  /** The policy in force now. */
+  readonly policy: () => CompiledPolicy
+  readonly serverDeps: ServerDeps
+}
+
+/** Where the HTTP edge answers: computed when serving starts, fixed for the edge's life. */
+export interface EdgeAt {
+  /** `Host` header names accepted. */
+  readonly allowedHosts: readonly string[]
+  /** The resource URI (RFC 8707), or undefined for an embedded edge without `auth.resource`. */
+  readonly resource: string | undefined
+}
+
+/**
+ * Build the serving parts in one pass: the policy source, the call pipeline, the MCP server
+ * dependencies. Nothing is built later; the HTTP edge is built by {@link buildEdge} when an
+ * address is known. @throws ConfigError when the policy does not load
+ */
+export function buildServing(runtime: Runtime, bound: BoundConfig, options: ServeOptions): Serving {
+  const policySource = buildPolicySource(runtime, bound)
+  const policy = (): CompiledPolicy => policySource.current()
+  const serverDeps = buildServerDeps(runtime, bound, policy, options)
+  return Object.freeze({ bound, policySource, policy, serverDeps })
+}
+
+function buildPolicySource(runtime: Runtime, bound: BoundConfig): PolicySource {
+  const { config, source } = bound.loaded
+  try {
+    return new PolicySource({
+      grants: bound.grants,
+      inline: config.policy.rules,
+      file: config.policy.file === undefined ? undefined : resolvePath(bound.loaded, config.policy.file),
+      targets: bound.targets,
+      reloadIntervalMs: config.policy.reloadIntervalMs,
+      audit: runtime.audit,
+      log: runtime.log,
+    })
+  } catch (error) {
+    // The file changed between binding and here: the same refusal binding gives.
+    if (error instanceof PolicyError) throw new ConfigError(`config ${source}: policy: ${error.message}`)
+    throw error
+  }
+}
+
+/** What the rate-limit stages need: backend, plan, metrics and the fail-open choice. */
+function rateLimits(runtime: Runtime, bound: BoundConfig): RateLimitDeps {
+  return { limiter: runtime.limiter, plan: bound.plan, metrics: runtime.metrics, dangerouslyFailOpen: bound.loaded.config.limits.dangerouslyFailOpen }
+}
+
+/** The tool call path (validate → authorize arguments → run). The one call of `executeTool`. */
+function buildCallPath(runtime: Runtime, bound: BoundConfig, policy: () => CompiledPolicy): ServerDeps['run'] {
+  return callPath(policy, executeTool({ plan: bound.plan, caps: runtime.caps, metrics: runtime.metrics, toolError: toolErrorResult, piiMode: bound.piiMode }))
+}
+
+/** The MCP server dependencies, shared by the HTTP edge and stdio. The one place they are made. */
+function buildServerDeps(runtime: Runtime, bound: BoundConfig, policy: () => CompiledPolicy, options: ServeOptions): ServerDeps {
+  const userState = options.requestState
+  const verify = userState?.verify
+  // Confirmation states are bastion's own (sealed under the keyring, checked by the tool); the
+  // library user's hook verifies every other state.
+  const requestState = verify === undefined ? userState : { ...userState, verify: confirmationStateVerifier(runtime.keyring, verify) }
+  return {
+    info: options.info ?? { name: 'mcp-bastion', version: VERSION },
+    registry: bound.registry,
+    catalog: bound.catalog,
+    policy,
+    scopes: bound.scopes,
+    run: buildCallPath(runtime, bound, policy),
+    validator: new AjvJsonSchemaValidator(),
+    ...(options.capabilities === undefined ? {} : { capabilities: options.capabilities }),
+    ...(requestState === undefined ? {} : { requestState }),
+  }
+}
+
+/**
+ * The web-standard HTTP edge for one address. The one call of `createEdge`: the Host allowlist
+ * and the resource URI are values computed when serving starts, never read later from a field.
+ */
+export function buildEdge(runtime: Runtime, serving: Serving, at: EdgeAt): Edge {
+  const { bound } = serving
+  const { server } = bound.loaded.config
+  const { auth, log } = runtime
+  const metadata = auth.resourceServer
+  const resource = at.resource ?? ''
+  const resourceServer: ResourceServer | undefined = metadata === undefined ? undefined : { ...metadata, resource: () => resource }
+  return createEdge({
+    serverDeps: serving.serverDeps,
+    audit: runtime.audit,
+    authenticator: auth.authenticator,
+    bruteForce: auth.bruteForce,
+    resourceServer,
+    tokenService: auth.tokenService,
+    scopes: bound.scopes,
+    registry: bound.registry,
+    policy: serving.policy,
+    grants: bound.grants,
+    origins: { allowedHosts: at.allowedHosts, allowedOrigins: server.allowedOrigins },
+    body: { maxBytes: server.maxBodyBytes, maxDepth: server.maxJsonDepth },
+    sessions: { maxTotal: server.sessions.maxTotal, maxPerPrincipal: server.sessions.maxPerPrincipal, idleTimeoutMs: server.sessions.idleTimeoutSeconds * 1000 },
+    path: server.path,
+    limits: rateLimits(runtime, bound),
+    metrics: runtime.metrics,
+    onError: (error) => log.warn({ err: { name: error.name, message: error.message } }, 'mcp sdk error'),
+  })
+}
+
+/** What the stdio transport is built from: the same stage dependencies as the HTTP edge. The one place they are made for stdio. */
+export function buildStdio(runtime: Runtime, serving: Serving): Omit<StdioOptions, 'env' | 'stdin' | 'stdout'> {
+  const { bound } = serving
+  const { server } = bound.loaded.config
+  return {
+    serverDeps: serving.serverDeps,
+    audit: runtime.audit,
+    authenticator: runtime.auth.authenticator,
+    bruteForce: runtime.auth.bruteForce,
+    stages: {
+      origins: { allowedHosts: [], allowedOrigins: [] },
+      body: { maxBytes: server.maxBodyBytes, maxDepth: server.maxJsonDepth },
+      limits: rateLimits(runtime, bound),
+      registry: bound.registry,
+      policy: serving.policy,
+      scopes: bound.scopes,
+    },
+    log: runtime.log,
+  }
+}

@@ -1,0 +1,197 @@
+import type { Logger } from 'pino'
+import { AlertEngine, type Webhook } from '../audit/alerts.js'
+import { auditKey } from '../audit/audit-key.js'
+import { AuditLog, type AuditSink, FileAuditSink } from '../audit/audit-log.js'
+import { operatorLog } from '../audit/operator-log.js'
+import { PostgresAuditSink, StdoutAuditSink } from '../audit/sinks.js'
+import { hashApiKey, parseApiKey } from '../auth/api-key.js'
+import { KeyStore, type StoredKey } from '../auth/key-store.js'
+import { type AuthSetup, setupAuth } from '../auth/setup.js'
+import { fileStamp } from '../config/json-file.js'
+import { ConfigError, type LoadedConfig, readSecret, statePath } from '../config/load.js'
+import { ensureState } from '../config/state.js'
+import { secureUrl } from '../config/urls.js'
+import { ConcurrencyCaps } from '../limits/concurrency.js'
+import { MemoryRateLimiter, type RateLimiter } from '../limits/memory-limiter.js'
+import { RedisRateLimiter } from '../limits/redis-limiter.js'
+import { Metrics } from '../pipeline/metrics.js'
+import type { Keyring } from '../protect/keyring.js'
+import { DEFAULT_SECRET_KEYS, redactor } from '../protect/redact.js'
+import { keyringFor } from '../protect/setup.js'
+import { openToolResources, type ToolResources } from '../tools/setup.js'
+import { ResourceUri } from './address.js'
+import type { CheckedConfig } from './bind.js'
+
+export interface RuntimeOptions {
+  /** Audit sink instead of the configured one. */
+  readonly auditSink?: AuditSink
+  /** Operator log (pino). Default: JSON to stderr. */
+  readonly logger?: Logger
+  /** Environment to read secret references from (default: process.env). */
+  readonly env?: NodeJS.ProcessEnv
+  /** A rate-limit backend instead of the configured one; the runtime closes it. */
+  readonly rateLimiter?: RateLimiter
+}
+
+/**
+ * What a bastion holds open whatever is registered, opened from the checked config by
+ * {@link openRuntime}: the state folder, audit trail, key store, alerts, rate-limit backend,
+ * authentication, keyring and what the built-in tools use.
+ */
+export interface Runtime {
+  readonly loaded: LoadedConfig
+  readonly log: Logger
+  readonly audit: AuditLog
+  readonly keys: KeyStore
+  readonly alerts: AlertEngine
+  readonly limiter: RateLimiter
+  readonly caps: ConcurrencyCaps
+  readonly metrics: Metrics
+  readonly auth: AuthSetup
+  /** Configured, or fixed when serving starts. */
+  readonly resource: ResourceUri
+  /** The keyring for encryption at rest, read again when `mcp-bastion secrets rotate` changes its file. @throws ConfigError */
+  readonly keyring: () => Keyring
+  readonly tools: ToolResources
+  /** Close the backends, authentication, the tools' resources, then the audit trail. */
+  close(): Promise<void>
+}
+
+/** The keys declared in config, their secrets read from the environment. @throws ConfigError naming the key */
+function configuredKeys(loaded: LoadedConfig, env: NodeJS.ProcessEnv): StoredKey[] {
+  return loaded.config.auth.keys.map((k, i): StoredKey => {
+    const where = `auth.keys.${i}.key`
+    const key = readSecret(loaded, k.key, where, env)
+    const parsed = parseApiKey(key)
+    if (parsed === undefined) throw new ConfigError(`config ${loaded.source}: ${where}: the value is not a bastion API key (bst_<id>_<secret>)`)
+    return {
+      id: parsed.id,
+      name: k.name,
+      roles: k.roles,
+      ...(k.tenant === undefined ? {} : { tenant: k.tenant }),
+      hash: hashApiKey(key),
+      createdAt: new Date(0).toISOString(),
+      expiresAt: k.expires === undefined ? null : new Date(k.expires).toISOString(),
+      revokedAt: null,
+      source: 'config',
+    }
+  })
+}
+
+function webhookOf(loaded: LoadedConfig, env: NodeJS.ProcessEnv): Webhook | undefined {
+  const hook = loaded.config.alerts.webhook
+  if (hook === undefined) return undefined
+  const url = secureUrl(loaded, 'alerts.webhook.url', hook.url)
+  return { url, timeoutMs: hook.timeoutMs, secret: hook.secret === undefined ? undefined : readSecret(loaded, hook.secret, 'alerts.webhook.secret', env) }
+}
+
+async function rateLimiterFor(loaded: LoadedConfig, env: NodeJS.ProcessEnv, log: Logger): Promise<RateLimiter> {
+  const { limits } = loaded.config
+  if (limits.backend !== 'redis' || limits.redis === undefined) return new MemoryRateLimiter()
+  const url = readSecret(loaded, limits.redis.url, 'limits.redis.url', env)
+  if (!/^rediss?:\/\//.test(url)) throw new ConfigError(`config ${loaded.source}: limits.redis.url: not a redis:// or rediss:// URL`)
+  const redis = new RedisRateLimiter({
+    url,
+    keyPrefix: limits.redis.keyPrefix,
+    timeoutMs: limits.redis.timeoutMs,
+    onError: (e) => log.warn({ err: { message: e.message } }, 'rate limiter backend'),
+  })
+  // Commands are not queued while disconnected: wait for the first connection, so that the first
+  // requests are not refused for a race. Unreachable at start: serve, and fail closed until it is.
+  await redis.ready(Math.max(2000, limits.redis.timeoutMs)).catch(() => log.warn('rate limiter: Redis is not reachable; requests fail closed until it is'))
+  return redis
+}
+
+/** The configured audit sink; undefined means the file. @throws ConfigError */
+async function auditSinkFor(loaded: LoadedConfig, env: NodeJS.ProcessEnv, log: Logger): Promise<AuditSink | undefined> {
+  const { audit } = loaded.config
+  if (audit.sink === 'file') return undefined
+  if (audit.sink === 'stdout') return new StdoutAuditSink(audit.stdoutBufferBytes)
+  if (audit.postgres === undefined) throw new ConfigError(`config ${loaded.source}: audit.postgres: required for sink postgres`)
+  const url = readSecret(loaded, audit.postgres.url, 'audit.postgres.url', env)
+  try {
+    return await PostgresAuditSink.open(url, audit.postgres.table, (e) => log.error({ err: { message: e.message } }, 'audit database'))
+  } catch (error) {
+    // Fail closed at start: no audit trail, no service.
+    throw new ConfigError(
+      `config ${loaded.source}: audit.postgres: cannot open the audit table (${error instanceof Error ? error.message.replace(/postgres(ql)?:\/\/[^\s]*/gi, '[url]') : 'error'})`,
+    )
+  }
+}
+
+/** The keyring, rebuilt when its file changes (`secrets rotate` in another process). */
+function keyringSource(loaded: LoadedConfig, env: NodeJS.ProcessEnv): () => Keyring {
+  const { secrets } = loaded.config
+  let held: { keyring: Keyring; stamp: string } | undefined
+  return () => {
+    const stamp = secrets.keys === undefined ? fileStamp(statePath(loaded, secrets.keyringFile)) : 'configured'
+    if (held === undefined || held.stamp !== stamp) held = { keyring: keyringFor(loaded, env), stamp }
+    return held.keyring
+  }
+}
+
+/**
+ * Open the runtime, in one pass: secrets first (a missing one fails before anything is created),
+ * then the rate-limit backend, the audit sink, the state folder, audit log, key store, alerts,
+ * authentication and the built-in tools' resources. What was opened is closed again when a later
+ * step fails. @throws ConfigError for an unusable setting or a missing secret
+ */
+export async function openRuntime(checked: CheckedConfig, options: RuntimeOptions): Promise<Runtime> {
+  const { loaded } = checked
+  const { config } = loaded
+  const env = options.env ?? process.env
+  const configKeys = configuredKeys(loaded, env)
+  const webhook = webhookOf(loaded, env)
+  const log = options.logger ?? operatorLog(config.audit.redactKeys)
+  let limiter: RateLimiter | undefined = options.rateLimiter
+  let audit: AuditLog | undefined
+  let auth: AuthSetup | undefined
+  let tools: { resources: ToolResources; close(): Promise<void> } | undefined
+  const close = async (): Promise<void> => {
+    await limiter?.close()
+    await auth?.close()
+    await tools?.close()
+    audit?.close()
+    await audit?.closed()
+  }
+  try {
+    limiter ??= await rateLimiterFor(loaded, env, log)
+    if (config.limits.dangerouslyFailOpen) log.warn('limits.dangerouslyFailOpen: requests are admitted without rate limits while the rate-limit backend is down')
+    const sink = options.auditSink ?? (await auditSinkFor(loaded, env, log))
+    ensureState(statePath(loaded, '.'), config.workspace.enabled ? statePath(loaded, config.workspace.root) : undefined)
+    const trail = new AuditLog(
+      sink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
+      undefined,
+      auditKey(loaded, env),
+      redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),
+    )
+    audit = trail
+    trail.checkpointEvery(config.audit.checkpointEvery)
+    const keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
+    const alerts = new AlertEngine(config.alerts.rules, webhook, log)
+    alerts.attach((fields) => trail.record(fields))
+    trail.observe((fields) => alerts.observe(fields))
+    const resource = new ResourceUri(config.auth.resource)
+    const keyring = keyringSource(loaded, env)
+    auth = await setupAuth({ loaded, env, keys, audit: trail, log, resource: () => resource.get(), keyring })
+    tools = await openToolResources({ loaded, env, log, keyring })
+    return {
+      loaded,
+      log,
+      audit: trail,
+      keys,
+      alerts,
+      limiter,
+      caps: new ConcurrencyCaps(config.limits.concurrency),
+      metrics: new Metrics(),
+      auth,
+      resource,
+      keyring,
+      tools: tools.resources,
+      close,
+    }
+  } catch (error) {
+    await close()
+    throw error
+  }
+}

@@ -1,0 +1,49 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { Logger } from 'pino'
+import { ConfigError, type LoadedConfig, readSecret } from '../config/load.js'
+import { isLoopback } from '../config/urls.js'
+
+/**
+ * Refuse a non-loopback address without TLS unless `server.dangerouslyAllowPlaintext` (which
+ * warns), and warn when a non-loopback address has no `server.allowedHosts`.
+ * Does not check: that a TLS-terminating proxy really is in front. @throws ConfigError
+ */
+export function refuseUnsafeBind(loaded: LoadedConfig, host: string, log: Logger): void {
+  const { server } = loaded.config
+  if (isLoopback(host)) return
+  if (server.tls === undefined) {
+    if (!server.dangerouslyAllowPlaintext) {
+      throw new ConfigError(
+        `config ${loaded.source}: server.host ${host} is not loopback and server.tls is not set; refusing to serve credentials in plaintext (set server.tls, or server.dangerouslyAllowPlaintext: true behind a TLS-terminating proxy)`,
+      )
+    }
+    log.warn({ host }, 'dangerouslyAllowPlaintext: serving a non-loopback address without TLS; API keys cross the network in the clear')
+  }
+  if (server.allowedHosts.length === 0) {
+    log.warn({ host }, 'server.allowedHosts is empty: only the bound address (and, on every interface, the loopback names) is accepted in the Host header')
+  }
+}
+
+/**
+ * An HTTP (or, with `server.tls`, HTTPS with TLS 1.2 minimum) server listening on host:port,
+ * with no request handler yet: the edge it will serve needs the address it got.
+ * @throws ConfigError for unreadable TLS material; the listen error (EADDRINUSE, …)
+ */
+export async function bindSocket(loaded: LoadedConfig, host: string, port: number): Promise<HttpServer> {
+  const { tls } = loaded.config.server
+  const server =
+    tls === undefined
+      ? createHttpServer()
+      : createHttpsServer({ cert: readSecret(loaded, tls.cert, 'server.tls.cert'), key: readSecret(loaded, tls.key, 'server.tls.key'), minVersion: 'TLSv1.2' })
+  server.headersTimeout = 30_000
+  server.requestTimeout = 120_000
+  await new Promise<void>((resolveListen, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolveListen()
+    })
+  })
+  return server
+}
