@@ -34,7 +34,7 @@ const MAY_IMPORT_TRANSPORT: readonly RegExp[] = [
  * verbatimModuleSyntax) or a listed file that no longer imports the SDK still fails.
  */
 const SDK_TYPE_IMPORTS: ReadonlyMap<string, string> = new Map<string, string>([
-  // ['src/tools/registry.ts', 'why this file needs the wire shape rather than our own type'],
+  ['src/protocol.ts', 'the MCP protocol shapes of the public tool API (results, descriptors, the handler context, the input helpers): types only'],
 ])
 
 const SDK = /^@modelcontextprotocol(?:\/|$)/

@@ -1,5 +1,3 @@
-import type { ServerCapabilities, ServerOptions } from '@modelcontextprotocol/server'
-import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import type { ResourceServer } from '../auth/resource-metadata.js'
 import { ConfigError, resolvePath } from '../config/load.js'
 import { executeTool } from '../limits/execute.js'
@@ -7,9 +5,11 @@ import type { RateLimitDeps } from '../limits/rate-guard.js'
 import type { CompiledPolicy } from '../policy/engine.js'
 import { PolicyError } from '../policy/engine.js'
 import { PolicySource } from '../policy/source.js'
+import type { ServerCapabilities, ServerOptions } from '../protocol.js'
 import { confirmationStateVerifier } from '../tools/confirm.js'
 import { createEdge, type Edge } from '../transport/http/edge.js'
 import type { ServerDeps } from '../transport/mcp-server.js'
+import { createValidator, INPUT_HELPERS } from '../transport/mcp-server.js'
 import { callPath } from '../transport/stages.js'
 import type { StdioOptions } from '../transport/stdio.js'
 import { toolErrorResult } from '../transport/wire.js'
@@ -84,7 +84,7 @@ function rateLimits(runtime: Runtime, bound: BoundConfig): RateLimitDeps {
 
 /** The tool call path (validate → authorize arguments → run). The one call of `executeTool`. */
 function buildCallPath(runtime: Runtime, bound: BoundConfig, policy: () => CompiledPolicy): ServerDeps['run'] {
-  return callPath(policy, executeTool({ plan: bound.plan, caps: runtime.caps, metrics: runtime.metrics, toolError: toolErrorResult, piiMode: bound.piiMode }))
+  return callPath(policy, executeTool({ plan: bound.plan, caps: runtime.caps, metrics: runtime.metrics, input: INPUT_HELPERS, toolError: toolErrorResult, piiMode: bound.piiMode }))
 }
 
 /** The MCP server dependencies, shared by the HTTP edge and stdio. The one place they are made. */
@@ -101,7 +101,7 @@ function buildServerDeps(runtime: Runtime, bound: BoundConfig, policy: () => Com
     policy,
     scopes: bound.scopes,
     run: buildCallPath(runtime, bound, policy),
-    validator: new AjvJsonSchemaValidator(),
+    validator: createValidator(),
     ...(options.capabilities === undefined ? {} : { capabilities: options.capabilities }),
     ...(requestState === undefined ? {} : { requestState }),
   }

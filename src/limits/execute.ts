@@ -12,6 +12,8 @@ export interface ExecuteDeps {
   readonly plan: RatePlan
   readonly caps: ConcurrencyCaps
   readonly metrics: Metrics
+  /** The SDK's multi-round-trip helpers, for the tool context. */
+  readonly input: ToolContext['input']
   /** Builds the in-band error result a client sees for a tool-level refusal or failure. */
   readonly toolError: (error: SecurityError, requestId: string) => ToolOutput
   /** What to do with personal data in this tool's result, given the deciding policy rule's `output.pii`. */
@@ -101,6 +103,7 @@ export function executeTool(deps: ExecuteDeps): (x: Exchange, mcp: ToolContext['
           signal,
           mcp,
           canElicit,
+          input: deps.input,
           policy: x.decision?.output ?? {},
           audit: (fields: Record<string, unknown>) => x.audit.note(fields),
         }

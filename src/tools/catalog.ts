@@ -1,5 +1,5 @@
-import type { GetPromptResult, ReadResourceResult, ServerContext } from '@modelcontextprotocol/server'
 import type { z } from 'zod'
+import type { GetPromptResult, ReadResourceResult, ServerContext } from '../protocol.js'
 
 /** A resource at a fixed URI. */
 export interface ResourceDefinition {

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { type InputRequiredResult, inputRequired, inputResponse, type ServerContext } from '@modelcontextprotocol/server'
 import type { Redis } from 'ioredis'
 import { SecurityError } from '../errors.js'
 import type { Keyring } from '../protect/keyring.js'
+import type { InputRequiredResult, ServerContext } from '../protocol.js'
 import type { ToolContext } from './registry.js'
 
 /** Prefix of the `requestState` bastion mints for confirmations; the rest is a keyring envelope. */
@@ -134,9 +134,9 @@ export class Confirmations {
     const sealed: Sealed = { tool, principal: ctx.principal.id, args: argsDigest(args), nonce: randomBytes(16).toString('base64url'), exp: Date.now() + this.ttlMs, preview }
     const state = `${CONFIRM_STATE_PREFIX}${this.keyring().encrypt(JSON.stringify(sealed), PURPOSE)}`
     ctx.audit({ confirm: 'requested', preview })
-    return inputRequired({
+    return ctx.input.required({
       inputRequests: {
-        confirm: inputRequired.elicit({
+        confirm: ctx.input.required.elicit({
           message,
           requestedSchema: {
             type: 'object',
@@ -169,7 +169,7 @@ export class Confirmations {
     const left = sealed.exp - Date.now()
     if (!(left > 0)) refuse('expired')
     if (!(await this.nonces.claim(sealed.nonce, left + 1000))) refuse('was already used')
-    const answer = inputResponse(ctx.mcp.mcpReq.inputResponses, 'confirm')
+    const answer = ctx.input.response(ctx.mcp.mcpReq.inputResponses, 'confirm')
     if (answer.kind !== 'elicit' || answer.action !== 'accept' || answer.content?.confirm !== true) {
       const what = answer.kind === 'elicit' ? (answer.action === 'accept' ? 'accepted without confirming' : answer.action) : 'no answer'
       ctx.audit({ confirm: 'declined', answer: what, preview: sealed.preview })

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs'
-import type { CallToolResult, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '@modelcontextprotocol/server'
 import { z } from 'zod'
 import type { IsolateOptions } from '../limits/isolated.js'
 import type { Principal } from '../principal.js'
+import type { CallToolResult, InputHelpers, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '../protocol.js'
 
 /** What a tool receives besides its validated arguments. */
 export interface ToolContext {
@@ -14,6 +14,8 @@ export interface ToolContext {
   readonly mcp: ServerContext
   /** Did the client declare elicitation support (it can answer a confirmation)? */
   readonly canElicit: boolean
+  /** Build an `input_required` result and read the client's answers (the SDK's helpers). */
+  readonly input: InputHelpers
   /** The deciding policy rule's `output` settings (e.g. `rows: own`); empty when none. */
   readonly policy: Readonly<Record<string, string>>
   /** Add fields to this call's audit line (what a destructive tool changed). Redacted like the rest. */

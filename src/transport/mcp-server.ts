@@ -1,6 +1,8 @@
 import {
   CLIENT_CAPABILITIES_META_KEY,
   type ClientCapabilities,
+  inputRequired,
+  inputResponse,
   isInputRequiredResult,
   McpServer,
   ResourceTemplate,
@@ -9,13 +11,14 @@ import {
   type ServerOptions,
   UriTemplate,
 } from '@modelcontextprotocol/server'
-import type { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import type { ScopeRules } from '../auth/resource-metadata.js'
 import { SecurityError, toSecurityError, WIRE } from '../errors.js'
 import { type Exchange, policyOf } from '../pipeline/exchange.js'
 import type { CompiledPolicy, Target } from '../policy/engine.js'
 import type { Principal } from '../principal.js'
 import { auditArgs } from '../protect/redact.js'
+import type { InputHelpers } from '../protocol.js'
 import type { Catalog, PromptDefinition, ResourceDefinition, ResourceTemplateDefinition } from '../tools/catalog.js'
 import type { ToolOutput, ToolRegistry } from '../tools/registry.js'
 import { toolErrorResult, toProtocolError } from './wire.js'
@@ -33,6 +36,14 @@ export interface ServerDeps {
   /** Extra capabilities a library user's tools rely on (logging, completions, …). */
   readonly capabilities?: ServerCapabilities
   readonly requestState?: ServerOptions['requestState']
+}
+
+/** The SDK's multi-round-trip helpers, for tool contexts (tools never import the SDK). */
+export const INPUT_HELPERS: InputHelpers = Object.freeze({ required: inputRequired, response: inputResponse })
+
+/** The JSON Schema validator of every server instance (one: building one per request triples the SDK's cost per call). */
+export function createValidator(): AjvJsonSchemaValidator {
+  return new AjvJsonSchemaValidator()
 }
 
 /** How a handler finds the exchange of the request it serves (a typed map kept by the transport). */

@@ -41,9 +41,9 @@ const SDK_CODES = new Map<number, SecurityErrorCode>([
 ])
 
 // Data the specification defines for its errors (the supported versions of -32022, the missing
-// capabilities of -32021): kept, because clients act on it. Everything else the SDK put in `data`
-// (echoed header values, message text) is dropped.
-const SPEC_DATA = ['supported', 'requested', 'requiredCapabilities'] as const
+// capabilities of -32021, the URI of a resource not found, SEP-2164): kept, because clients act on
+// it. Everything else the SDK put in `data` (echoed header values, message text) is dropped.
+const SPEC_DATA = ['supported', 'requested', 'requiredCapabilities', 'uri'] as const
 
 interface RpcErrorObject {
   code: number
@@ -64,7 +64,11 @@ function fromSdk(error: RpcErrorObject, requestId: string): { error: SecurityErr
   const rendered = rpcError(failure, requestId)
   const kept: Record<string, unknown> = {}
   const data = error.data
-  if (data !== null && typeof data === 'object') for (const k of SPEC_DATA) if (Object.hasOwn(data, k)) kept[k] = (data as Record<string, unknown>)[k]
+  if (data !== null && typeof data === 'object')
+    for (const k of SPEC_DATA) {
+      const v = (data as Record<string, unknown>)[k]
+      if (Object.hasOwn(data, k) && JSON.stringify(v).length <= 2048) kept[k] = v
+    }
   return { error: failure, wire: { code: rendered.code, message: rendered.message, data: { ...kept, ...rendered.data } } }
 }
 

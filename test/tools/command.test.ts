@@ -11,6 +11,7 @@ import { publicText, type SecurityError, toSecurityError } from '../../src/error
 import { runCommandTool } from '../../src/tools/command.js'
 import { Workspace } from '../../src/tools/confine.js'
 import type { ToolContext, ToolOutput } from '../../src/tools/registry.js'
+import { INPUT_HELPERS } from '../../src/transport/mcp-server.js'
 
 // Unique sleep durations: `pgrep -f` finds exactly the children of this test run, if any survive.
 const TAG = String(process.pid).padStart(8, '0')
@@ -23,6 +24,7 @@ const ctxBase: Omit<ToolContext, 'signal'> = {
   principal: { id: 'key:test', kind: 'api-key', name: 't', roles: ['admin'] },
   mcp: {} as ToolContext['mcp'],
   canElicit: false,
+  input: INPUT_HELPERS,
   policy: {},
   audit: (fields) => {
     audited.push(fields)

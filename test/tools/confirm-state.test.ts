@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { Keyring } from '../../src/protect/keyring.js'
 import { CONFIRM_STATE_PREFIX, Confirmations, confirmationStateVerifier, MemoryNonceStore } from '../../src/tools/confirm.js'
 import type { ToolContext } from '../../src/tools/registry.js'
+import { INPUT_HELPERS } from '../../src/transport/mcp-server.js'
 
 const keyring = new Keyring(new Map([['k1', randomBytes(32)]]), 'k1')
 const ctx = {
@@ -12,6 +13,7 @@ const ctx = {
   signal: new AbortController().signal,
   mcp: {} as ServerContext,
   canElicit: true,
+  input: INPUT_HELPERS,
   policy: {},
   audit: () => {},
 } satisfies ToolContext

@@ -14,6 +14,7 @@ import { Confirmations, MemoryNonceStore } from '../../src/tools/confirm.js'
 import { type Listing, listFilesTool, readFileTool } from '../../src/tools/files.js'
 import type { ToolContext, ToolOutput } from '../../src/tools/registry.js'
 import { writeFileTool } from '../../src/tools/write-file.js'
+import { INPUT_HELPERS } from '../../src/transport/mcp-server.js'
 
 // One rule decides for every tool that takes a workspace path: what write_file creates, read_file
 // reads and list_files lists; what one refuses, all refuse, with the same text.
@@ -26,6 +27,7 @@ function ctxOf(state?: string): ToolContext {
     principal: { id: 'key:names', kind: 'api-key', name: 'names', roles: ['admin'] },
     signal: new AbortController().signal,
     canElicit: true,
+    input: INPUT_HELPERS,
     policy: {},
     audit: () => {},
     mcp: { mcpReq: { requestState: () => state, inputResponses: state === undefined ? undefined : ACCEPT } } as unknown as ToolContext['mcp'],
