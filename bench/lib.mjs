@@ -16,8 +16,8 @@ export const machine = () =>
  * Start `bench/servers.mjs <variant>` and resolve once it prints its target and answers an echo.
  * Other stdout lines go to `onLine` (the soak reads heap samples from them).
  */
-export async function startServer(variant, { execArgv = [], env = {}, onLine } = {}) {
-  const child = spawn(process.execPath, [...execArgv, here('./servers.mjs'), variant], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+export async function startServer(variant, { execArgv = [], env = {}, onLine, script = here('./servers.mjs') } = {}) {
+  const child = spawn(process.execPath, [...execArgv, script, variant], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   let err = ''
   child.stderr.on('data', (c) => {
     err += c
@@ -49,7 +49,7 @@ function procStats(pid) {
 }
 
 /** One load run from a separate process, with the server's CPU per request and peak RSS from /proc. */
-async function load(server, connections, seconds, tolerateFailures) {
+export async function load(server, connections, seconds, tolerateFailures) {
   const before = procStats(server.child.pid)
   const { stdout } = await run(process.execPath, [here('./load-autocannon.mjs'), JSON.stringify(server.target), String(connections), String(seconds)], { maxBuffer: 1 << 20 })
   const after = procStats(server.child.pid)

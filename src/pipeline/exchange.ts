@@ -13,8 +13,12 @@ export interface HttpPart {
   readonly url: URL
   /** The body passed the byte cap while the listener read it. */
   readonly bodyTooLarge: boolean
-  /** Security headers the client sent more than once (read off the raw header list). */
-  readonly repeated: readonly string[]
+  /**
+   * What the listener found wrong with the raw header list (a repeated security header, a control
+   * character), `null` when it found nothing, `undefined` when there was no raw list to read (an
+   * embedder's web Request: the headers stage reads the merged headers instead).
+   */
+  readonly headerFault: SecurityError | null | undefined
   /** Headers added to whatever response goes out (request id, `Allow`). */
   readonly responseHeaders: Headers
 }

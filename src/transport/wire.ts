@@ -8,6 +8,18 @@ export const ERROR_META_KEY = 'bastion/error'
 
 const REALM = 'Bearer realm="mcp-bastion"'
 
+/**
+ * Responses the wire built from a string, with that string: the Node listener writes it as it is
+ * instead of reading the body stream back (the JSON answer was already read once, to settle it).
+ */
+export const TEXT_BODIES = new WeakMap<Response, string>()
+
+function textResponse(body: string, init: ResponseInit): Response {
+  const response = new Response(body, init)
+  TEXT_BODIES.set(response, body)
+  return response
+}
+
 /** A tool-level refusal or failure, reported in-band (`isError`) so the model can correct itself. */
 export function toolErrorResult(error: SecurityError, requestId: string): CallToolResult {
   return {
@@ -115,7 +127,7 @@ export class Wire {
     // RFC 9110 §10.2.3: whole seconds, rounded up so a client that obeys is never early.
     if (error.retryAfterMs !== undefined) headers.set('retry-after', String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))))
     const status = row.carrier === 'http' ? row.http : 200
-    return new Response(JSON.stringify(this.message(x, error)), { status, headers })
+    return textResponse(JSON.stringify(this.message(x, error)), { status, headers })
   }
 
   /**
@@ -171,7 +183,7 @@ export class Wire {
       } catch (error) {
         return this.response(x, toSecurityError(error))
       }
-      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers })
+      return textResponse(body, { status: response.status, statusText: response.statusText, headers: response.headers })
     }
     // A stream that answers no request of this exchange (GET, or notifications): its line is written now.
     if (rpcIdOf(x.message) === null) {
@@ -202,7 +214,9 @@ export class Wire {
       const lines = event.split('\n')
       const at = lines.findIndex((l) => l.startsWith('data: '))
       const data = at < 0 ? undefined : lines[at]?.slice(6)
-      if (data === undefined || data.length === 0) return event
+      // Notifications and server requests (progress, elicitation) pass untouched: only an answer,
+      // which carries a result or an error, can be re-rendered or commit the line.
+      if (data === undefined || data.length === 0 || !(data.includes('"result"') || data.includes('"error"'))) return event
       let parsed: JSONRPCMessage
       try {
         parsed = JSON.parse(data) as JSONRPCMessage

@@ -51,8 +51,8 @@ export interface RequestInfo {
   readonly remoteAddress: string | undefined
   readonly secure: boolean
   readonly bodyTooLarge?: boolean
-  /** Single-valued security headers the client repeated (from the raw header list). */
-  readonly repeated?: readonly string[]
+  /** What the listener found wrong with the raw header list (`null`: nothing; absent: not read). */
+  readonly headerFault?: SecurityError | null
 }
 
 export interface Edge {
@@ -140,7 +140,7 @@ export function createEdge(options: EdgeOptions): Edge {
       remoteAddress: info.remoteAddress,
       signal: request.signal,
       audit,
-      http: { request, url, bodyTooLarge: info.bodyTooLarge === true, repeated: info.repeated ?? [], responseHeaders: new Headers() },
+      http: { request, url, bodyTooLarge: info.bodyTooLarge === true, headerFault: info.headerFault, responseHeaders: new Headers() },
     })
 
   return {

@@ -28,36 +28,40 @@ function hasControl(value: string): boolean {
   return false
 }
 
+const controlIn = (name: string): SecurityError =>
+  new SecurityError('ERR_HEADER_INVALID', `header ${name.slice(0, 64)} holds a control character`, { expose: 'a header value holds a control character' })
+
 /**
  * Refuse repeated security headers and header values with control characters (400), before any
- * other stage reads a header.
+ * other stage reads a header. The listener reads the raw header list once (`headerFault`); an
+ * embedder's web Request, whose repeats are already merged, has its values checked here.
  * Does not check: what the values mean (each later stage parses the header it owns).
  */
 export function checkHeaders(): Stage {
   return async function checkHeadersStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
     const http = x.http
     if (http === undefined) return next()
-    const repeated = http.repeated[0]
-    if (repeated !== undefined) throw new SecurityError('ERR_HEADER_INVALID', `header ${repeated} sent more than once`, { expose: `${repeated} sent more than once` })
-    for (const [name, value] of http.request.headers) {
-      if (hasControl(value))
-        throw new SecurityError('ERR_HEADER_INVALID', `header ${name.slice(0, 64)} holds a control character`, { expose: 'a header value holds a control character' })
-    }
+    if (http.headerFault !== undefined && http.headerFault !== null) throw http.headerFault
+    if (http.headerFault === undefined) for (const [name, value] of http.request.headers) if (hasControl(value)) throw controlIn(name)
     return next()
   }
 }
 
-/** Names of single-valued security headers present more than once in a raw header list (name, value, name, value…). */
-export function repeatedHeaders(raw: readonly string[]): string[] {
-  const seen = new Set<string>()
-  const twice: string[] = []
+/**
+ * One pass over a raw header list (name, value, name, value…): the first single-valued security
+ * header present twice, or the first value with a control character; `null` when there is none.
+ */
+export function headerFault(raw: readonly string[]): SecurityError | null {
+  let seen: Set<string> | undefined
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]?.toLowerCase()
-    if (name === undefined || !SINGLE_HEADERS.has(name)) continue
-    if (seen.has(name) && !twice.includes(name)) twice.push(name)
+    const name = (raw[i] ?? '').toLowerCase()
+    if (hasControl(raw[i + 1] ?? '')) return controlIn(name)
+    if (!SINGLE_HEADERS.has(name)) continue
+    seen ??= new Set()
+    if (seen.has(name)) return new SecurityError('ERR_HEADER_INVALID', `header ${name} sent more than once`, { expose: `${name} sent more than once` })
     seen.add(name)
   }
-  return twice
+  return null
 }
 
 // RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ]; a reg-name of unreserved

@@ -2,8 +2,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { type NodeIncomingMessageLike, toWebRequest } from '@modelcontextprotocol/node'
 import { SecurityError } from '../../errors.js'
+import { TEXT_BODIES } from '../wire.js'
 import type { Edge } from './edge.js'
-import { repeatedHeaders, requestLineError } from './headers.js'
+import { headerFault, requestLineError } from './headers.js'
 
 /**
  * Node glue: `IncomingMessage` → web `Request` (the SDK's node adapter, body bounded by the limit),
@@ -45,7 +46,7 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
     bodyTooLarge = true
     request = headersOnly(req, abort.signal)
   }
-  const response = await edge.fetch(request, { ...base, bodyTooLarge, repeated: repeatedHeaders(req.rawHeaders) })
+  const response = await edge.fetch(request, { ...base, bodyTooLarge, headerFault: headerFault(req.rawHeaders) })
   await writeResponse(res, response, abort.signal)
 }
 
@@ -70,6 +71,11 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
     else headers[name] = value
   }
   res.writeHead(response.status, headers)
+  const text = TEXT_BODIES.get(response)
+  if (text !== undefined) {
+    res.end(text)
+    return
+  }
   if (response.body === null) {
     res.end()
     return
