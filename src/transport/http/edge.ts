@@ -89,7 +89,8 @@ export function createEdge(options: EdgeOptions): Edge {
   )
   const sessions = new LegacySessions(
     options.sessions,
-    // A session serves the principal that created it; the binding is checked on every request.
+    // A session serves the principal that created it (the session stage checks the binding on
+    // every request); its handlers decide for the exchange of each request, found by its Request.
     () => buildServer(serverDeps, (ctx) => exchangeOf(ctx.http?.req), 'legacy'),
     (event) => {
       try {

@@ -35,11 +35,11 @@ export class LegacySessions {
   readonly #sessions = new Map<string, Session>()
   readonly #timer: NodeJS.Timeout
 
-  readonly #build: (principal: Principal) => Server | McpServer
+  readonly #build: () => Server | McpServer
 
   constructor(
     private readonly limits: SessionLimits,
-    build: (principal: Principal) => Server | McpServer,
+    build: () => Server | McpServer,
     private readonly onEvent: (event: SessionEvent) => void,
     private readonly now: () => number = () => performance.now(),
   ) {
@@ -121,7 +121,7 @@ export class LegacySessions {
       sessionIdGenerator: () => id,
       onsessionclosed: (closed) => this.#drop(closed, 'deleted'),
     })
-    const server = this.#build(principal)
+    const server = this.#build()
     await server.connect(transport)
     const session: Session = { id, principalId: principal.id, transport, server, lastUsed: this.now(), inflight: 1 }
     // Registered before the exchange so that the caps count it; removed if initialize fails.
