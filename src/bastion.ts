@@ -23,7 +23,7 @@ import type { Catalog, PromptDefinition, ResourceDefinition, ResourceTemplateDef
 import type { ToolDefinition, ToolRegistry } from './tools/registry.js'
 import { builtinTools } from './tools/setup.js'
 import type { Edge } from './transport/http/edge.js'
-import { clientErrorListener, nodeListener } from './transport/http/node-listener.js'
+import { clientErrorListener, connectListener, nodeListener } from './transport/http/node-listener.js'
 import type { ServerDeps } from './transport/mcp-server.js'
 import type { StdioOptions } from './transport/stdio.js'
 
@@ -255,6 +255,7 @@ export class Bastion {
       }),
     )
     server.on('clientError', clientErrorListener(edge, { secure: tls !== undefined }))
+    server.on('connect', connectListener(edge, { secure: tls !== undefined }))
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url: at.url, tools: this.registry.all().length })
     return {
       url: at.url,

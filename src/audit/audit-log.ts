@@ -167,6 +167,11 @@ export class AuditLog {
 
   #observer: ((fields: AuditFields) => void) | undefined
 
+  /** Would this value reach the audit trail unchanged (no redaction rule rewrites it)? */
+  survives(value: string): boolean {
+    return this.#redact(value) === value
+  }
+
   /** Called with every record after it is written (alert thresholds). An observer's throw is ignored. */
   observe(observer: (fields: AuditFields) => void): void {
     this.#observer = observer

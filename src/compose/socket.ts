@@ -34,8 +34,14 @@ export async function bindSocket(loaded: LoadedConfig, host: string, port: numbe
   const { tls } = loaded.config.server
   const server =
     tls === undefined
-      ? createHttpServer()
-      : createHttpsServer({ cert: readSecret(loaded, tls.cert, 'server.tls.cert'), key: readSecret(loaded, tls.key, 'server.tls.key'), minVersion: 'TLSv1.2' })
+      ? // A request without Host is refused by the listener, through the edge (answered and audited), not by Node.
+        createHttpServer({ requireHostHeader: false })
+      : createHttpsServer({
+          requireHostHeader: false,
+          cert: readSecret(loaded, tls.cert, 'server.tls.cert'),
+          key: readSecret(loaded, tls.key, 'server.tls.key'),
+          minVersion: 'TLSv1.2',
+        })
   server.headersTimeout = 30_000
   server.requestTimeout = 120_000
   await new Promise<void>((resolveListen, reject) => {

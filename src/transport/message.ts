@@ -1,3 +1,4 @@
+import { isSpecType } from '@modelcontextprotocol/server'
 import { SecurityError } from '../errors.js'
 import { type Exchange, rpcMethodOf, rpcParamsOf, type Stage } from '../pipeline/exchange.js'
 
@@ -22,6 +23,23 @@ function wellFormed(value: unknown): boolean {
   return true
 }
 
+// The SDK validates these requests' params inside its handler wrapper and answers a failure as an
+// internal error (-32603) with the validator's text; checked here with the SDK's own schemas, a
+// bad request is refused as what it is (-32602) before the SDK sees it. Methods whose schema is
+// era-specific (initialize, subscriptions/listen, and those 2026-07-28 removed: logging/setLevel,
+// resources/subscribe, resources/unsubscribe) are left to the SDK.
+const PARAMS: ReadonlyMap<string, (value: unknown) => boolean> = new Map<string, (value: unknown) => boolean>([
+  ['ping', isSpecType.PingRequest],
+  ['tools/list', isSpecType.ListToolsRequest],
+  ['tools/call', isSpecType.CallToolRequest],
+  ['resources/list', isSpecType.ListResourcesRequest],
+  ['resources/templates/list', isSpecType.ListResourceTemplatesRequest],
+  ['resources/read', isSpecType.ReadResourceRequest],
+  ['prompts/list', isSpecType.ListPromptsRequest],
+  ['prompts/get', isSpecType.GetPromptRequest],
+  ['completion/complete', isSpecType.CompleteRequest],
+])
+
 const invalid = (why: string): SecurityError => new SecurityError('ERR_INVALID_REQUEST', `not a valid JSON-RPC message: ${why}`, { expose: why })
 const badParams = (why: string): SecurityError => new SecurityError('ERR_INVALID_PARAMS', `invalid params: ${why}`, { expose: why })
 
@@ -30,7 +48,8 @@ const badParams = (why: string): SecurityError => new SecurityError('ERR_INVALID
  * batches), `jsonrpc: "2.0"`, a request id that is a string or an integer (never null), `params` an
  * object, strings well-formed; for `tools/call`, a string `name` and object `arguments`. What this
  * stage refuses never reaches the SDK, so the SDK never answers with its own text.
- * Does not check: method-specific params beyond tools/call (the SDK validates them, and its
+ * The params of the common requests are checked against the SDK's own schemas.
+ * Does not check: params of initialize and era-specific methods (the SDK validates them, and its
  * errors are re-rendered by the wire), arguments against the tool's schema (the validate stage).
  */
 export function checkMessage(): Stage {
@@ -49,6 +68,8 @@ export function checkMessage(): Stage {
       if (Object.hasOwn(o, 'result') || Object.hasOwn(o, 'error')) throw invalid('a request carries no result or error')
       if (Object.hasOwn(o, 'params') && rpcParamsOf(m) === undefined) throw invalid('params must be an object')
       x.method = rpcMethodOf(m)
+      const valid = hasId && x.method !== undefined ? PARAMS.get(x.method) : undefined
+      if (valid !== undefined && !valid(m)) throw badParams(`params do not match ${x.method}`)
       if (x.method === 'tools/call' && hasId) {
         const params = rpcParamsOf(m)
         if (typeof params?.name !== 'string' || params.name.length === 0) throw badParams('name must be a non-empty string')

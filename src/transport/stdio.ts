@@ -7,7 +7,7 @@ import type { BruteForce } from '../auth/brute-force.js'
 import { ConfigError } from '../config/load.js'
 import { SecurityError, toSecurityError } from '../errors.js'
 import { compose, type Guard } from '../pipeline/compose.js'
-import { createExchange, type Exchange, rpcIdOf, type Stage } from '../pipeline/exchange.js'
+import { createExchange, type Exchange, requestIdFrom, rpcIdOf, type Stage } from '../pipeline/exchange.js'
 import type { Principal } from '../principal.js'
 import { buildServer, type ServerDeps } from './mcp-server.js'
 import { requestStages, type StageDeps } from './stages.js'
@@ -162,7 +162,15 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
   const inner = new StdioServerTransport(options.stdin as never, options.stdout as never)
   let transport: GuardedTransport | undefined
   const open = (message: JSONRPCMessage): Exchange =>
-    createExchange({ requestId: randomUUID(), transport: 'stdio', remoteAddress: undefined, signal: new AbortController().signal, audit, message, era: eraOf(message) })
+    createExchange({
+      requestId: requestIdFrom(undefined, (id) => audit.survives(id)),
+      transport: 'stdio',
+      remoteAddress: undefined,
+      signal: new AbortController().signal,
+      audit,
+      message,
+      era: eraOf(message),
+    })
   transport = new GuardedTransport(inner, open, [answer, ...stages])
   const guarded = transport
   const exchangeOf = (ctx: { mcpReq: { id: string | number } }): Exchange => {

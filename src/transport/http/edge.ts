@@ -136,7 +136,7 @@ export function createEdge(options: EdgeOptions): Edge {
   })
   const exchange = (request: Request, url: URL, info: RequestInfo): Exchange =>
     createExchange({
-      requestId: requestIdFrom(request.headers.get('x-request-id')),
+      requestId: requestIdFrom(request.headers.get('x-request-id'), (id) => audit.survives(id)),
       transport: 'http',
       remoteAddress: info.remoteAddress,
       signal: request.signal,

@@ -88,7 +88,9 @@ export function requestLineError(method: string | undefined, target: string | un
     return new SecurityError('ERR_HEADER_INVALID', hosts.length === 0 ? 'no Host header' : 'more than one Host header', { expose: 'exactly one Host header is required' })
   const host = hosts[0] ?? ''
   if (!HOST.test(host)) return new SecurityError('ERR_HEADER_INVALID', `malformed Host header ${JSON.stringify(host.slice(0, 100))}`, { expose: 'malformed Host header' })
-  const port = /:(\d+)$/.exec(host)?.[1]
-  if (port !== undefined && Number(port) > 65535) return new SecurityError('ERR_HEADER_INVALID', 'Host port out of range', { expose: 'malformed Host header' })
+  // The grammar admits reg-names the WHATWG URL parser refuses (numeric labels read as IPv4, bad
+  // punycode, ports past 65535): a Host no URL can be built from is as malformed as any other.
+  if (!URL.canParse(`http://${host}/`))
+    return new SecurityError('ERR_HEADER_INVALID', `Host header ${JSON.stringify(host.slice(0, 100))} is not a URL authority`, { expose: 'malformed Host header' })
   return undefined
 }

@@ -1,15 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { type NodeIncomingMessageLike, toWebRequest } from '@modelcontextprotocol/node'
 import { SecurityError } from '../../errors.js'
 import { TEXT_BODIES } from '../wire.js'
 import type { Edge } from './edge.js'
 import { headerFault, requestLineError } from './headers.js'
 
 /**
- * Node glue: `IncomingMessage` → web `Request` (the SDK's node adapter, body bounded by the limit),
- * the edge, then the `Response` back onto the socket with backpressure. A body over the limit is
- * not read further; the edge answers 413 (audited) and the connection is closed.
+ * Node glue: `IncomingMessage` → web `Request` (the raw body bytes, bounded by the limit), the
+ * edge, then the `Response` back onto the socket with backpressure. A body over the limit is not
+ * read further; the edge answers 413 (audited) and the connection is closed.
  */
 export function nodeListener(edge: Edge, options: { maxBodyBytes: number; secure: boolean; onError?: (error: Error) => void }) {
   return function bastionListener(req: IncomingMessage, res: ServerResponse): void {
@@ -37,31 +36,45 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
     await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal)
     return
   }
-  let request: Request
-  let bodyTooLarge = false
-  try {
-    request = await toWebRequest(req as NodeIncomingMessageLike, undefined, { signal: abort.signal, maxRequestBodySize: options.maxBodyBytes })
-  } catch (error) {
-    if (!(error instanceof Error) || error.name !== 'RequestBodyTooLargeError') throw error
-    bodyTooLarge = true
-    request = headersOnly(req, abort.signal)
-  }
+  const body = await readBody(req, options.maxBodyBytes)
+  const bodyTooLarge = body === 'too-large'
+  const request = toRequest(req, abort.signal, bodyTooLarge ? undefined : body)
   const response = await edge.fetch(request, { ...base, bodyTooLarge, headerFault: headerFault(req.rawHeaders) })
   await writeResponse(res, response, abort.signal)
 }
 
-/** The request without its body, for answering 413 through the edge. */
-function headersOnly(req: IncomingMessage, signal: AbortSignal): Request {
+/**
+ * The body's bytes exactly as sent, or `too-large` as soon as they pass the limit (the rest is not
+ * read). Not decoded here: the body stage decodes once, strictly (a lenient decoder here would
+ * drop a byte-order mark and mend invalid UTF-8 before bastion could refuse them).
+ */
+async function readBody(req: IncomingMessage, maxBytes: number): Promise<Uint8Array | undefined | 'too-large'> {
+  if (req.method === 'GET' || req.method === 'HEAD') return undefined
+  if (Number(req.headers['content-length']) > maxBytes) return 'too-large'
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    const bytes = chunk as Buffer
+    size += bytes.byteLength
+    if (size > maxBytes) return 'too-large'
+    chunks.push(bytes)
+  }
+  return size === 0 ? undefined : Buffer.concat(chunks, size)
+}
+
+/** The web Request of a Node request whose request line and Host were checked (`requestLineError`). */
+function toRequest(req: IncomingMessage, signal: AbortSignal, body: Uint8Array | undefined): Request {
   const headers = new Headers()
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || name.startsWith(':')) continue
     if (Array.isArray(value)) for (const v of value) headers.append(name, v)
     else headers.set(name, value)
   }
-  headers.delete('content-length')
-  headers.delete('transfer-encoding')
-  const host = req.headers.host ?? 'localhost'
-  return new Request(`http://${host}${req.url ?? '/'}`, { method: req.method ?? 'POST', headers, signal })
+  if (body === undefined) {
+    headers.delete('content-length')
+    headers.delete('transfer-encoding')
+  }
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers, signal, ...(body === undefined ? {} : { body }) })
 }
 
 async function writeResponse(res: ServerResponse, response: Response, signal: AbortSignal): Promise<void> {
@@ -103,13 +116,26 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
   }
 }
 
+/** Answer a refusal on a bare socket (no ServerResponse exists), through the edge's renderer and audit. */
+function refuseOnSocket(edge: Edge, socket: Socket, refusal: SecurityError, options: { secure: boolean; method: string }): void {
+  edge
+    .refuse(refusal, { remoteAddress: socket.remoteAddress, secure: options.secure, method: options.method })
+    .then(async (response) => {
+      const body = await response.text()
+      const head = [`HTTP/1.1 ${response.status} ${response.statusText || 'Bad Request'}`, 'connection: close', `content-length: ${Buffer.byteLength(body)}`]
+      for (const [name, value] of response.headers) head.push(`${name}: ${value}`)
+      socket.end(`${head.join('\r\n')}\r\n\r\n${body}`)
+    })
+    .catch(() => socket.destroy())
+}
+
 /**
  * Requests Node's own parser refuses (a control character in a header, a malformed request line):
  * answered 400 with the one error shape and audited through the edge, instead of Node's bare reply.
  */
 export function clientErrorListener(edge: Edge, options: { secure: boolean }) {
   return function bastionClientError(error: Error & { code?: string }, socket: Socket): void {
-    if (!socket.writable || error.code?.startsWith('ERR_HTTP_REQUEST_TIMEOUT')) {
+    if (!socket.writable || (error.code !== undefined && error.code.startsWith('ERR_HTTP_REQUEST_TIMEOUT'))) {
       socket.destroy()
       return
     }
@@ -117,14 +143,13 @@ export function clientErrorListener(edge: Edge, options: { secure: boolean }) {
       error.code === 'HPE_HEADER_OVERFLOW'
         ? new SecurityError('ERR_HEADER_INVALID', 'request headers too large', { expose: 'request headers too large' })
         : new SecurityError('ERR_INVALID_REQUEST', `unparseable HTTP request (${error.code ?? 'parse error'})`)
-    edge
-      .refuse(refusal, { remoteAddress: socket.remoteAddress, secure: options.secure, method: '' })
-      .then(async (response) => {
-        const body = await response.text()
-        const head = ['HTTP/1.1 400 Bad Request', 'connection: close', `content-length: ${Buffer.byteLength(body)}`]
-        for (const [name, value] of response.headers) head.push(`${name}: ${value}`)
-        socket.end(`${head.join('\r\n')}\r\n\r\n${body}`)
-      })
-      .catch(() => socket.destroy())
+    refuseOnSocket(edge, socket, refusal, { secure: options.secure, method: '' })
+  }
+}
+
+/** `CONNECT` (which Node hands over as a raw socket, not a request): never served, 405 and audited. */
+export function connectListener(edge: Edge, options: { secure: boolean }) {
+  return function bastionConnect(_req: IncomingMessage, socket: Socket): void {
+    refuseOnSocket(edge, socket, new SecurityError('ERR_METHOD_NOT_ALLOWED', 'method CONNECT is never served'), { secure: options.secure, method: 'CONNECT' })
   }
 }
