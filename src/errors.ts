@@ -189,15 +189,18 @@ export class SecurityError extends Error {
   readonly expose: string | undefined
   /** For refusals a client may retry: when (ms). Goes on the wire as `Retry-After` and `data.retryAfterMs`. */
   readonly retryAfterMs: number | undefined
+  /** Client-safe `error.data` members the specification defines for this error (the supported versions of -32022, …). */
+  readonly data: Readonly<Record<string, unknown>> | undefined
   /** `message` goes to the audit log, never to the client. */
   constructor(
     readonly code: SecurityErrorCode,
     message: string,
-    options?: { cause?: unknown; expose?: string; retryAfterMs?: number },
+    options?: { cause?: unknown; expose?: string; retryAfterMs?: number; data?: Record<string, unknown> },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.expose = options?.expose
     this.retryAfterMs = options?.retryAfterMs
+    this.data = options?.data
   }
 }
 
@@ -211,7 +214,9 @@ export function toSecurityError(error: unknown): SecurityError {
 /** The JSON-RPC `error` object a client sees: stable code, public text, request id. */
 export function rpcError(error: SecurityError, requestId: string): { code: number; message: string; data: { code: SecurityErrorCode; requestId: string; retryAfterMs?: number } } {
   const wire = WIRE[error.code]
-  const data = error.retryAfterMs === undefined ? { code: error.code, requestId } : { code: error.code, requestId, retryAfterMs: error.retryAfterMs }
+  const ours = error.retryAfterMs === undefined ? { code: error.code, requestId } : { code: error.code, requestId, retryAfterMs: error.retryAfterMs }
+  // The specification's members first: they can add to `data`, never replace the code or the id.
+  const data = error.data === undefined ? ours : { ...error.data, ...ours }
   return { code: wire.rpc, message: publicText(error), data }
 }
 

@@ -1,3 +1,4 @@
+import { z } from 'zod'
 import { requireScopes, type ScopeRules } from '../auth/resource-metadata.js'
 import { SecurityError } from '../errors.js'
 import type { CompiledPolicy } from '../policy/engine.js'
@@ -47,6 +48,41 @@ export function authorizeTool(current: () => CompiledPolicy, scopes: ScopeRules)
   }
 }
 
+const bound = (v: unknown, unit: unknown): string => `${String(v)}${unit === 'string' ? ' characters' : unit === 'array' || unit === 'set' ? ' items' : ''}`
+
+/**
+ * A validation issue in bastion's words: the schema author's own message (a refinement's, or one
+ * given to a check) as written, zod's default messages replaced by ours, so that no library text
+ * reaches the wire. Neither ever holds the refused value.
+ */
+function describeIssue(issue: z.core.$ZodIssue): string {
+  // zod's default message for this issue starts like this one only if nobody replaced it.
+  const locale = z.config().localeError
+  const fallback = locale?.({ ...issue, input: undefined } as Parameters<NonNullable<typeof locale>>[0])
+  const zodsOwn = typeof fallback === 'string' ? fallback : fallback?.message
+  if (zodsOwn === undefined || zodsOwn.split(':')[0] !== issue.message.split(':')[0]) return issue.message
+  switch (issue.code) {
+    case 'invalid_type':
+      return `expected ${issue.expected}`
+    case 'too_big':
+      return `at most ${bound(issue.maximum, issue.origin)}`
+    case 'too_small':
+      return `at least ${bound(issue.minimum, issue.origin)}`
+    case 'invalid_format':
+      return `not a valid ${issue.format}`
+    case 'not_multiple_of':
+      return `not a multiple of ${String(issue.divisor)}`
+    case 'unrecognized_keys':
+      return issue.keys.length === 1 ? 'an unknown key' : `${issue.keys.length} unknown keys`
+    case 'invalid_value':
+      return 'not one of the allowed values'
+    case 'invalid_union':
+      return 'matches none of the allowed forms'
+    default:
+      return 'invalid'
+  }
+}
+
 /**
  * Validate arguments against the tool's schema (compiled once at registration). The parsed value
  * is the one every later stage and the tool see; nothing reads the raw arguments again. A refusal
@@ -61,8 +97,7 @@ export function validateArgs(): Stage {
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
       const where = issue === undefined || issue.path.length === 0 ? 'arguments' : issue.path.map(String).join('.').slice(0, 200)
-      // zod's messages describe the schema, never echo the value; still, cap the length.
-      const what = (issue?.message ?? 'invalid').slice(0, 200)
+      const what = issue === undefined ? 'invalid' : describeIssue(issue).slice(0, 200)
       throw new SecurityError('ERR_VALIDATION', `invalid arguments for ${tool.definition.name}: ${where}: ${what}`, { expose: `${where}: ${what}` })
     }
     x.args = parsed.data

@@ -61,14 +61,27 @@ const DETECTORS: readonly Detector[] = [
 const MAYBE_SECRET =
   /:\/\/[^\s/@]+@|eyJ|bst|earer|asic|BEGIN|AKIA|ASIA|AGPA|AIDA|AROA|gh[pousr]_|xox|AIza|\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d/i
 
-/** Replace every credential-shaped substring. */
-export function redactText(text: string): string {
-  if (!MAYBE_SECRET.test(text)) return text
+// RFC 9562 UUIDs: 32 hex digits in fixed groups hold no credential, but their digit-only groups
+// can pass the card detector's Luhn check (about one random UUID in 10⁴), so they are left whole.
+const UUID = /([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})/
+
+function detect(text: string): string {
   let out = text
   for (const d of DETECTORS) {
     out = out.replace(d.pattern, (m) => (d.accept === undefined || d.accept(m) ? `[REDACTED:${d.name}]` : m))
   }
   return out
+}
+
+/** Replace every credential-shaped substring. Does not check: UUIDs (left as they are). */
+export function redactText(text: string): string {
+  if (!MAYBE_SECRET.test(text)) return text
+  if (!UUID.test(text)) return detect(text)
+  // split() with a capturing group keeps the UUIDs at the odd indexes.
+  return text
+    .split(UUID)
+    .map((part, i) => (i % 2 === 1 ? part : detect(part)))
+    .join('')
 }
 
 /** A redactor for a set of secret key names (matched case-insensitively, anywhere in the key). */

@@ -1,10 +1,12 @@
 import {
   CLIENT_CAPABILITIES_META_KEY,
   type ClientCapabilities,
+  type InputRequiredResult,
   inputRequired,
   inputResponse,
   isInputRequiredResult,
   McpServer,
+  ResourceNotFoundError,
   ResourceTemplate,
   type ServerCapabilities,
   type ServerContext,
@@ -65,6 +67,8 @@ async function guarded<T>(x: Exchange, run: () => Promise<T>): Promise<T> {
   try {
     return await run()
   } catch (error) {
+    // The SDK's own not-found, raised on purpose (below): re-rendered by the wire like the SDK's.
+    if (error instanceof ResourceNotFoundError) throw error
     const failure = toSecurityError(error)
     x.audit.fail(failure)
     throw toProtocolError(failure, x.requestId)
@@ -77,7 +81,12 @@ function authorize(x: Exchange, deps: ServerDeps, target: Target, args: unknown,
   const policy = policyOf(x, deps.policy)
   const name = target.kind === 'tool' ? target.name : target.name
   x.audit.note({ target: name })
-  if (!visible) throw new SecurityError(target.kind === 'prompt' ? 'ERR_INVALID_PARAMS' : 'ERR_RESOURCE_NOT_FOUND', `${principal.id} may not see ${target.kind} ${name}`)
+  if (!visible) {
+    // A hidden resource is answered exactly like one that does not exist (the SDK's own error,
+    // re-rendered by the wire), so its existence does not leak.
+    if (target.kind === 'resource') throw new ResourceNotFoundError(target.uri)
+    throw new SecurityError('ERR_INVALID_PARAMS', `${principal.id} may not see ${target.kind} ${name}`)
+  }
   const decision = policy.decide(principal, target, args)
   const recorded = target.kind === 'resource' ? { uri: target.uri.slice(0, 1024) } : auditArgs(args)
   x.audit.note({ ...recorded, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' })
@@ -86,6 +95,29 @@ function authorize(x: Exchange, deps: ServerDeps, target: Target, args: unknown,
       'ERR_FORBIDDEN',
       `policy ${policy.version} denies ${principal.id} ${target.kind} ${name} (${decision.rule})${decision.error === undefined ? '' : `: ${decision.error}`}`,
     )
+}
+
+// MCP 2026-07-28 (multi round-trip): what a client must have declared to answer each kind of input request.
+const INPUT_CAPABILITY: ReadonlyMap<string, keyof ClientCapabilities> = new Map([
+  ['elicitation/create', 'elicitation'],
+  ['sampling/createMessage', 'sampling'],
+  ['roots/list', 'roots'],
+])
+
+/**
+ * A tool asked for input the client did not declare it can give: refused as -32021 here, before
+ * the SDK would answer it with its own text (2025-11-25) or error (2026-07-28).
+ * @throws SecurityError ERR_CAPABILITY_MISSING
+ */
+function requireCapabilities(output: InputRequiredResult, capabilities: ClientCapabilities | undefined): void {
+  for (const [key, request] of Object.entries(output.inputRequests ?? {})) {
+    const needed = INPUT_CAPABILITY.get(request.method)
+    if (needed !== undefined && capabilities?.[needed] === undefined)
+      throw new SecurityError('ERR_CAPABILITY_MISSING', `input ${key.slice(0, 64)} needs the client capability ${needed}`, {
+        expose: `the client did not declare ${needed}`,
+        data: { requiredCapabilities: { [needed]: {} } },
+      })
+  }
 }
 
 const promptArguments = (p: PromptDefinition) =>
@@ -159,6 +191,7 @@ export function buildServer(deps: ServerDeps, exchangeOf: ExchangeOf, era: 'lega
         if (failure.code === 'ERR_CANCELLED') await x.audit.commit()
         throw failure
       }
+      if (isInputRequiredResult(output)) requireCapabilities(output, capabilities)
       if (era === 'legacy' && isInputRequiredResult(output)) {
         // The SDK asks the client on the open stream and runs the call again on this request: this
         // round's line is written now, the next round gets its own.

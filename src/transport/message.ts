@@ -26,7 +26,7 @@ function wellFormed(value: unknown): boolean {
 // The SDK validates these requests' params inside its handler wrapper and answers a failure as an
 // internal error (-32603) with the validator's text; checked here with the SDK's own schemas, a
 // bad request is refused as what it is (-32602) before the SDK sees it. Methods whose schema is
-// era-specific (initialize, subscriptions/listen, and those 2026-07-28 removed: logging/setLevel,
+// era- or capability-specific (initialize, subscriptions/listen, completion/complete, and those 2026-07-28 removed: logging/setLevel,
 // resources/subscribe, resources/unsubscribe) are left to the SDK.
 const PARAMS: ReadonlyMap<string, (value: unknown) => boolean> = new Map<string, (value: unknown) => boolean>([
   ['ping', isSpecType.PingRequest],
@@ -37,7 +37,6 @@ const PARAMS: ReadonlyMap<string, (value: unknown) => boolean> = new Map<string,
   ['resources/read', isSpecType.ReadResourceRequest],
   ['prompts/list', isSpecType.ListPromptsRequest],
   ['prompts/get', isSpecType.GetPromptRequest],
-  ['completion/complete', isSpecType.CompleteRequest],
 ])
 
 const invalid = (why: string): SecurityError => new SecurityError('ERR_INVALID_REQUEST', `not a valid JSON-RPC message: ${why}`, { expose: why })

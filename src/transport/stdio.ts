@@ -6,8 +6,10 @@ import type { Authenticator } from '../auth/authenticator.js'
 import type { BruteForce } from '../auth/brute-force.js'
 import { ConfigError } from '../config/load.js'
 import { SecurityError, toSecurityError } from '../errors.js'
+import type { BodyLimits } from '../limits/body-guard.js'
+import { parseJsonBody } from '../limits/json-body.js'
 import { compose, type Guard } from '../pipeline/compose.js'
-import { createExchange, type Exchange, requestIdFrom, rpcIdOf, type Stage } from '../pipeline/exchange.js'
+import { createExchange, type Era, type Exchange, requestIdFrom, rpcIdOf, rpcMethodOf, type Stage } from '../pipeline/exchange.js'
 import type { Principal } from '../principal.js'
 import { buildServer, type ServerDeps } from './mcp-server.js'
 import { requestStages, type StageDeps } from './stages.js'
@@ -30,47 +32,112 @@ type Reply = JSONRPCMessage | undefined
 
 const pass: Stage = async (_x, next) => next()
 
-/** 2026-07-28 messages carry their protocol version in `_meta`; 2025-11-25 connections negotiate it once. */
-function eraOf(message: JSONRPCMessage): 'modern' | 'legacy' {
-  const meta = (message as { params?: { _meta?: Record<string, unknown> } }).params?._meta
-  return meta !== undefined && typeof meta === 'object' && meta !== null && 'io.modelcontextprotocol/protocolVersion' in meta ? 'modern' : 'legacy'
-}
+// stdio exchanges end with their message or the connection; per-call cancellation is the SDK's signal.
+const NEVER = new AbortController().signal
 
 /**
- * The SDK's stdio transport with bastion in front: every message from the client goes through the
- * stage list before the SDK sees it, and every answer goes out through the wire, which re-renders
- * SDK errors and commits the request's audit line before the answer is written.
+ * MCP over stdin/stdout with bastion in front: newline-delimited JSON-RPC (MCP transports: stdio),
+ * read here so that every line — also one that is not JSON, too large or too deep — gets the same
+ * bytes check as an HTTP body, an answer rendered by the wire and its audit line. A message that
+ * passes the stage list goes to the SDK; its answer goes out through the wire, which re-renders SDK
+ * errors and commits the request's audit line before the answer is written.
  */
 class GuardedTransport implements Transport {
-  readonly #inner: StdioServerTransport
+  readonly #stdin: NodeJS.ReadableStream
+  readonly #stdout: NodeJS.WritableStream
+  readonly #limits: BodyLimits
   readonly #path: (x: Exchange) => Promise<Reply>
-  readonly #open: (message: JSONRPCMessage) => Exchange
+  readonly #refuse: (x: Exchange, error: SecurityError) => Promise<Reply>
+  readonly #open: (message: unknown) => Exchange
   /** Exchanges waiting for the SDK's answer, by JSON-RPC id. */
   readonly #pending = new Map<string | number, { x: Exchange; answer: (reply: Reply) => void }>()
   readonly exchanges = new Map<string | number, Exchange>()
+  #buffer = ''
+  /** A line passed the byte cap: the rest of it is dropped, up to its newline. */
+  #discarding = false
+  /** The protocol version the connection opened with: every later message must carry the same. */
+  #version: string | undefined
+  #closed = false
   onclose?: () => void
   onerror?: (error: Error) => void
   onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void
 
-  constructor(inner: StdioServerTransport, open: (message: JSONRPCMessage) => Exchange, stages: Guard<Exchange, Reply>[]) {
-    this.#inner = inner
+  constructor(io: { stdin: NodeJS.ReadableStream; stdout: NodeJS.WritableStream }, limits: BodyLimits, open: (message: unknown) => Exchange, stages: Guard<Exchange, Reply>[]) {
+    this.#stdin = io.stdin
+    this.#stdout = io.stdout
+    this.#limits = limits
     this.#open = open
     this.#path = compose<Exchange, Reply>(stages, (x) => this.#dispatch(x))
+    const [answer] = stages
+    this.#refuse = (x, error) =>
+      compose<Exchange, Reply>(answer === undefined ? [] : [answer], async () => {
+        throw error
+      })(x)
+  }
+
+  readonly #onData = (chunk: Buffer | string): void => {
+    this.#buffer += typeof chunk === 'string' ? chunk : chunk.toString('utf8')
+    for (let end = this.#buffer.indexOf('\n'); end >= 0; end = this.#buffer.indexOf('\n')) {
+      const line = this.#buffer.slice(0, end).replace(/\r$/, '')
+      this.#buffer = this.#buffer.slice(end + 1)
+      if (this.#discarding) {
+        this.#discarding = false
+        continue
+      }
+      if (line.trim().length > 0) void this.#receive(line)
+    }
+    if (this.#buffer.length > this.#limits.maxBytes) {
+      // Bounded: an endless line is refused once, and its bytes are not kept.
+      this.#buffer = ''
+      if (!this.#discarding) void this.#refuseLine(new SecurityError('ERR_BODY_TOO_LARGE', `stdin line over ${this.#limits.maxBytes} bytes`))
+      this.#discarding = true
+    }
+  }
+
+  readonly #onEnd = (): void => {
+    void this.close()
   }
 
   async start(): Promise<void> {
-    this.#inner.onmessage = (message) => {
-      void this.#receive(message)
-    }
-    this.#inner.onerror = (error) => this.onerror?.(error)
-    this.#inner.onclose = () => this.onclose?.()
-    await this.#inner.start()
+    this.#stdin.on('data', this.#onData)
+    this.#stdin.on('end', this.#onEnd)
+    this.#stdin.on('error', (error: Error) => this.onerror?.(error))
   }
 
-  async #receive(message: JSONRPCMessage): Promise<void> {
+  async #refuseLine(error: SecurityError): Promise<void> {
+    const reply = await this.#refuse(this.#open(undefined), error)
+    if (reply !== undefined) await this.#write(reply)
+  }
+
+  async #receive(line: string): Promise<void> {
+    let message: unknown
+    try {
+      message = parseJsonBody(line, this.#limits)
+    } catch (error) {
+      return this.#refuseLine(toSecurityError(error))
+    }
     const x = this.#open(message)
-    const reply = await this.#path(x)
-    if (reply !== undefined) await this.#inner.send(reply)
+    const version = protocolVersionOf(message)
+    let reply: Reply
+    if (this.#version !== undefined && version !== undefined && version !== this.#version) {
+      reply = await this.#refuse(
+        x,
+        new SecurityError('ERR_UNSUPPORTED_VERSION', `protocol ${version.slice(0, 32)} on a ${this.#version} connection`, {
+          data: { supported: [this.#version], requested: version.slice(0, 32) },
+        }),
+      )
+    } else {
+      reply = await this.#path(x)
+      // The first request the SDK answered with a result fixes the connection's version.
+      if (this.#version === undefined && reply !== undefined && 'result' in reply) this.#version = version ?? resultVersionOf(reply)
+    }
+    if (reply !== undefined) await this.#write(reply)
+  }
+
+  async #write(message: JSONRPCMessage): Promise<void> {
+    if (this.#closed) return
+    const text = `${JSON.stringify(message)}\n`
+    if (!this.#stdout.write(text)) await new Promise<void>((resolve) => this.#stdout.once('drain', () => resolve()))
   }
 
   /** The SDK gets the message; for a request, the stage list waits for its answer. */
@@ -105,12 +172,39 @@ class GuardedTransport implements Transport {
     const isAnswer = id !== null && !('method' in message)
     const waiting = isAnswer ? this.#pending.get(id) : undefined
     if (waiting !== undefined) return waiting.answer(message)
-    await this.#inner.send(message)
+    await this.#write(message)
   }
 
   async close(): Promise<void> {
-    await this.#inner.close()
+    if (this.#closed) return
+    this.#closed = true
+    this.#stdin.off('data', this.#onData)
+    this.#stdin.off('end', this.#onEnd)
+    for (const { answer } of this.#pending.values()) answer(undefined)
+    this.onclose?.()
   }
+}
+
+/**
+ * Is a refusal of this message answered? JSON-RPC 2.0 §5: a request is, and so is what could not be
+ * read as one (with id null); a notification never is.
+ */
+function answered(message: unknown): boolean {
+  if (message === null || typeof message !== 'object' || Array.isArray(message)) return true
+  return !(Object.hasOwn(message, 'method') && !Object.hasOwn(message, 'id'))
+}
+
+/** The protocol version a message declares: 2026-07-28 in its `_meta`, 2025-11-25 in initialize's params. */
+function protocolVersionOf(message: unknown): string | undefined {
+  const params = (message as { params?: { _meta?: Record<string, unknown>; protocolVersion?: unknown } } | undefined)?.params
+  const v = params?._meta?.['io.modelcontextprotocol/protocolVersion'] ?? ((message as { method?: unknown }).method === 'initialize' ? params?.protocolVersion : undefined)
+  return typeof v === 'string' ? v : undefined
+}
+
+/** The version an initialize result settled on (2025-11-25: the server may answer another than asked). */
+function resultVersionOf(reply: JSONRPCMessage): string | undefined {
+  const v = (reply as { result?: { protocolVersion?: unknown } }).result?.protocolVersion
+  return typeof v === 'string' ? v : undefined
 }
 
 /**
@@ -144,11 +238,11 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
     } catch (error) {
       const failure = toSecurityError(error)
       x.audit.fail(failure)
-      reply = rpcIdOf(x.message) === null ? undefined : wire.message(x, failure)
+      reply = answered(x.message) ? wire.message(x, failure) : undefined
       try {
         await x.audit.commit()
       } catch (auditFailure) {
-        reply = rpcIdOf(x.message) === null ? undefined : wire.message(x, toSecurityError(auditFailure))
+        reply = answered(x.message) ? wire.message(x, toSecurityError(auditFailure)) : undefined
       }
     }
     return reply
@@ -159,19 +253,26 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
     era: async () => 'legacy',
     session: pass,
   })
-  const inner = new StdioServerTransport(options.stdin as never, options.stdout as never)
-  let transport: GuardedTransport | undefined
-  const open = (message: JSONRPCMessage): Exchange =>
-    createExchange({
+  let era: Era | undefined
+  const open = (message: unknown): Exchange => {
+    // The connection's era is decided by its first request, as the SDK decides it.
+    if (era === undefined && message !== undefined) era = rpcMethodOf(message) === 'initialize' ? 'legacy' : 'modern'
+    return createExchange({
       requestId: requestIdFrom(undefined, (id) => audit.survives(id)),
       transport: 'stdio',
       remoteAddress: undefined,
-      signal: new AbortController().signal,
+      signal: NEVER,
       audit,
       message,
-      era: eraOf(message),
+      ...(era === undefined ? {} : { era }),
     })
-  transport = new GuardedTransport(inner, open, [answer, ...stages])
+  }
+  let transport: GuardedTransport | undefined = new GuardedTransport(
+    { stdin: options.stdin ?? process.stdin, stdout: options.stdout ?? process.stdout },
+    options.stages.body,
+    open,
+    [answer, ...stages],
+  )
   const guarded = transport
   const exchangeOf = (ctx: { mcpReq: { id: string | number } }): Exchange => {
     const x = guarded.exchanges.get(ctx.mcpReq.id)

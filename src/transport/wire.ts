@@ -71,11 +71,13 @@ function isOurs(error: RpcErrorObject): boolean {
 
 /** An error object the SDK produced, re-rendered through the table; the SecurityError is for the audit line. */
 function fromSdk(error: RpcErrorObject, requestId: string): { error: SecurityError; wire: RpcErrorObject } {
-  const code = SDK_CODES.get(error.code) ?? 'ERR_INTERNAL'
+  const data = error.data
+  // SEP-2164: a resource not found is -32602 (earlier -32002) carrying the URI.
+  const notFound = (error.code === -32602 || error.code === -32002) && data !== null && typeof data === 'object' && typeof (data as { uri?: unknown }).uri === 'string'
+  const code = notFound ? 'ERR_RESOURCE_NOT_FOUND' : (SDK_CODES.get(error.code) ?? 'ERR_INTERNAL')
   const failure = new SecurityError(code, `the MCP SDK answered ${error.code}: ${String(error.message).slice(0, 300)}`)
   const rendered = rpcError(failure, requestId)
   const kept: Record<string, unknown> = {}
-  const data = error.data
   if (data !== null && typeof data === 'object')
     for (const k of SPEC_DATA) {
       const v = (data as Record<string, unknown>)[k]
@@ -123,7 +125,6 @@ export class Wire {
     const challenge = challengeOf(error, this.#rs)
     if (challenge !== undefined) headers.set('www-authenticate', challenge)
     if (error.code === 'ERR_BODY_TOO_LARGE') headers.set('connection', 'close')
-    if (error.code === 'ERR_SESSION_LIMIT') headers.set('retry-after', '30')
     // RFC 9110 §10.2.3: whole seconds, rounded up so a client that obeys is never early.
     if (error.retryAfterMs !== undefined) headers.set('retry-after', String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))))
     const status = row.carrier === 'http' ? row.http : 200

@@ -215,6 +215,14 @@ const both = (code: SecurityErrorCode, name: string, run: (t: Transport) => Prom
 const modern = (code: SecurityErrorCode, name: string, run: () => Promise<Seen>): Driver => ({ code, transport: 'http-modern', name, run })
 const legacy = (code: SecurityErrorCode, name: string, run: () => Promise<Seen>): Driver => ({ code, transport: 'http-legacy', name, run })
 
+/** A refusal raised while the SDK dispatched: it travels in the JSON-RPC answer of a 200. */
+const inDispatch = async (seen: Promise<Seen>): Promise<Seen> => ({ ...(await seen), duringDispatch: true })
+/** Raised during dispatch only on an open 2025-11-25 stream; before it in 2026-07-28. */
+const onLegacyStream =
+  (t: Transport) =>
+  async (seen: Promise<Seen>): Promise<Seen> =>
+    t === 'http-legacy' ? inDispatch(seen) : seen
+
 const DRIVERS: readonly Driver[] = [
   ...both('ERR_AUTH_MISSING', 'no credential', (t) => refused(t, main, {})),
   legacy('ERR_AUTH_MISSING', 'a session id without a credential', async () => {
@@ -312,7 +320,7 @@ const DRIVERS: readonly Driver[] = [
     return fromResponse(t, res, since)
   }),
   ...both('ERR_NOT_FOUND', 'a path that is not served', (t) => refused(t, main, bearer(key(main, ['admin'])), undefined, main.url.replace('/mcp', '/mcp-nope'))),
-  ...both('ERR_METHOD_NOT_FOUND', 'a method nobody serves', (t) => request(t, main, key(main, ['admin']), 'no/such', {})),
+  ...both('ERR_METHOD_NOT_FOUND', 'a method nobody serves', (t) => onLegacyStream(t)(request(t, main, key(main, ['admin']), 'no/such', {}))),
   ...both('ERR_INVALID_PARAMS', 'tools/call whose name is a number', (t) => request(t, main, key(main, ['admin']), 'tools/call', { name: 5 })),
   ...both('ERR_INVALID_PARAMS', 'resources/read whose uri is a number (SDK-validated params)', (t) => request(t, main, key(main, ['admin']), 'resources/read', { uri: 5 })),
   modern('ERR_HEADER_MISMATCH', 'Mcp-Method disagrees with the body', () =>
@@ -327,7 +335,7 @@ const DRIVERS: readonly Driver[] = [
       { method: 'tools/call', name: 'regional' },
     ),
   ),
-  ...both('ERR_CAPABILITY_MISSING', 'a tool asks for input the client cannot give', (t) => call(t, main, key(main, ['admin']), 'ask', {})),
+  ...both('ERR_CAPABILITY_MISSING', 'a tool asks for input the client cannot give', (t) => onLegacyStream(t)(call(t, main, key(main, ['admin']), 'ask', {}))),
   modern('ERR_UNSUPPORTED_VERSION', 'an envelope claiming protocol 1999-01-01', () => {
     const meta = { ...MODERN_META, 'io.modelcontextprotocol/protocolVersion': '1999-01-01' }
     return send('http-modern', main, modernBody('tools/list', { _meta: meta }), {
@@ -428,7 +436,7 @@ const DRIVERS: readonly Driver[] = [
     await call(t, main, k, 'list_files', {})
     return call(t, main, k, 'list_files', {})
   }),
-  ...both('ERR_CONCURRENCY_LIMIT', 'a second call while the principal runs its one allowed', (t) => overCap(t)),
+  ...both('ERR_CONCURRENCY_LIMIT', 'a second call while the principal runs its one allowed', (t) => inDispatch(overCap(t))),
   ...both('ERR_LIMITS_UNAVAILABLE', 'the rate-limit backend is down', async (t) => {
     const k = key(main, ['admin'])
     main.limiter.down = true
@@ -448,12 +456,13 @@ const DRIVERS: readonly Driver[] = [
         t === 'http-modern'
           ? await send(t, main, modernBody('tools/list', {}, 5), h, { method: 'tools/list' })
           : await send(t, main, { jsonrpc: '2.0', id: 5, method: 'tools/list' }, h)
-      return { ...s, refused: main.sink.refused.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>) }
+      // Over a 2025-11-25 stream the answer has started before its line can fail: a 200 whose JSON-RPC answer is the refusal.
+      return { ...s, duringDispatch: t === 'http-legacy', refused: main.sink.refused.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>) }
     } finally {
       main.sink.failing = false
     }
   }),
-  ...both('ERR_INTERNAL', 'a resource whose handler throws', (t) => request(t, main, key(main, ['admin']), 'resources/read', { uri: 'wire://boom' }, 'wire://boom')),
+  ...both('ERR_INTERNAL', 'a resource whose handler throws', (t) => inDispatch(request(t, main, key(main, ['admin']), 'resources/read', { uri: 'wire://boom' }, 'wire://boom'))),
 ]
 
 beforeAll(async () => {

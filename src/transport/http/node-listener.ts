@@ -139,10 +139,10 @@ export function clientErrorListener(edge: Edge, options: { secure: boolean }) {
       socket.destroy()
       return
     }
-    const refusal =
-      error.code === 'HPE_HEADER_OVERFLOW'
-        ? new SecurityError('ERR_HEADER_INVALID', 'request headers too large', { expose: 'request headers too large' })
-        : new SecurityError('ERR_INVALID_REQUEST', `unparseable HTTP request (${error.code ?? 'parse error'})`)
+    // llhttp's codes: HPE_HEADER_OVERFLOW, HPE_INVALID_HEADER_TOKEN (a control character in a header), …
+    const refusal = error.code?.includes('HEADER')
+      ? new SecurityError('ERR_HEADER_INVALID', `malformed request headers (${error.code})`, { expose: 'malformed request headers' })
+      : new SecurityError('ERR_INVALID_REQUEST', `unparseable HTTP request (${error.code ?? 'parse error'})`)
     refuseOnSocket(edge, socket, refusal, { secure: options.secure, method: '' })
   }
 }

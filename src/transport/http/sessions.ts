@@ -1,5 +1,12 @@
 import { randomBytes } from 'node:crypto'
-import { type AuthInfo, isInitializeRequest, type McpServer, type Server, WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/server'
+import {
+  type AuthInfo,
+  isInitializeRequest,
+  type McpServer,
+  type Server,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  WebStandardStreamableHTTPServerTransport,
+} from '@modelcontextprotocol/server'
 import { SecurityError } from '../../errors.js'
 import type { Exchange, Stage } from '../../pipeline/exchange.js'
 import type { Principal } from '../../principal.js'
@@ -12,6 +19,9 @@ export interface SessionLimits {
   /** A session unused this long is closed (the SDK itself never expires sessions). */
   readonly idleTimeoutMs: number
 }
+
+/** How long a client refused a session should wait before it tries again (a hint). */
+const SESSION_RETRY_MS = 30_000
 
 interface Session {
   readonly id: string
@@ -76,6 +86,12 @@ export class LegacySessions {
         if (request.method === 'POST' && isInitializeRequest(x.message)) return next()
         throw new SecurityError('ERR_SESSION_REQUIRED', `${request.method} without Mcp-Session-Id and not an initialize request`)
       }
+      // MCP 2025-11-25 (Streamable HTTP, protocol version header): an unsupported version is refused.
+      const version = request.headers.get('mcp-protocol-version')
+      if (version !== null && !SUPPORTED_PROTOCOL_VERSIONS.includes(version))
+        throw new SecurityError('ERR_UNSUPPORTED_VERSION', `MCP-Protocol-Version ${JSON.stringify(version.slice(0, 32))} is not supported`, {
+          data: { supported: [...SUPPORTED_PROTOCOL_VERSIONS], requested: version.slice(0, 32) },
+        })
       const session = this.#sessions.get(sessionId)
       if (session === undefined) throw new SecurityError('ERR_SESSION_NOT_FOUND', 'unknown or expired session id')
       x.sessionId = session.id
@@ -111,9 +127,10 @@ export class LegacySessions {
 
   async #open(request: Request, body: unknown, principal: Principal, authInfo: AuthInfo, onSession: (id: string) => void): Promise<Response> {
     if (this.countFor(principal.id) >= this.limits.maxPerPrincipal && !this.#evictIdle(principal.id)) {
-      throw new SecurityError('ERR_SESSION_LIMIT', `${principal.id} holds ${this.limits.maxPerPrincipal} busy sessions`)
+      throw new SecurityError('ERR_SESSION_LIMIT', `${principal.id} holds ${this.limits.maxPerPrincipal} busy sessions`, { retryAfterMs: SESSION_RETRY_MS })
     }
-    if (this.#sessions.size >= this.limits.maxTotal) throw new SecurityError('ERR_SESSION_LIMIT', `${this.limits.maxTotal} sessions open in total`)
+    if (this.#sessions.size >= this.limits.maxTotal)
+      throw new SecurityError('ERR_SESSION_LIMIT', `${this.limits.maxTotal} sessions open in total`, { retryAfterMs: SESSION_RETRY_MS })
     const id = randomBytes(24).toString('base64url')
     // SSE responses (the SDK default): server-to-client requests (sampling, elicitation) need the
     // stream, and the JSON-response mode leaks per request (typescript-sdk#2559).
