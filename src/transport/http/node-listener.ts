@@ -48,18 +48,39 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
  * read). Not decoded here: the body stage decodes once, strictly (a lenient decoder here would
  * drop a byte-order mark and mend invalid UTF-8 before bastion could refuse them).
  */
-async function readBody(req: IncomingMessage, maxBytes: number): Promise<Uint8Array | undefined | 'too-large'> {
-  if (req.method === 'GET' || req.method === 'HEAD') return undefined
-  if (Number(req.headers['content-length']) > maxBytes) return 'too-large'
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    const bytes = chunk as Buffer
-    size += bytes.byteLength
-    if (size > maxBytes) return 'too-large'
-    chunks.push(bytes)
-  }
-  return size === 0 ? undefined : Buffer.concat(chunks, size)
+function readBody(req: IncomingMessage, maxBytes: number): Promise<Uint8Array | undefined | 'too-large'> {
+  if (req.method === 'GET' || req.method === 'HEAD') return Promise.resolve(undefined)
+  if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve('too-large')
+  // Events, not `for await`: the async iterator costs a promise per chunk on every request.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (chunk: Buffer): void => {
+      size += chunk.byteLength
+      if (size > maxBytes) {
+        done()
+        resolve('too-large')
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = (): void => {
+      done()
+      resolve(size === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size))
+    }
+    const onError = (error: Error): void => {
+      done()
+      reject(error)
+    }
+    const done = (): void => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+    }
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onError)
+  })
 }
 
 /** The web Request of a Node request whose request line and Host were checked (`requestLineError`). */
