@@ -1,4 +1,4 @@
-import { type CallToolResult, type JSONRPCMessage, ProtocolError } from '@modelcontextprotocol/server'
+import { type CallToolResult, type JSONRPCMessage, ProtocolError, ProtocolErrorCode } from '@modelcontextprotocol/server'
 import { bearerChallenge, type ResourceServer, ScopeError } from '../auth/resource-metadata.js'
 import { isSecurityErrorCode, publicText, rpcError, SecurityError, type SecurityErrorCode, toSecurityError, WIRE } from '../errors.js'
 import { type Exchange, rpcIdOf } from '../pipeline/exchange.js'
@@ -35,22 +35,33 @@ export function toProtocolError(error: SecurityError, requestId: string): Protoc
   return new ProtocolError(wire.code, wire.message, wire.data)
 }
 
-// The SDK's own errors, by JSON-RPC code: JSON-RPC 2.0's codes and MCP's, each to the row with the
-// same meaning. Anything else the SDK might emit (its legacy -32000 "Bad Request", a timeout) is
-// mapped by what it must be: a refusal of the request, or a failure of the server.
+// The SDK's own errors, by JSON-RPC code (the SDK's names for them): JSON-RPC 2.0's codes and MCP's,
+// each to the row with the same meaning. These are codes read from the SDK, never emitted as such.
 const SDK_CODES = new Map<number, SecurityErrorCode>([
-  [-32700, 'ERR_PARSE'],
-  [-32600, 'ERR_INVALID_REQUEST'],
-  [-32601, 'ERR_METHOD_NOT_FOUND'],
-  [-32602, 'ERR_INVALID_PARAMS'],
-  [-32603, 'ERR_INTERNAL'],
-  [-32020, 'ERR_HEADER_MISMATCH'],
-  [-32021, 'ERR_CAPABILITY_MISSING'],
-  [-32022, 'ERR_UNSUPPORTED_VERSION'],
-  [-32002, 'ERR_RESOURCE_NOT_FOUND'],
-  [-32800, 'ERR_CANCELLED'],
-  [-32000, 'ERR_INVALID_REQUEST'],
+  [ProtocolErrorCode.ParseError, 'ERR_PARSE'],
+  [ProtocolErrorCode.InvalidRequest, 'ERR_INVALID_REQUEST'],
+  [ProtocolErrorCode.MethodNotFound, 'ERR_METHOD_NOT_FOUND'],
+  [ProtocolErrorCode.InvalidParams, 'ERR_INVALID_PARAMS'],
+  [ProtocolErrorCode.InternalError, 'ERR_INTERNAL'],
+  [ProtocolErrorCode.ResourceNotFound, 'ERR_RESOURCE_NOT_FOUND'],
+  [ProtocolErrorCode.MissingRequiredClientCapability, 'ERR_CAPABILITY_MISSING'],
+  [ProtocolErrorCode.UnsupportedProtocolVersion, 'ERR_UNSUPPORTED_VERSION'],
+  [WIRE.ERR_HEADER_MISMATCH.rpc, 'ERR_HEADER_MISMATCH'],
+  [WIRE.ERR_CANCELLED.rpc, 'ERR_CANCELLED'],
 ])
+
+/**
+ * Anything else the SDK emits is mapped by what it must be: a code in JSON-RPC's
+ * implementation-defined server-error range (the SDK's 2025-era HTTP transport answers a bad
+ * request with the first of them) is a refusal of the request; any other, a failure of the server.
+ */
+function sdkCode(code: number): SecurityErrorCode {
+  const known = SDK_CODES.get(code)
+  if (known !== undefined) return known
+  return code >= JSONRPC_SERVER_ERRORS.from && code <= JSONRPC_SERVER_ERRORS.to ? 'ERR_INVALID_REQUEST' : 'ERR_INTERNAL'
+}
+// JSON-RPC 2.0 §5.1 "Server error": the range's bounds, to classify what the SDK sent (never emitted).
+const JSONRPC_SERVER_ERRORS = { from: -32099, to: -32000 }
 
 // Data the specification defines for its errors (the supported versions of -32022, the missing
 // capabilities of -32021, the URI of a resource not found, SEP-2164): kept, because clients act on
@@ -72,9 +83,13 @@ function isOurs(error: RpcErrorObject): boolean {
 /** An error object the SDK produced, re-rendered through the table; the SecurityError is for the audit line. */
 function fromSdk(error: RpcErrorObject, requestId: string): { error: SecurityError; wire: RpcErrorObject } {
   const data = error.data
-  // SEP-2164: a resource not found is -32602 (earlier -32002) carrying the URI.
-  const notFound = (error.code === -32602 || error.code === -32002) && data !== null && typeof data === 'object' && typeof (data as { uri?: unknown }).uri === 'string'
-  const code = notFound ? 'ERR_RESOURCE_NOT_FOUND' : (SDK_CODES.get(error.code) ?? 'ERR_INTERNAL')
+  // SEP-2164: a resource not found is invalid params (earlier, its own code) carrying the URI.
+  const notFound =
+    (error.code === ProtocolErrorCode.InvalidParams || error.code === ProtocolErrorCode.ResourceNotFound) &&
+    data !== null &&
+    typeof data === 'object' &&
+    typeof (data as { uri?: unknown }).uri === 'string'
+  const code = notFound ? 'ERR_RESOURCE_NOT_FOUND' : sdkCode(error.code)
   const failure = new SecurityError(code, `the MCP SDK answered ${error.code}: ${String(error.message).slice(0, 300)}`)
   const rendered = rpcError(failure, requestId)
   const kept: Record<string, unknown> = {}
