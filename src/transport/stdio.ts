@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { JSONRPCMessage, MessageExtraInfo, Transport, TransportSendOptions } from '@modelcontextprotocol/server'
-import { StdioServerTransport, serveStdio as sdkServeStdio } from '@modelcontextprotocol/server/stdio'
+import { serveStdio as sdkServeStdio } from '@modelcontextprotocol/server/stdio'
 import type { AuditLog } from '../audit/audit-log.js'
 import type { Authenticator } from '../auth/authenticator.js'
 import type { BruteForce } from '../auth/brute-force.js'

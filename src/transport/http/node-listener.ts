@@ -156,7 +156,7 @@ function refuseOnSocket(edge: Edge, socket: Socket, refusal: SecurityError, opti
  */
 export function clientErrorListener(edge: Edge, options: { secure: boolean }) {
   return function bastionClientError(error: Error & { code?: string }, socket: Socket): void {
-    if (!socket.writable || (error.code !== undefined && error.code.startsWith('ERR_HTTP_REQUEST_TIMEOUT'))) {
+    if (!socket.writable || error.code?.startsWith('ERR_HTTP_REQUEST_TIMEOUT') === true) {
       socket.destroy()
       return
     }
