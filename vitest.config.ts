@@ -1,14 +1,21 @@
 import { defineConfig } from 'vitest/config'
 
+// Files whose assertions are about time (a combined rate across two server processes sharing
+// Redis): they run after the rest, alone, so that another file's load cannot starve them.
+const ALONE = ['test/limits/redis.test.ts']
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
     // Most files wait on servers, sockets and child processes: two at a time on two cores (the
     // default is one fewer worker than cores).
     maxWorkers: 2,
+    projects: [
+      // The build (global setup) runs once, with the first group: the second uses its dist/.
+      { extends: true, test: { name: 'suite', include: ['test/**/*.test.ts'], exclude: ALONE, globalSetup: ['test/helpers/global-setup.ts'], sequence: { groupOrder: 0 } } },
+      { extends: true, test: { name: 'timing', include: ALONE, sequence: { groupOrder: 1 } } },
+    ],
   },
 })
