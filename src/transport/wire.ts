@@ -51,17 +51,18 @@ const SDK_CODES = new Map<number, SecurityErrorCode>([
 ])
 
 /**
- * Anything else the SDK emits is mapped by what it must be: a code in JSON-RPC's
- * implementation-defined server-error range (the SDK's 2025-era HTTP transport answers a bad
- * request with the first of them) is a refusal of the request; any other, a failure of the server.
+ * Anything else the SDK emits is mapped by what it must be: a code of JSON-RPC's legacy
+ * implementation sub-range (MCP 2026-07-28, Error Codes: -32000 to -32019; the SDK's 2025-era HTTP
+ * transport answers a bad request with the first) is a refusal of the request; any other, a
+ * failure of the server.
  */
 function sdkCode(code: number): SecurityErrorCode {
   const known = SDK_CODES.get(code)
   if (known !== undefined) return known
-  return code >= JSONRPC_SERVER_ERRORS.from && code <= JSONRPC_SERVER_ERRORS.to ? 'ERR_INVALID_REQUEST' : 'ERR_INTERNAL'
+  return code >= LEGACY_CODES.from && code <= LEGACY_CODES.to ? 'ERR_INVALID_REQUEST' : 'ERR_INTERNAL'
 }
-// JSON-RPC 2.0 §5.1 "Server error": the range's bounds, to classify what the SDK sent (never emitted).
-const JSONRPC_SERVER_ERRORS = { from: -32099, to: -32000 }
+// Read from the SDK, never emitted.
+const LEGACY_CODES = { from: -32019, to: -32000 }
 
 // Data the specification defines for its errors (the supported versions of -32022, the missing
 // capabilities of -32021, the URI of a resource not found, SEP-2164): kept, because clients act on

@@ -89,7 +89,7 @@ export function requestLineError(method: string | undefined, target: string | un
   const host = hosts[0] ?? ''
   if (!HOST.test(host)) return new SecurityError('ERR_HEADER_INVALID', `malformed Host header ${JSON.stringify(host.slice(0, 100))}`, { expose: 'malformed Host header' })
   // The grammar admits reg-names the WHATWG URL parser refuses (numeric labels read as IPv4, bad
-  // punycode, ports past 65535): a Host no URL can be built from is as malformed as any other.
+  // punycode, ports past 65535): a Host no URL can be built from is malformed too.
   if (!URL.canParse(`http://${host}/`))
     return new SecurityError('ERR_HEADER_INVALID', `Host header ${JSON.stringify(host.slice(0, 100))} is not a URL authority`, { expose: 'malformed Host header' })
   return undefined
