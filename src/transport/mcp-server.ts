@@ -79,7 +79,7 @@ async function guarded<T>(x: Exchange, run: () => Promise<T>): Promise<T> {
 function authorize(x: Exchange, deps: ServerDeps, target: Target, args: unknown, visible: boolean): void {
   const principal = principalOf(x)
   const policy = policyOf(x, deps.policy)
-  const name = target.kind === 'tool' ? target.name : target.name
+  const { name } = target
   x.audit.note({ target: name })
   if (!visible) {
     // A hidden resource is answered exactly like one that does not exist (the SDK's own error,
@@ -120,14 +120,36 @@ function requireCapabilities(output: InputRequiredResult, capabilities: ClientCa
   }
 }
 
-const promptArguments = (p: PromptDefinition) =>
-  p.args === undefined
-    ? undefined
-    : Object.entries(p.args.shape).map(([name, schema]) => ({
-        name,
-        ...(schema.description === undefined ? {} : { description: schema.description }),
-        required: !schema.safeParse(undefined).success,
-      }))
+// List entries, made once per registration: every request's list reuses them.
+const entries = new WeakMap<object, Record<string, unknown>>()
+function entry<T extends object>(item: T, make: (item: T) => Record<string, unknown>): Record<string, unknown> {
+  let made = entries.get(item)
+  if (made === undefined) {
+    made = make(item)
+    entries.set(item, made)
+  }
+  return made
+}
+const optional = (key: string, value: unknown): Record<string, unknown> => (value === undefined ? {} : { [key]: value })
+const resourceEntry = (r: ResourceDefinition) =>
+  entry(r, () => ({ uri: r.uri, name: r.name, ...optional('description', r.description), ...optional('mimeType', r.mimeType) })) as { uri: string; name: string }
+const templateEntry = (t: ResourceTemplateDefinition) =>
+  entry(t, () => ({ uriTemplate: t.uriTemplate, name: t.name, ...optional('description', t.description), ...optional('mimeType', t.mimeType) })) as {
+    uriTemplate: string
+    name: string
+  }
+const promptEntry = (p: PromptDefinition) =>
+  entry(p, () => ({
+    name: p.name,
+    ...optional('title', p.title),
+    ...optional('description', p.description),
+    ...optional(
+      'arguments',
+      p.args === undefined
+        ? undefined
+        : Object.entries(p.args.shape).map(([name, schema]) => ({ name, ...optional('description', schema.description), required: !schema.safeParse(undefined).success })),
+    ),
+  })) as { name: string }
 
 /**
  * An SDK server whose handlers only run what the stage list (transport/stages.ts) has already
@@ -236,64 +258,27 @@ export function buildServer(deps: ServerDeps, exchangeOf: ExchangeOf, era: 'lega
   }
 
   // Lists for the caller of this request (the SDK's own list handlers would show every registration).
+  const listed =
+    <T>(list: (policy: CompiledPolicy, who: Principal) => T) =>
+    (_request: unknown, ctx: ServerContext): Promise<T> => {
+      const x = exchangeOf(ctx)
+      return guarded(x, async () => list(policyOf(x, deps.policy), principalOf(x)))
+    }
   if (hasResources) {
-    server.setRequestHandler('resources/list', (_request, ctx) => {
-      const x = exchangeOf(ctx)
-      return guarded(x, async () => {
-        const policy = policyOf(x, deps.policy)
-        const who = principalOf(x)
-        return {
-          resources: catalog.resources
-            .filter((r) => visibleResource(policy, who, r))
-            .map((r) => ({
-              uri: r.uri,
-              name: r.name,
-              ...(r.description === undefined ? {} : { description: r.description }),
-              ...(r.mimeType === undefined ? {} : { mimeType: r.mimeType }),
-            })),
-        }
-      })
-    })
-    server.setRequestHandler('resources/templates/list', (_request, ctx) => {
-      const x = exchangeOf(ctx)
-      return guarded(x, async () => {
-        const policy = policyOf(x, deps.policy)
-        const who = principalOf(x)
-        return {
-          resourceTemplates: catalog.templates
-            .filter((t) => visibleTemplate(policy, who, t))
-            .map((t) => ({
-              uriTemplate: t.uriTemplate,
-              name: t.name,
-              ...(t.description === undefined ? {} : { description: t.description }),
-              ...(t.mimeType === undefined ? {} : { mimeType: t.mimeType }),
-            })),
-        }
-      })
-    })
+    server.setRequestHandler(
+      'resources/list',
+      listed((policy, who) => ({ resources: catalog.resources.filter((r) => visibleResource(policy, who, r)).map(resourceEntry) })),
+    )
+    server.setRequestHandler(
+      'resources/templates/list',
+      listed((policy, who) => ({ resourceTemplates: catalog.templates.filter((t) => visibleTemplate(policy, who, t)).map(templateEntry) })),
+    )
   }
-  if (hasPrompts) {
-    server.setRequestHandler('prompts/list', (_request, ctx) => {
-      const x = exchangeOf(ctx)
-      return guarded(x, async () => {
-        const policy = policyOf(x, deps.policy)
-        const who = principalOf(x)
-        return {
-          prompts: catalog.prompts
-            .filter((p) => visiblePrompt(policy, who, p))
-            .map((p) => {
-              const args = promptArguments(p)
-              return {
-                name: p.name,
-                ...(p.title === undefined ? {} : { title: p.title }),
-                ...(p.description === undefined ? {} : { description: p.description }),
-                ...(args === undefined ? {} : { arguments: args }),
-              }
-            }),
-        }
-      })
-    })
-  }
+  if (hasPrompts)
+    server.setRequestHandler(
+      'prompts/list',
+      listed((policy, who) => ({ prompts: catalog.prompts.filter((p) => visiblePrompt(policy, who, p)).map(promptEntry) })),
+    )
 
   // resources/subscribe exists only in the 2025 era (2026-07-28 replaced it with subscriptions/listen,
   // which the SDK serves). A caller may subscribe only to a URI it may read.

@@ -153,13 +153,8 @@ export class Wire {
    * it leaves (an audit failure replaces it with the refusal it causes).
    */
   async settleMessage(x: Exchange, message: JSONRPCMessage): Promise<JSONRPCMessage> {
-    const m = message as { id?: unknown; error?: RpcErrorObject; result?: unknown }
-    let out = message
-    if (m.error !== undefined && typeof m.error === 'object' && !isOurs(m.error)) {
-      const mapped = fromSdk(m.error, x.requestId)
-      x.audit.fail(mapped.error)
-      out = { ...message, error: mapped.wire } as JSONRPCMessage
-    }
+    const m = message as { id?: unknown; error?: unknown; result?: unknown }
+    const out = this.#rerender(x, message)
     const id = rpcIdOf(x.message)
     if (id === null || m.id !== id || (m.error === undefined && m.result === undefined)) return out
     try {
@@ -168,6 +163,15 @@ export class Wire {
     } catch (error) {
       return this.message(x, toSecurityError(error))
     }
+  }
+
+  /** An error the SDK produced, re-rendered through the table; it becomes the request's outcome. */
+  #rerender(x: Exchange, message: JSONRPCMessage): JSONRPCMessage {
+    const error = (message as { error?: RpcErrorObject }).error
+    if (error === undefined || error === null || typeof error !== 'object' || isOurs(error)) return message
+    const mapped = fromSdk(error, x.requestId)
+    x.audit.fail(mapped.error)
+    return { ...message, error: mapped.wire } as JSONRPCMessage
   }
 
   /**
@@ -189,12 +193,13 @@ export class Wire {
       // Only a body that can hold an error is parsed again; results pass as they are.
       if (text.includes('"error"')) {
         try {
-          body = JSON.stringify(await this.settleMessage(x, JSON.parse(text) as JSONRPCMessage))
+          body = JSON.stringify(this.#rerender(x, JSON.parse(text) as JSONRPCMessage))
         } catch {
           x.audit.fail(new SecurityError('ERR_INTERNAL', 'the MCP SDK answered with a body that is not JSON'))
           body = JSON.stringify(this.message(x, new SecurityError('ERR_INTERNAL', 'unparseable SDK body')))
         }
       }
+      // The whole answer is still here: its line is committed once, and a failure is a 503.
       try {
         await x.audit.commit()
       } catch (error) {

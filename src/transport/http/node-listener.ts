@@ -26,11 +26,9 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
     if (!res.writableFinished) abort.abort()
   })
   const base = { remoteAddress: req.socket.remoteAddress, secure: options.secure }
-  const hosts: string[] = []
-  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]?.toLowerCase() === 'host') hosts.push(req.rawHeaders[i + 1] ?? '')
   // A request line or Host that no URL can be built from is refused here, through the edge's
   // renderer and audit, before anything else reads it.
-  const malformed = requestLineError(req.method, req.url, hosts)
+  const malformed = requestLineError(req.method, req.url, req.headersDistinct.host ?? [])
   if (malformed !== undefined) {
     req.resume()
     await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal)
