@@ -179,7 +179,7 @@ describe('two server processes sharing Redis enforce one combined limit', () => 
     }
   })
 
-  it('refill: the combined admitted rate matches burst + rate × time within 2 %', async () => {
+  it('refill: the combined admitted rate is at most burst + rate × time (+2 %), and at least 60 % of it', async () => {
     const replicas = await twoReplicas(
       `  anonymous: { rate: '100000/min' }
   principal: { rate: '100/s', burst: 20 }`,
@@ -200,7 +200,11 @@ describe('two server processes sharing Redis enforce one combined limit', () => 
         const most = 20 + (100 * (run.lastDone - run.firstSent)) / 1000
         const least = 20 + (100 * (run.lastSent - run.firstDone)) / 1000
         expect(admitted).toBeLessThanOrEqual(Math.ceil(most * 1.02))
-        expect(admitted).toBeGreaterThanOrEqual(Math.floor(least * 0.98))
+        // The lower bound holds only while demand keeps the bucket empty: a replica starved for longer
+        // than burst / rate (0.2 s) lets tokens overflow unused, which a loaded or throttled machine
+        // does (seen: 77 % of the bound under 37 % CPU pressure). 60 % still catches a request charged
+        // twice (50 %) or a replica refusing on its own.
+        expect(admitted).toBeGreaterThanOrEqual(Math.floor(least * 0.6))
       }
     } finally {
       await replicas.stop()
