@@ -7,8 +7,9 @@ import type { AuditLog } from './audit/audit-log.js'
 import type { KeyStore } from './auth/key-store.js'
 import type { AuthSetup } from './auth/setup.js'
 import { isUnspecified, servedAt } from './compose/address.js'
-import { bindConfig, builtinRegistrations, type CheckedConfig, checkConfig } from './compose/bind.js'
+import { bindConfig, type CheckedConfig, checkConfig, registerBuiltins } from './compose/bind.js'
 import { buildEdge, buildServing, buildStdio, type ServeOptions, type Serving } from './compose/build.js'
+import { type Announce, envPort, firstRunKey, listeningLine } from './compose/first-run.js'
 import { openRuntime, type Runtime, type RuntimeOptions } from './compose/runtime.js'
 import { bindSocket, refuseUnsafeBind } from './compose/socket.js'
 import { embeddedConfig, type LoadedConfig, loadConfigFile, validateConfig } from './config/load.js'
@@ -19,9 +20,9 @@ import type { RatePlan } from './limits/rate-plan.js'
 import type { Metrics } from './pipeline/metrics.js'
 import type { CompiledPolicy } from './policy/engine.js'
 import type { PolicySource } from './policy/source.js'
-import type { Catalog, PromptDefinition, ResourceDefinition, ResourceTemplateDefinition } from './tools/catalog.js'
-import type { ToolDefinition, ToolRegistry } from './tools/registry.js'
-import { builtinTools } from './tools/setup.js'
+import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
+import { type ToolDefinition, ToolRegistry } from './tools/registry.js'
+import { builtinFeatures, builtinTools, servingResources } from './tools/setup.js'
 import type { Edge } from './transport/http/edge.js'
 import { clientErrorListener, connectListener, nodeListener } from './transport/http/node-listener.js'
 import type { ServerDeps } from './transport/mcp-server.js'
@@ -31,12 +32,19 @@ export { VERSION } from './compose/build.js'
 export { isLoopback } from './config/urls.js'
 
 export interface CreateBastionOptions extends RuntimeOptions, ServeOptions {
+  /**
+   * Where `listen()` says where it serves and, on a first run (an empty key store), shows the
+   * admin key it created, once: default stderr (stdout would mix with an audit trail on stdout);
+   * `false` for silence, and then no key is created.
+   */
+  readonly announce?: Announce
   /** A YAML file path, a config object (validated like a file), or nothing for the embedded default. */
   readonly config?: string | BastionConfigInput
   /** Directory relative paths in an object config resolve against (default: cwd). */
   readonly baseDir?: string
 }
 
+/** Default: `$BASTION_HOST` / `$BASTION_PORT`, else `server.host` / `server.port`. */
 export interface ListenOptions {
   readonly host?: string
   readonly port?: number
@@ -76,6 +84,8 @@ export class Bastion {
   readonly #checked: CheckedConfig
   readonly #runtime: Runtime
   readonly #options: ServeOptions
+  readonly #env: NodeJS.ProcessEnv
+  readonly #announce: Announce
   /** Set once, when registration ends. */
   #serving: Serving | undefined
   #registering = true
@@ -85,10 +95,12 @@ export class Bastion {
   #servers: HttpServer[] = []
   #closed = false
 
-  private constructor(checked: CheckedConfig, runtime: Runtime, registry: ToolRegistry, catalog: Catalog, options: ServeOptions) {
+  private constructor(checked: CheckedConfig, runtime: Runtime, registry: ToolRegistry, catalog: Catalog, options: CreateBastionOptions) {
     this.#checked = checked
     this.#runtime = runtime
     this.#options = options
+    this.#env = options.env ?? process.env
+    this.#announce = options.announce ?? process.stderr
     this.loaded = checked.loaded
     this.plan = checked.plan
     this.log = runtime.log
@@ -114,13 +126,7 @@ export class Bastion {
           : validateConfig(options.config, 'object', baseDir)
     const checked = checkConfig(loaded)
     const runtime = await openRuntime(checked, options)
-    try {
-      const { registry, catalog } = builtinRegistrations(loaded, builtinTools(loaded, runtime.tools))
-      return new Bastion(checked, runtime, registry, catalog, options)
-    } catch (error) {
-      await runtime.close()
-      throw error
-    }
+    return new Bastion(checked, runtime, new ToolRegistry(), new Catalog(), options)
   }
 
   /** Register a tool. Its zod schema is converted and compiled once, here. */
@@ -158,8 +164,13 @@ export class Bastion {
    */
   #served(): Serving {
     if (this.#closed) throw new Error('bastion is closed')
+    if (this.#serving !== undefined) return this.#serving
     this.#registering = false
-    this.#serving ??= buildServing(this.#runtime, bindConfig(this.#checked, { registry: this.registry, catalog: this.catalog }), this.#options)
+    const { registry, catalog, loaded } = this
+    // The built-in tools join here, once it is known whether the library registered its own.
+    const own = registry.all().length > 0 || catalog.resources.length + catalog.templates.length + catalog.prompts.length > 0
+    registerBuiltins(loaded, builtinTools(loaded, servingResources(loaded, this.#runtime.tools, builtinFeatures(loaded, own))), registry)
+    this.#serving = buildServing(this.#runtime, bindConfig(this.#checked, { registry, catalog }), this.#options)
     return this.#serving
   }
 
@@ -207,8 +218,9 @@ export class Bastion {
    */
   async listen(options: ListenOptions = {}): Promise<RunningServer> {
     const { config, source } = this.loaded
-    const host = options.host ?? config.server.host
-    const port = options.port ?? config.server.port
+    const env = this.#env
+    const host = options.host ?? (env.BASTION_HOST === undefined || env.BASTION_HOST === '' ? config.server.host : env.BASTION_HOST)
+    const port = options.port ?? envPort(env.BASTION_PORT) ?? config.server.port
     const tls = config.server.tls
     if (this.#edgeStarted) {
       const url = this.#edge?.url
@@ -257,6 +269,8 @@ export class Bastion {
     server.on('clientError', clientErrorListener(edge, { secure: tls !== undefined }))
     server.on('connect', connectListener(edge, { secure: tls !== undefined }))
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url: at.url, tools: this.registry.all().length })
+    firstRunKey({ loaded: this.loaded, keys: this.keys, audit: this.audit, say: this.#announce })
+    if (this.#announce !== false) this.#announce.write(listeningLine(this.loaded, at.url))
     return {
       url: at.url,
       port: address.port,

@@ -62,8 +62,8 @@ function parsePort(text: string | undefined, where: string): number | undefined 
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, stdio: { type: 'boolean' } }, strict: true })
   const path = configPath(values.config)
-  const bastion = await createBastion(path === undefined ? {} : { config: path })
   if (values.stdio === true) {
+    const bastion = await createBastion({ ...(path === undefined ? {} : { config: path }), announce: false })
     const handle = await serveStdio(bastion)
     const stop = async (): Promise<void> => {
       await handle.close()
@@ -75,23 +75,13 @@ async function serve(args: string[]): Promise<void> {
     process.stdin.once('end', () => void stop())
     return
   }
-  // With the audit trail on stdout, everything else for people goes to stderr.
-  const say = bastion.loaded.config.audit.sink === 'stdout' ? process.stderr : process.stdout
-  if (bastion.keys.list().length === 0) {
-    const adminRole = Object.entries(bastion.loaded.config.roles).find(([, r]) => r.permissions.includes('*'))?.[0]
-    if (adminRole === undefined) throw new ConfigError('no API keys exist and no role holds "*": create a key with `mcp-bastion keys create --role ROLE`')
-    const { key, stored } = bastion.keys.create({ name: 'admin (first run)', roles: [adminRole], expiresAt: null })
-    bastion.audit.record({ event: 'key.created', principal: `key:${stored.id}`, roles: stored.roles, decision: 'allow', reason: 'OK', cause: 'first run' })
-    say.write(
-      `\nFirst run: created an admin API key. It is shown only now and stored only as a hash:\n\n  ${key}\n\nUse it as "Authorization: Bearer <key>" or "X-API-Key: <key>". More keys: mcp-bastion keys create --role ROLE\n\n`,
-    )
-  }
-  const host = values.host ?? (process.env.BASTION_HOST === '' ? undefined : process.env.BASTION_HOST)
-  const port = parsePort(values.port, '--port') ?? parsePort(process.env.BASTION_PORT, 'BASTION_PORT')
-  const running = await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
-  const { audit } = bastion.loaded.config
-  const auditWhere = audit.sink === 'file' ? statePath(bastion.loaded, audit.file) : audit.sink === 'stdout' ? 'stdout' : `postgres table ${audit.postgres?.table ?? ''}`
-  say.write(`mcp-bastion listening on ${running.url} (config: ${bastion.loaded.source}; audit: ${auditWhere})\n`)
+  const port = parsePort(values.port, '--port')
+  // The first-run key and the listening line go to stdout; with the audit trail there, to stderr.
+  let auditOnStdout = false
+  const announce = { write: (text: string) => (auditOnStdout ? process.stderr : process.stdout).write(text) }
+  const bastion = await createBastion({ ...(path === undefined ? {} : { config: path }), announce })
+  auditOnStdout = bastion.loaded.config.audit.sink === 'stdout'
+  await bastion.listen({ ...(values.host === undefined ? {} : { host: values.host }), ...(port === undefined ? {} : { port }) })
   const stop = async (): Promise<void> => {
     await bastion.close()
     process.exit(0)

@@ -66,8 +66,16 @@ export function checkConfig(loaded: LoadedConfig): CheckedConfig {
 
 /** Fresh registrations holding the built-in tools. @throws ConfigError */
 export function builtinRegistrations(loaded: LoadedConfig, tools: readonly ToolDefinition[]): Registrations {
-  const registry = new ToolRegistry()
+  const registrations = { registry: new ToolRegistry(), catalog: new Catalog() }
+  registerBuiltins(loaded, tools, registrations.registry)
+  return registrations
+}
+
+/** Add the built-in tools to a registry that may hold a library's own. @throws ConfigError */
+export function registerBuiltins(loaded: LoadedConfig, tools: readonly ToolDefinition[], registry: ToolRegistry): void {
   for (const tool of tools) {
+    if (registry.get(tool.name) !== undefined)
+      throw new ConfigError(`config ${loaded.source}: the built-in tool ${tool.name} has the name of a registered tool: rename yours, or turn its section off (enabled: false)`)
     try {
       registry.register(tool)
     } catch (error) {
@@ -75,7 +83,6 @@ export function builtinRegistrations(loaded: LoadedConfig, tools: readonly ToolD
       throw new ConfigError(`config ${loaded.source}: ${error instanceof Error ? error.message : `tool ${tool.name}: invalid`}`)
     }
   }
-  return { registry, catalog: new Catalog() }
 }
 
 /**

@@ -158,7 +158,7 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     limiter ??= await rateLimiterFor(loaded, env, log)
     if (config.limits.dangerouslyFailOpen) log.warn('limits.dangerouslyFailOpen: requests are admitted without rate limits while the rate-limit backend is down')
     const sink = options.auditSink ?? (await auditSinkFor(loaded, env, log))
-    ensureState(statePath(loaded, '.'), config.workspace.enabled ? statePath(loaded, config.workspace.root) : undefined)
+    ensureState(statePath(loaded, '.'), undefined)
     const trail = new AuditLog(
       sink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
       undefined,

@@ -48,7 +48,9 @@ export function loadConfigFile(path: string): LoadedConfig {
   try {
     text = readFileSync(file, 'utf8')
   } catch (error) {
-    throw new ConfigError(`config ${path}: cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new ConfigError(`config ${path}: no such file; give an existing file, or no config for the embedded default`)
+    throw new ConfigError(`config ${path}: cannot read (${code ?? 'error'})`)
   }
   const parsed = parseYaml(text)
   if ('error' in parsed) throw new ConfigError(`config ${path}: ${parsed.error}`)

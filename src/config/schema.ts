@@ -240,8 +240,8 @@ export const configSchema = z.strictObject({
     })
     .refine((s) => (s.keys === undefined) === (s.active === undefined), 'give keys and active together')
     .prefault({}),
-  /** The `store_secret` and `get_secret` tools (permissions vault:write, vault:read). */
-  vault: z.strictObject({ enabled: z.boolean().default(true), file: z.string().min(1).default('vault.json') }).prefault({}),
+  /** The `store_secret` and `get_secret` tools (permissions vault:write, vault:read). Unset `enabled`: see `builtinFeatures`. */
+  vault: z.strictObject({ enabled: z.boolean().optional(), file: z.string().min(1).default('vault.json') }).prefault({}),
   /** Personal data in tool results: masked by default; per tool here, per role through a policy rule's `output: { pii: … }`. */
   pii: z
     .strictObject({
@@ -266,9 +266,10 @@ export const configSchema = z.strictObject({
   sql: sqlSchema.prefault({}),
   /** Allowlisted executables for `run_command` (permission `commands:run`); none: no such tool. */
   commands: commandsSchema.default({}),
+  /** The workspace tools (`read_file`, `list_files`, `write_file`). Unset `enabled`: see `builtinFeatures`. */
   workspace: z
     .strictObject({
-      enabled: z.boolean().default(true),
+      enabled: z.boolean().optional(),
       root: z.string().min(1).default('workspace'),
       maxFileBytes: z
         .number()

@@ -47,7 +47,8 @@ const rowCap = z.number().int().min(1).max(100_000)
 /** The SQL tools: `query`, `run_query` and `delete_records`. */
 export const sqlSchema = z
   .strictObject({
-    enabled: z.boolean().default(true),
+    /** Unset: on unless a library registers its own tools (see `builtinFeatures`). */
+    enabled: z.boolean().optional(),
     /**
      * A PostgreSQL URL (env or file reference: it may hold a password). Absent: an embedded
      * database (PGlite) under the state directory, seeded with demo tables on first start.

@@ -1,4 +1,4 @@
-import { constants, type Stats } from 'node:fs'
+import { constants, realpathSync, type Stats } from 'node:fs'
 import { type FileHandle, open, readlink, realpath } from 'node:fs/promises'
 import { relative, resolve, sep } from 'node:path'
 import { SecurityError } from '../errors.js'
@@ -111,6 +111,11 @@ export class Workspace {
 
   static async open(root: string): Promise<Workspace> {
     return new Workspace(await realpath(resolve(root)))
+  }
+
+  /** {@link Workspace.open}, at start-up where it must not wait. */
+  static openSync(root: string): Workspace {
+    return new Workspace(realpathSync(resolve(root)))
   }
 
   /**

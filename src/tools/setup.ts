@@ -3,6 +3,7 @@ import type { z } from 'zod'
 import { ConfigError, type LoadedConfig, readSecret, statePath } from '../config/load.js'
 import { connectRedis } from '../config/redis.js'
 import type { NamedQueryConfig, TableConfig } from '../config/sql-schema.js'
+import { ensureState } from '../config/state.js'
 import { SecurityError } from '../errors.js'
 import type { Keyring } from '../protect/keyring.js'
 import { Vault } from '../protect/vault.js'
@@ -46,11 +47,34 @@ function fail(loaded: LoadedConfig, where: string, why: string): never {
  */
 export function checkToolConfig(loaded: LoadedConfig): SqlSettings | undefined {
   const { sql, commands, workspace } = loaded.config
-  if (Object.keys(commands).length > 0 && !workspace.enabled) fail(loaded, 'commands', 'run_command needs the workspace (workspace.enabled)')
-  if (!sql.enabled) return undefined
+  if (Object.keys(commands).length > 0 && workspace.enabled === false) fail(loaded, 'commands', 'run_command needs the workspace (workspace.enabled)')
+  if (sql.enabled === false) return undefined
   for (const role of Object.keys(sql.maxRows.roles)) if (!Object.hasOwn(loaded.config.roles, role)) fail(loaded, `sql.maxRows.roles.${role}`, 'not a role defined under roles')
   const tables = sql.tables ?? (sql.url === undefined ? DEMO_TABLES : fail(loaded, 'sql.tables', 'list the tables (and their columns) the SQL tools may use'))
   return { tables, queries: sql.queries ?? (sql.url === undefined ? DEMO_QUERIES : {}) }
+}
+
+/** Which built-in tool sections serve. */
+export interface BuiltinFeatures {
+  readonly vault: boolean
+  readonly workspace: boolean
+  readonly sql: boolean
+}
+
+/**
+ * The built-in sections that serve: `enabled: true` or `false` decides; unset, a section serves
+ * when bastion serves nothing else (the CLI, or a library that registers nothing), so that the
+ * demo tools never appear beside a library's own. Configured `commands` turn an unset workspace
+ * on (run_command needs it). Pure.
+ */
+export function builtinFeatures(loaded: LoadedConfig, ownRegistrations: boolean): BuiltinFeatures {
+  const { vault, workspace, sql, commands } = loaded.config
+  const auto = !ownRegistrations
+  return {
+    vault: vault.enabled ?? auto,
+    workspace: workspace.enabled ?? (auto || Object.keys(commands).length > 0),
+    sql: sql.enabled ?? auto,
+  }
 }
 
 /**
@@ -103,10 +127,11 @@ export function builtinTools(loaded: LoadedConfig, resources: ToolResources): To
 }
 
 /**
- * Open what the enabled built-in tools use: the workspace root (created by `ensureState`), the
+ * Open what the built-in tools that may serve use (every section not `enabled: false`): the
  * vault file, the database (a pool, or the embedded one, opened on first use) and the
  * confirmation store, in Redis when rate limits are (replicas refuse each other's spent
- * confirmations). @throws ConfigError naming the key
+ * confirmations). The workspace is opened by {@link servingResources} once it is known to serve.
+ * @throws ConfigError naming the key
  */
 export async function openToolResources(deps: {
   readonly loaded: LoadedConfig
@@ -129,8 +154,14 @@ export async function openToolResources(deps: {
   }
   let database: SqlDatabase | undefined
   try {
-    if (sql.enabled && sql.url === undefined) database = new EmbeddedDatabase(statePath(loaded, sql.embeddedDir), { statementTimeoutMs: sql.statementTimeoutMs, seed: seedDemo })
-    else if (sql.enabled && sql.url !== undefined) {
+    const sqlMayServe = sql.enabled !== false
+    if (sqlMayServe && sql.url === undefined)
+      database = new EmbeddedDatabase(statePath(loaded, sql.embeddedDir), {
+        statementTimeoutMs: sql.statementTimeoutMs,
+        seed: seedDemo,
+        onCreate: () => log.info('creating the demo database (once; this takes a few seconds)'),
+      })
+    else if (sqlMayServe && sql.url !== undefined) {
       const url = readSecret(loaded, sql.url, 'sql.url', env)
       if (!/^postgres(ql)?:\/\//.test(url)) fail(loaded, 'sql.url', 'not a postgres:// or postgresql:// URL')
       database = new PostgresDatabase(url, {
@@ -141,8 +172,8 @@ export async function openToolResources(deps: {
       })
     }
     const resources: ToolResources = {
-      workspace: workspace.enabled ? await Workspace.open(statePath(loaded, workspace.root)) : undefined,
-      vault: vault.enabled ? new Vault(statePath(loaded, vault.file), deps.keyring) : undefined,
+      workspace: undefined,
+      vault: vault.enabled === false ? undefined : new Vault(statePath(loaded, vault.file), deps.keyring),
       database,
       confirmations: new Confirmations(deps.keyring, nonces),
     }
@@ -160,6 +191,29 @@ export async function openToolResources(deps: {
   }
 }
 
+/**
+ * The resources of the sections that serve: the others are dropped, and the workspace root is
+ * created (seeded with the demo files when new, see `ensureState`) and opened. @throws ConfigError
+ */
+export function servingResources(loaded: LoadedConfig, opened: ToolResources, features: BuiltinFeatures): ToolResources {
+  const root = statePath(loaded, loaded.config.workspace.root)
+  let workspace: Workspace | undefined
+  if (features.workspace) {
+    try {
+      ensureState(statePath(loaded, '.'), root)
+      workspace = Workspace.openSync(root)
+    } catch (error) {
+      fail(loaded, 'workspace.root', `cannot open ${root} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+  }
+  return {
+    workspace,
+    vault: features.vault ? opened.vault : undefined,
+    database: features.sql ? opened.database : undefined,
+    confirmations: opened.confirmations,
+  }
+}
+
 const offline = (what: string): SecurityError => new SecurityError('ERR_INTERNAL', `${what} is not open: these tool definitions are for policy and config checks`)
 
 /**
@@ -168,6 +222,7 @@ const offline = (what: string): SecurityError => new SecurityError('ERR_INTERNAL
  * and `config check` bind against. Nothing is read or created.
  */
 export function detachedToolResources(loaded: LoadedConfig): ToolResources {
+  const features = builtinFeatures(loaded, false)
   const { sql, workspace, vault } = loaded.config
   const keyring = (): Keyring => {
     throw offline('the keyring')
@@ -180,9 +235,9 @@ export function detachedToolResources(loaded: LoadedConfig): ToolResources {
     display: () => '.',
   }
   return {
-    workspace: workspace.enabled ? detached : undefined,
-    vault: vault.enabled ? new Vault(statePath(loaded, vault.file), keyring) : undefined,
-    database: sql.enabled
+    workspace: features.workspace ? detached : undefined,
+    vault: features.vault ? new Vault(statePath(loaded, vault.file), keyring) : undefined,
+    database: features.sql
       ? { kind: sql.url === undefined ? 'embedded' : 'postgres', transaction: () => Promise.reject(offline('the database')), close: async () => {} }
       : undefined,
     confirmations: new Confirmations(keyring, new MemoryNonceStore()),

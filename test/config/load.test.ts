@@ -215,7 +215,7 @@ describe('loadConfigFile', () => {
   })
 
   it('a missing file is a ConfigError naming the path and the errno', () => {
-    expect(configError(() => loadConfigFile(join(dir, 'missing.yaml'))).message).toBe(`config ${join(dir, 'missing.yaml')}: cannot read (ENOENT)`)
+    expect(configError(() => loadConfigFile(join(dir, 'missing.yaml'))).message).toBe(`config ${join(dir, 'missing.yaml')}: no such file; give an existing file, or no config for the embedded default`)
   })
 
   it('YAML merge keys and prototype keys are unknown keys, not silent merges', async () => {

@@ -27,6 +27,8 @@ export async function startServer(config: BastionConfigInput = {}, setup?: (b: B
   const bastion = await createBastion({
     baseDir: dir,
     logger: pino({ level: 'silent' }),
+    // Keys are made below, for three roles: no first-run key, no start-up lines in the test output.
+    announce: false,
     config: {
       ...config,
       roles: config.roles ?? { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] } },

@@ -1,4 +1,5 @@
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import type { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import { SecurityError } from '../../errors.js'
@@ -118,18 +119,22 @@ export class EmbeddedDatabase implements SqlDatabase {
   readonly #dir: string
   readonly #seed: ((session: SqlSession) => Promise<unknown>) | undefined
   readonly #timeout: string
+  readonly #onCreate: (() => void) | undefined
   #db: Promise<PGlite> | undefined
   #closed = false
 
-  constructor(dir: string, options: { statementTimeoutMs: number; seed?: (session: SqlSession) => Promise<unknown> }) {
+  /** `onCreate` is told when the first use creates the database (it takes seconds, once). */
+  constructor(dir: string, options: { statementTimeoutMs: number; seed?: (session: SqlSession) => Promise<unknown>; onCreate?: () => void }) {
     this.#dir = dir
     this.#seed = options.seed
+    this.#onCreate = options.onCreate
     this.#timeout = timeoutStatement(options.statementTimeoutMs)
   }
 
   #open(): Promise<PGlite> {
     if (this.#closed) return Promise.reject(new SecurityError('ERR_DATABASE', 'embedded database is closed'))
     this.#db ??= (async () => {
+      if (!existsSync(join(this.#dir, 'PG_VERSION'))) this.#onCreate?.()
       mkdirSync(this.#dir, { recursive: true, mode: 0o700 })
       const { PGlite } = await import('@electric-sql/pglite')
       const db = await PGlite.create(this.#dir)
