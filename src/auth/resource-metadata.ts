@@ -54,8 +54,15 @@ function resourceMetadata(rs: ResourceServer): string | undefined {
   }
 }
 
+/** RFC 6750 §3 `error_description`s: what the person reading a client's error should do. */
+export const DESCRIPTIONS = {
+  invalid_token: 'the API key or token was not accepted (wrong, expired or revoked)',
+  insufficient_scope: 'the token lacks a scope this needs',
+} as const
+
 /**
- * `WWW-Authenticate: Bearer …` (RFC 6750 §3, RFC 9728 §5.1): `error` when a token was presented
+ * `WWW-Authenticate: Bearer …` (RFC 6750 §3, RFC 9728 §5.1): `error` and its `error_description`
+ * when a token was presented
  * and refused, `resource_metadata`, and `scope` with what is needed. Every value is a quoted-string
  * (RFC 9110 §5.6.4); scopes that are not RFC 6749 §3.3 scope-tokens are left out (a token's cannot
  * be one after the claim checks; configured and registered ones are filtered here too), so the
@@ -66,6 +73,7 @@ export function bearerChallenge(rs: ResourceServer, error: 'invalid_token' | 'in
   const tokens = scopes.filter(isScopeToken)
   const params: [string, string | undefined][] = [
     ['error', error],
+    ['error_description', error === undefined ? undefined : DESCRIPTIONS[error]],
     ['resource_metadata', resourceMetadata(rs)],
     ['scope', tokens.length === 0 ? undefined : tokens.join(' ')],
   ]

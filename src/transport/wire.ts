@@ -1,5 +1,5 @@
 import { type CallToolResult, type JSONRPCMessage, ProtocolError, ProtocolErrorCode } from '@modelcontextprotocol/server'
-import { bearerChallenge, type ResourceServer, ScopeError } from '../auth/resource-metadata.js'
+import { bearerChallenge, DESCRIPTIONS, type ResourceServer, ScopeError } from '../auth/resource-metadata.js'
 import { isSecurityErrorCode, publicText, rpcError, SecurityError, type SecurityErrorCode, toSecurityError, WIRE } from '../errors.js'
 import { type Exchange, rpcIdOf } from '../pipeline/exchange.js'
 
@@ -108,7 +108,7 @@ function challengeOf(error: SecurityError, rs: ResourceServer | undefined): stri
   if (kind === undefined) return undefined
   if (kind === 'insufficient_scope') return rs !== undefined && error instanceof ScopeError ? bearerChallenge(rs, 'insufficient_scope', error.needed) : undefined
   if (rs !== undefined) return bearerChallenge(rs, kind === 'invalid_token' ? 'invalid_token' : undefined, rs.scopesSupported)
-  return kind === 'invalid_token' ? `${REALM}, error="invalid_token"` : REALM
+  return kind === 'invalid_token' ? `${REALM}, error="invalid_token", error_description="${DESCRIPTIONS.invalid_token}"` : REALM
 }
 
 /**
