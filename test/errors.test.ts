@@ -4,7 +4,18 @@ import { publicText, rpcError, SecurityError, type SecurityErrorCode, toSecurity
 // Pinned literally: operators alert on these codes and clients branch on these numbers. Changing a
 // row must be a deliberate edit here too.
 const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
-  ['ERR_AUTH_MISSING', { http: 401, rpc: -31401, text: 'authentication required: send "Authorization: Bearer KEY" (an API key or a token) or "X-API-Key: KEY"', event: 'auth.failure', challenge: 'bearer', outcome: 'deny', carrier: 'http' }],
+  [
+    'ERR_AUTH_MISSING',
+    {
+      http: 401,
+      rpc: -31401,
+      text: 'authentication required: send "Authorization: Bearer KEY" (an API key or a token) or "X-API-Key: KEY"',
+      event: 'auth.failure',
+      challenge: 'bearer',
+      outcome: 'deny',
+      carrier: 'http',
+    },
+  ],
   ['ERR_AUTH_INVALID', { http: 401, rpc: -31401, text: 'invalid credentials', event: 'auth.failure', challenge: 'invalid_token', outcome: 'deny', carrier: 'http' }],
   ['ERR_AUTH_EXPIRED', { http: 401, rpc: -31401, text: 'invalid credentials', event: 'auth.failure', challenge: 'invalid_token', outcome: 'deny', carrier: 'http' }],
   ['ERR_AUTH_REVOKED', { http: 401, rpc: -31401, text: 'invalid credentials', event: 'auth.failure', challenge: 'invalid_token', outcome: 'deny', carrier: 'http' }],

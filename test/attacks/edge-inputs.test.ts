@@ -20,6 +20,8 @@ beforeAll(async () => {
   issuer = await startLocalIssuer()
   server = await startServer(
     {
+      // Its own echo tool beside the built-in file tools.
+      workspace: { enabled: true },
       auth: {
         resource: RESOURCE,
         issuers: [{ name: 'idp', issuer: issuer.issuer, algorithms: ['ES256'], jwksUri: issuer.jwksUri, claims: { roles: 'roles' } }],

@@ -124,7 +124,9 @@ describe('JWT attacks', () => {
     const since = server.mark()
     const { res, body } = await callModern(server.url, jwt, 'read_file', { path: 'README.md' })
     expect(res.status).toBe(401)
-    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", resource_metadata="https:\/\/mcp\.test\/\.well-known\/oauth-protected-resource\/mcp"/)
+    expect(res.headers.get('www-authenticate')).toMatch(
+      /^Bearer error="invalid_token", error_description="the API key or token was not accepted \(wrong, expired or revoked\)", resource_metadata="https:\/\/mcp\.test\/\.well-known\/oauth-protected-resource\/mcp"/,
+    )
     expect(body.error).toMatchObject({ message: 'invalid credentials', data: { code: code ?? 'ERR_AUTH_INVALID' } })
     const text = JSON.stringify(body)
     expect(text).not.toMatch(/jose|JWS|JWT|signature|kid|audience|issuer|claim/i)

@@ -39,7 +39,7 @@ describe('PostgreSQL audit sink', () => {
       limits: { principal: { rate: '100000/min' } },
       alerts: { rules: [] },
     }
-    const bastion = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), config, env: { AUDIT_PG: PG_URL, AUDIT_KEY } })
+    const bastion = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), announce: false, config, env: { AUDIT_PG: PG_URL, AUDIT_KEY } })
     bastions.push(bastion)
     const running = await bastion.listen({ host: '127.0.0.1', port: 0 })
     return { bastion, url: running.url, key: bastion.keys.create({ name: 'a', roles: ['admin'], expiresAt: null }).key }
@@ -88,6 +88,7 @@ describe('PostgreSQL audit sink', () => {
       createBastion({
         baseDir: dir,
         logger: pino({ level: 'silent' }),
+        announce: false,
         config: { audit: { sink: 'postgres', postgres: { url: { env: 'AUDIT_PG' } } } },
         env: { AUDIT_PG: secretUrl },
       }),
@@ -95,6 +96,7 @@ describe('PostgreSQL audit sink', () => {
     await createBastion({
       baseDir: dir,
       logger: pino({ level: 'silent' }),
+      announce: false,
       config: { audit: { sink: 'postgres', postgres: { url: { env: 'AUDIT_PG' } } } },
       env: { AUDIT_PG: secretUrl },
     }).catch((error: Error) => {

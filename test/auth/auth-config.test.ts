@@ -10,7 +10,7 @@ import { callModern } from '../helpers/server.js'
 async function configError(auth: BastionConfigInput['auth'], env: NodeJS.ProcessEnv = {}): Promise<string> {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-auth-')))
   try {
-    const b = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), config: { auth }, env })
+    const b = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), announce: false, config: { auth }, env })
     await b.close()
   } catch (error) {
     if (error instanceof ConfigError) return error.message
@@ -76,7 +76,7 @@ describe('token service replicas sharing Redis', () => {
     }
     const env = { TOKENS_REDIS: 'redis://127.0.0.1:6379' }
     // Replicas share the state directory's signing keys; refresh state lives in Redis.
-    for (let i = 0; i < 2; i++) bastions.push(await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), config, env }))
+    for (let i = 0; i < 2; i++) bastions.push(await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), announce: false, config, env }))
     const [a, b] = bastions
     if (a === undefined || b === undefined) throw new Error('two replicas expected')
     const urls = [await a.listen({ host: '127.0.0.1', port: 0 }), await b.listen({ host: '127.0.0.1', port: 0 })].map((r) => new URL(r.url).origin)
@@ -103,6 +103,7 @@ describe('an embedded edge that never listened and has no auth.resource', () => 
     const b = await createBastion({
       baseDir: dir,
       logger: pino({ level: 'silent' }),
+      announce: false,
       config: { auth: { issuers: [{ issuer: 'https://idp.test', algorithms: ['HS256'], secret: { env: 'S' } }] } },
       env: { S: 'x'.repeat(40) },
     })

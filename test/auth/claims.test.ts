@@ -95,7 +95,9 @@ async function expectRefused(token: string, why: RegExp): Promise<void> {
   const since = server.mark()
   const { res, body } = await callModern(server.url, token, 'read_file', { path: 'README.md' })
   expect(res.status).toBe(401)
-  expect(res.headers.get('www-authenticate')).toBe(`Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", resource_metadata="${PRM}", scope="mcp:tools mcp:read"`)
+  expect(res.headers.get('www-authenticate')).toBe(
+    `Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", resource_metadata="${PRM}", scope="mcp:tools mcp:read"`,
+  )
   expect(body.error).toMatchObject({ message: 'invalid credentials', data: { code: 'ERR_AUTH_INVALID' } })
   expect(JSON.stringify(body)).not.toMatch(new RegExp(`${MARK}|claim|sub|scope`))
   const lines = since()
@@ -305,7 +307,9 @@ describe('the challenge is always a valid header', () => {
     const throwing = broken(() => {
       throw new Error('resource not known yet')
     })
-    expect(bearerChallenge(throwing, 'invalid_token', ['bad scope"', 'mcp:read'])).toBe('Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", scope="mcp:read"')
+    expect(bearerChallenge(throwing, 'invalid_token', ['bad scope"', 'mcp:read'])).toBe(
+      'Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", scope="mcp:read"',
+    )
     expect(
       bearerChallenge(
         broken(() => 'https://mcp.test/a"b\\c'),

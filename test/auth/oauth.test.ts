@@ -51,7 +51,9 @@ describe('OAuth 2.1 resource server (MCP authorization spec)', () => {
     expect(res.headers.get('www-authenticate')).toBe(`Bearer resource_metadata="${PRM}", scope="mcp:tools mcp:read mcp:admin"`)
     const bad = await callModern(server.url, 'eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJ4In0.AAAA', 'read_file', { path: 'README.md' })
     expect(bad.res.status).toBe(401)
-    expect(bad.res.headers.get('www-authenticate')).toBe(`Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", resource_metadata="${PRM}", scope="mcp:tools mcp:read mcp:admin"`)
+    expect(bad.res.headers.get('www-authenticate')).toBe(
+      `Bearer error="invalid_token", error_description="the API key or token was not accepted (wrong, expired or revoked)", resource_metadata="${PRM}", scope="mcp:tools mcp:read mcp:admin"`,
+    )
   })
 
   it.each(['modern', 'legacy'] as const)('the real MCP client (%s) calls tools with an IdP-issued JWT; roles come from its claims', async (era) => {
@@ -81,7 +83,9 @@ describe('OAuth 2.1 resource server (MCP authorization spec)', () => {
     const since = server.mark()
     const { res, body } = await callModern(server.url, readonly, 'read_file', { path: 'README.md' })
     expect(res.status).toBe(403)
-    expect(res.headers.get('www-authenticate')).toBe(`Bearer error="insufficient_scope", error_description="the token lacks a scope this needs", resource_metadata="${PRM}", scope="mcp:read mcp:tools"`)
+    expect(res.headers.get('www-authenticate')).toBe(
+      `Bearer error="insufficient_scope", error_description="the token lacks a scope this needs", resource_metadata="${PRM}", scope="mcp:read mcp:tools"`,
+    )
     expect(body.error).toMatchObject({ data: { code: 'ERR_INSUFFICIENT_SCOPE' } })
     expect(since().at(-1)).toMatchObject({ event: 'authz.denied', reason: 'ERR_INSUFFICIENT_SCOPE', principal: 'idp:svc-readonly' })
     expect((await callModern(server.url, readonly, 'list_files', {})).res.status).toBe(200)

@@ -145,7 +145,12 @@ describe('token service', () => {
     expect(rotated.status).toBe(0)
     const kid = /signing key (\S+) now signs/.exec(rotated.stdout)?.[1]
     await server.close()
-    const again = await createBastion({ baseDir: server.dir, logger: pino({ level: 'silent' }), config: { ...CONFIG, auth: { ...CONFIG.auth, reloadIntervalMs: 0 } } })
+    const again = await createBastion({
+      baseDir: server.dir,
+      logger: pino({ level: 'silent' }),
+      announce: false,
+      config: { ...CONFIG, auth: { ...CONFIG.auth, reloadIntervalMs: 0 } },
+    })
     const running = await again.listen({ host: '127.0.0.1', port: 0 })
     try {
       const base = new URL(running.url).origin

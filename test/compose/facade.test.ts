@@ -14,7 +14,7 @@ afterEach(async () => {
 
 async function bastion(config: BastionConfigInput = {}, env: NodeJS.ProcessEnv = {}): Promise<Bastion> {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-facade-')))
-  const b = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), config: { alerts: { rules: [] }, ...config }, env })
+  const b = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), announce: false, config: { alerts: { rules: [] }, ...config }, env })
   opened.push(b)
   return b
 }

@@ -48,14 +48,15 @@ describe('embedded default', () => {
     expect(config.server.sessions).toStrictEqual({ maxTotal: 1000, maxPerPrincipal: 16, idleTimeoutSeconds: 900 })
     expect(config.roles).toStrictEqual({ admin: { permissions: ['*'] }, analyst: { permissions: ['sql:query'] }, reader: { permissions: ['files:read'] } })
     // The SQL tools run over the embedded demo database until a URL is configured; no commands are allowed.
-    expect(config.sql).toMatchObject({ enabled: true, embeddedDir: 'pgdata', statementTimeoutMs: 5000, maxRows: { default: 100, roles: {} }, maxDeleteRows: 1000 })
+    expect(config.sql.enabled).toBeUndefined()
+    expect(config.sql).toMatchObject({ embeddedDir: 'pgdata', statementTimeoutMs: 5000, maxRows: { default: 100, roles: {} }, maxDeleteRows: 1000 })
     expect(config.sql.url).toBeUndefined()
     expect(config.commands).toStrictEqual({})
     expect(config.auth).toMatchObject({ keysFile: 'keys.json', reloadIntervalMs: 1000, keys: [], issuers: [], introspection: [] })
     // Tokens are off until configured: API keys only, and no token endpoint.
     expect(config.auth.tokenService.enabled).toBe(false)
     expect(config.auth.resource).toBeUndefined()
-    expect(config.workspace).toStrictEqual({ enabled: true, root: 'workspace', maxFileBytes: 1024 * 1024 })
+    expect(config.workspace).toStrictEqual({ root: 'workspace', maxFileBytes: 1024 * 1024 })
     expect(config.stateDir).toBe('.bastion')
     expect(statePath(loaded, config.audit.file)).toBe('/srv/app/.bastion/audit.jsonl')
   })
@@ -215,7 +216,9 @@ describe('loadConfigFile', () => {
   })
 
   it('a missing file is a ConfigError naming the path and the errno', () => {
-    expect(configError(() => loadConfigFile(join(dir, 'missing.yaml'))).message).toBe(`config ${join(dir, 'missing.yaml')}: no such file; give an existing file, or no config for the embedded default`)
+    expect(configError(() => loadConfigFile(join(dir, 'missing.yaml'))).message).toBe(
+      `config ${join(dir, 'missing.yaml')}: no such file; give an existing file, or no config for the embedded default`,
+    )
   })
 
   it('YAML merge keys and prototype keys are unknown keys, not silent merges', async () => {

@@ -459,6 +459,7 @@ export async function startFixture(): Promise<Fixture> {
   const bastion = await createBastion({
     baseDir: dir,
     logger: pino({ level: 'silent' }),
+    announce: false,
     info: { name: 'bastion-conformance-fixture', version: '0.0.1' },
     config: {
       roles: { admin: { permissions: ['*'] } },

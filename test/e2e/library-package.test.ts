@@ -57,7 +57,10 @@ describe("the README's library example, from the packed tarball", () => {
   })
 
   it('installs zod as the one copy bastion and the user share (a peer dependency)', () => {
-    const pkg = JSON.parse(readFileSync(join(dir, 'node_modules/mcp-bastion/package.json'), 'utf8')) as { peerDependencies?: Record<string, string>; dependencies?: Record<string, string> }
+    const pkg = JSON.parse(readFileSync(join(dir, 'node_modules/mcp-bastion/package.json'), 'utf8')) as {
+      peerDependencies?: Record<string, string>
+      dependencies?: Record<string, string>
+    }
     expect(pkg.peerDependencies?.zod).toMatch(/^\^4/)
     expect(pkg.dependencies?.zod).toBeUndefined()
     expect(existsSync(join(dir, 'node_modules/mcp-bastion/node_modules/zod'))).toBe(false)
@@ -82,7 +85,10 @@ describe("the README's library example, from the packed tarball", () => {
     }
     // No demo workspace, database or vault was made.
     expect(readdirSync(join(dir, '.bastion')).sort()).toStrictEqual(['audit.jsonl', 'audit.key', 'keys.json'])
-    const lines = readFileSync(join(dir, '.bastion/audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+    const lines = readFileSync(join(dir, '.bastion/audit.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
     expect(lines.filter((l) => l.tool === 'greet').map((l) => l.decision)).toStrictEqual(['allow', 'deny', 'allow', 'deny'])
   })
 })

@@ -145,6 +145,8 @@ describe('execution limits', () => {
   beforeAll(async () => {
     server = await startServer(
       {
+        // Its own tools beside the built-in file tools.
+        workspace: { enabled: true },
         limits: {
           principal: { rate: '100000/min' },
           concurrency: { perPrincipal: 2, global: 50 },

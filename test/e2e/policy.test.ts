@@ -54,8 +54,9 @@ describe('policy end to end', () => {
       {
         roles: { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] }, analyst: { permissions: [] } },
         policy: { file: policyFile, reloadIntervalMs: 100 },
-        // This suite registers its own `query` tool.
+        // This suite registers its own `query` tool, beside the built-in file tools.
         sql: { enabled: false },
+        workspace: { enabled: true },
         limits: { principal: { rate: '100000/s' } },
       },
       (b) => {

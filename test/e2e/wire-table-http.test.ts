@@ -488,9 +488,12 @@ beforeAll(async () => {
           concurrency: { perPrincipal: 1, global: 64 },
           tools: { list_files: { rate: { rate: '1/hour' } }, read_file: { maxOutputBytes: 2000 }, spin: { cpuMs: 200 } },
         },
-        workspace: { maxFileBytes: 4096 },
+        // Its own tools beside the built-in ones.
+        workspace: { enabled: true, maxFileBytes: 4096 },
+        vault: { enabled: true },
         pii: { tools: { read_file: 'block' } },
         sql: {
+          enabled: true,
           url: { env: 'WIRE_PG' },
           tables: { wire_nothing: { columns: ['id'] } },
           queries: { broken: { description: 'reads a missing table', sql: 'SELECT * FROM wire_no_such_table' } },

@@ -329,6 +329,7 @@ beforeAll(async () => {
   const bastion = await createBastion({
     baseDir: libDir,
     logger: pino({ level: 'silent' }),
+    announce: false,
     auditSink: sink,
     config: { roles: { lib: { permissions: ['lib:use'] } }, limits: { tools: { spin: { cpuMs: 200 } } }, sql: { enabled: false }, alerts: { rules: [] } },
   })

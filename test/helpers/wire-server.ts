@@ -66,6 +66,7 @@ export async function startWireServer(config: BastionConfigInput, setup?: (b: Ba
   const bastion = await createBastion({
     baseDir: dir,
     logger: pino({ level: 'silent' }),
+    announce: false,
     auditSink: sink,
     rateLimiter: limiter,
     config: { ...config, auth: { reloadIntervalMs: 0, ...config.auth }, alerts: { rules: [] } },

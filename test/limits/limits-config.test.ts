@@ -12,7 +12,7 @@ import { addressKey, RatePlan } from '../../src/limits/rate-plan.js'
 async function bastionError(limits: BastionConfigInput['limits'], isolated = false): Promise<string> {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-limits-')))
   try {
-    const b = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), config: { limits } as BastionConfigInput, env: {} })
+    const b = await createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), announce: false, config: { limits } as BastionConfigInput, env: {} })
     if (isolated) b.tool({ name: 'boxed', description: 'x', input: z.object({}), isolate: { module: 'x.mjs' } })
     b.tool({ name: 'inline', description: 'x', input: z.object({}), run: async () => ({ content: [] }) })
     b.policy()

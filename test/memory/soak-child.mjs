@@ -12,6 +12,7 @@ const dir = mkdtempSync(join(tmpdir(), 'bastion-soak-'))
 const bastion = await createBastion({
   baseDir: dir,
   logger: pino({ level: 'silent' }),
+  announce: false,
   config: { auth: { reloadIntervalMs: 1000 }, limits: { principal: { rate: '1000000/s' }, anonymous: { rate: '1000000/s' } } },
 })
 bastion.tool({

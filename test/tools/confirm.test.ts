@@ -232,7 +232,7 @@ describe('replicas sharing Redis', () => {
     }
     const env = { ...process.env, BASTION_TEST_REDIS: 'redis://127.0.0.1:6379' }
     for (let i = 0; i < 2; i++) {
-      const bastion = await createBastion({ baseDir: dir, config, env, logger: pino({ level: 'silent' }) })
+      const bastion = await createBastion({ baseDir: dir, config, env, logger: pino({ level: 'silent' }), announce: false })
       replicas.push({ bastion, running: await bastion.listen({ host: '127.0.0.1', port: 0 }) })
     }
     const [a, b] = replicas

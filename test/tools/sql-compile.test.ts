@@ -90,7 +90,7 @@ describe('sql configuration errors name the key', () => {
     [{ sql: { url: { env: 'BASTION_TEST_PG' }, tables: { t: { columns: ['a'] } } } }, 'sql.url: not a postgres:// or postgresql:// URL'],
   ])('at start: %j', async (config, says) => {
     await expect(
-      createBastion({ config, env: { BASTION_TEST_PG: 'mysql://x' }, baseDir: mkdtempSync(join(tmpdir(), 'bastion-sqlcfg-')), logger: pino({ level: 'silent' }) }),
+      createBastion({ config, env: { BASTION_TEST_PG: 'mysql://x' }, baseDir: mkdtempSync(join(tmpdir(), 'bastion-sqlcfg-')), logger: pino({ level: 'silent' }), announce: false }),
     ).rejects.toThrow(says)
   })
 })
