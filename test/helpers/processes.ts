@@ -17,8 +17,8 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** A `mcp-bastion serve` process; resolves once it listens. */
-export function serveProcess(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+/** A `mcp-bastion serve` process; resolves once it listens, with what it printed until then (a first run's admin key). */
+export function serveProcess(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ url: string; stdout: string; child: ChildProcess; stop(): Promise<void> }> {
   const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   const stop = (): Promise<void> =>
     new Promise((resolve) => {
@@ -35,7 +35,7 @@ export function serveProcess(cwd: string, args: string[], env: Record<string, st
     child.stdout?.on('data', (c: Buffer) => {
       out += c.toString()
       const m = /listening on (\S+)/.exec(out)
-      if (m?.[1] !== undefined) resolve({ url: m[1], child, stop })
+      if (m?.[1] !== undefined) resolve({ url: m[1], stdout: out, child, stop })
     })
     child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}\n${err}`)))
   })
