@@ -7,7 +7,7 @@ import type { AuditLog } from './audit/audit-log.js'
 import type { KeyStore } from './auth/key-store.js'
 import type { AuthSetup } from './auth/setup.js'
 import { isUnspecified, servedAt } from './compose/address.js'
-import { bindConfig, type CheckedConfig, checkConfig, registerBuiltins } from './compose/bind.js'
+import { bindConfig, builtinRegistrations, type CheckedConfig, checkConfig, registerBuiltins } from './compose/bind.js'
 import { buildEdge, buildServing, buildStdio, type ServeOptions, type Serving } from './compose/build.js'
 import { type Announce, envPort, firstRunKey, listeningLine } from './compose/first-run.js'
 import { openRuntime, type Runtime, type RuntimeOptions } from './compose/runtime.js'
@@ -22,7 +22,7 @@ import type { CompiledPolicy } from './policy/engine.js'
 import type { PolicySource } from './policy/source.js'
 import { Catalog, type PromptDefinition, type ResourceDefinition, type ResourceTemplateDefinition } from './tools/catalog.js'
 import { type ToolDefinition, ToolRegistry } from './tools/registry.js'
-import { builtinFeatures, builtinTools, servingResources } from './tools/setup.js'
+import { builtinFeatures, builtinTools, detachedToolResources, servingResources } from './tools/setup.js'
 import type { Edge } from './transport/http/edge.js'
 import { clientErrorListener, connectListener, nodeListener } from './transport/http/node-listener.js'
 import type { ServerDeps } from './transport/mcp-server.js'
@@ -125,6 +125,8 @@ export class Bastion {
           ? embeddedConfig({}, baseDir)
           : validateConfig(options.config, 'object', baseDir)
     const checked = checkConfig(loaded)
+    // The built-in tools join when registration ends; their sections are checked now, offline.
+    builtinRegistrations(loaded, builtinTools(loaded, detachedToolResources(loaded)))
     const runtime = await openRuntime(checked, options)
     return new Bastion(checked, runtime, new ToolRegistry(), new Catalog(), options)
   }
