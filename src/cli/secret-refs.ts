@@ -8,8 +8,8 @@ export interface SecretRefAt {
 
 /**
  * A secret reference is exactly `{ env: NAME }` or `{ file: PATH }`: the schema's `secretRef` is
- * a strict object, and no other section of the parsed config is an object with that one key (the
- * `policy` and `vault` sections, which have a `file`, always hold their defaulted keys too).
+ * a strict object. Sections that have a `file` (`policy`, `vault`) always hold their defaulted
+ * keys too; the records whose string values are free text are not walked (see {@link FREE_FORM}).
  */
 function asSecretRef(value: unknown): SecretRef | undefined {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
@@ -21,13 +21,22 @@ function asSecretRef(value: unknown): SecretRef | undefined {
   return undefined
 }
 
+/**
+ * Records whose keys are chosen by the operator and whose values are strings, so that a single
+ * entry named `env` or `file` would look like a reference: `pii.tools` (tool → mode), a policy
+ * rule's `output` settings, and an issuer's inline `jwk`.
+ */
+const FREE_FORM: readonly RegExp[] = [/^pii\.tools$/, /^policy\.rules\.\d+\.output$/, /^auth\.issuers\.\d+\.keys\.\d+\.jwk$/]
+
 /** Every secret reference in a parsed config, in document order. Pure: reads no secret. */
 export function secretRefs(config: unknown): SecretRefAt[] {
   const found: SecretRefAt[] = []
   const walk = (value: unknown, path: readonly string[]): void => {
+    const at = path.join('.')
+    if (FREE_FORM.some((re) => re.test(at))) return
     const ref = asSecretRef(value)
     if (ref !== undefined) {
-      found.push({ path: path.join('.'), ref })
+      found.push({ path: at, ref })
       return
     }
     if (value === null || typeof value !== 'object') return

@@ -39,6 +39,7 @@ export interface ReplayReport {
 type PrincipalField = 'id' | 'kind' | 'name' | 'roles' | 'scopes' | 'tenant' | 'claims'
 const FIELDS: readonly PrincipalField[] = ['id', 'kind', 'name', 'roles', 'scopes', 'tenant', 'claims']
 const CLAIMS_MAX_BYTES = 4096
+const fieldOrder = (missing: string): number => FIELDS.findIndex((f) => missing.startsWith(`principal.${f} `))
 
 /**
  * The principal fields a decision line carries beside `principal` (the id), `roles`, `tenant` and
@@ -210,7 +211,7 @@ export function replay(lines: Iterable<{ where: string; record: Record<string, u
     }
     const common = { where, requestId: str(record.requestId), ts: str(record.ts), principal: id, target }
     if (missing.size > 0) {
-      incomplete.push({ ...common, missing: [...missing], rules: [...readers] })
+      incomplete.push({ ...common, missing: [...missing].sort((a, b) => fieldOrder(a) - fieldOrder(b)), rules: [...readers] })
       continue
     }
     replayed += 1
