@@ -43,7 +43,11 @@ commands:
 describe('secretRefs: every { env } and { file } reference of a parsed config', () => {
   it('finds each one with its key path, and nothing that merely has a file or an env', () => {
     const loaded = validateConfig(parse(EVERY_SECRET), 'test', '/tmp')
-    expect(secretRefs(loaded.config).map((r) => `${r.path} ${JSON.stringify(r.ref)}`).sort()).toStrictEqual(
+    expect(
+      secretRefs(loaded.config)
+        .map((r) => `${r.path} ${JSON.stringify(r.ref)}`)
+        .sort(),
+    ).toStrictEqual(
       [
         'server.tls.cert {"file":"tls/cert.pem"}',
         'server.tls.key {"file":"tls/key.pem"}',
