@@ -28,9 +28,7 @@ export function configCheck(p: Parsed): number {
       }
     }
   }
-  const secrets = p.flag('no-env')
-    ? `${refs.length} secret reference${refs.length === 1 ? '' : 's'} not resolved (--no-env)`
-    : `${refs.length - missing.length} of ${refs.length} secret reference${refs.length === 1 ? '' : 's'} resolve`
+  const secrets = p.flag('no-env') ? `secret references: ${refs.length} not resolved (--no-env)` : `secret references: ${refs.length - missing.length} of ${refs.length} resolved`
   const summary = `${Object.keys(config.roles).length} roles, ${config.auth.keys.length} configured keys, ${bound.registry.all().length} tools; ${secrets}`
   for (const u of unusedPermissions(bound.grants)) process.stdout.write(`warning: ${describeUnusedPermission(u)}\n`)
   if (missing.length > 0) {

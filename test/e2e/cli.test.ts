@@ -211,7 +211,7 @@ describe('offline commands create nothing and connect nowhere', () => {
       const check = cli(cwd, ['policy', 'check', join(confDir, 'candidates', 'p.yaml'), '--config', config], env)
       expect(check.stdout).toMatch(/p\.yaml: OK \(policy [0-9a-f]{16}, \d+ rules with the role rules\)/)
       const configCheck = cli(cwd, ['config', 'check', config], env)
-      expect(configCheck.stdout).toMatch(/bastion\.yaml: OK \(3 roles, 0 configured keys, \d+ tools; 2 of 2 secret references resolve\)/)
+      expect(configCheck.stdout).toMatch(/bastion\.yaml: OK \(3 roles, 0 configured keys, \d+ tools; secret references: 2 of 2 resolved\)/)
       expect(readdirSync(cwd)).toStrictEqual([])
       expect(readdirSync(confDir).sort()).toStrictEqual(['bastion.yaml', 'candidates'])
       expect(readdirSync(join(confDir, 'candidates'))).toStrictEqual(['p.yaml'])
