@@ -104,7 +104,13 @@ const REJECTED = 'request.rejected'
 const TOOL = 'tool.call'
 
 const ROWS: { readonly [C in SecurityErrorCode]: Row } = {
-  ERR_AUTH_MISSING: { http: 401, rpc: AUTH, text: 'authentication required: send "Authorization: Bearer KEY" (an API key or a token) or "X-API-Key: KEY"', event: AUTH_FAILURE, challenge: 'bearer' },
+  ERR_AUTH_MISSING: {
+    http: 401,
+    rpc: AUTH,
+    text: 'authentication required: send "Authorization: Bearer KEY" (an API key or a token) or "X-API-Key: KEY"',
+    event: AUTH_FAILURE,
+    challenge: 'bearer',
+  },
   ERR_AUTH_INVALID: { http: 401, rpc: AUTH, text: 'invalid credentials', event: AUTH_FAILURE, challenge: 'invalid_token' },
   ERR_AUTH_EXPIRED: { http: 401, rpc: AUTH, text: 'invalid credentials', event: AUTH_FAILURE, challenge: 'invalid_token' },
   ERR_AUTH_REVOKED: { http: 401, rpc: AUTH, text: 'invalid credentials', event: AUTH_FAILURE, challenge: 'invalid_token' },

@@ -150,7 +150,8 @@ describe('README examples against a running server', () => {
     // 30 in the bucket, plus what 30 a minute refilled meanwhile: never more, never fewer.
     expect(admitted).toBeGreaterThanOrEqual(30)
     expect(admitted).toBeLessThanOrEqual(30 + Math.ceil(elapsedS / 2))
-    const { data } = (refused ?? {}).error as { data: { code: string; retryAfterMs: number } }
+    expect(refused, 'a refusal within 100 calls').toBeDefined()
+    const { data } = (refused as { error: { data: { code: string; retryAfterMs: number } } }).error
     expect(data.code).toBe('ERR_RATE_LIMITED')
     // The next token of 30 a minute comes within two seconds.
     expect(data.retryAfterMs).toBeLessThanOrEqual(2000)

@@ -1,16 +1,14 @@
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
 import { type BoundConfig, bindBuiltins } from '../compose/bind.js'
-import { ConfigError, type LoadedConfig } from '../config/load.js'
+import { ConfigError } from '../config/load.js'
 import { CompiledPolicy, PolicyError, type Target, type TraceEntry } from '../policy/engine.js'
 import { rbacRules } from '../policy/rbac.js'
 import { replay } from '../policy/replay.js'
 import { readPolicyFile } from '../policy/source.js'
 import type { Principal } from '../principal.js'
-
-export class PolicyUsageError extends Error {}
-
-let loadConfig: (flag: string | undefined) => LoadedConfig
+import { POLICY_EXPLAIN, POLICY_REPLAY } from './commands.js'
+import { loadConfig } from './config-path.js'
+import { EXIT, type Parsed, UsageError } from './usage.js'
 
 /**
  * The config bound to the tools the CLI serves, from their definitions: offline policy work
@@ -36,95 +34,91 @@ function formatTrace(trace: readonly TraceEntry[]): string {
   return trace.map((t) => `  ${t.effect.padEnd(5)} ${t.rule.padEnd(32)} ${t.result}${t.detail === undefined ? '' : ` (${t.detail})`}\n`).join('')
 }
 
-async function explain(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string' },
-      policy: { type: 'string' },
-      principal: { type: 'string' },
-      role: { type: 'string', multiple: true },
-      tenant: { type: 'string' },
-      scope: { type: 'string', multiple: true },
-      tool: { type: 'string' },
-      prompt: { type: 'string' },
-      resource: { type: 'string' },
-      uri: { type: 'string' },
-      action: { type: 'string' },
-      args: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    strict: true,
-  })
-  const kinds = [values.tool, values.prompt, values.resource].filter((v) => v !== undefined)
-  if (kinds.length !== 1) throw new PolicyUsageError('policy explain: give exactly one of --tool, --prompt, --resource NAME (with --uri)')
-  let callArgs: unknown = {}
-  if (values.args !== undefined) {
+/** `--claim NAME=JSON`: the value as JSON, else the text itself. */
+function claimsOf(specs: readonly string[]): Record<string, unknown> | undefined {
+  if (specs.length === 0) return undefined
+  const claims = new Map<string, unknown>()
+  for (const spec of specs) {
+    const eq = spec.indexOf('=')
+    if (eq < 1) throw new UsageError(POLICY_EXPLAIN, `--claim ${JSON.stringify(spec.slice(0, 40))}: write NAME=VALUE`)
+    const text = spec.slice(eq + 1)
+    let value: unknown = text
     try {
-      callArgs = JSON.parse(values.args)
+      value = JSON.parse(text)
     } catch {
-      throw new PolicyUsageError('policy explain: --args is not JSON')
+      // A plain string.
+    }
+    claims.set(spec.slice(0, eq), value)
+  }
+  return Object.fromEntries(claims)
+}
+
+export function policyExplain(p: Parsed): number {
+  const tool = p.string('tool')
+  const prompt = p.string('prompt')
+  const resource = p.string('resource')
+  if ([tool, prompt, resource].filter((v) => v !== undefined).length !== 1)
+    throw new UsageError(POLICY_EXPLAIN, 'give exactly one of --tool, --prompt, --resource NAME (with --uri)')
+  let callArgs: unknown = {}
+  const argsText = p.string('args')
+  if (argsText !== undefined) {
+    try {
+      callArgs = JSON.parse(argsText)
+    } catch {
+      throw new UsageError(POLICY_EXPLAIN, '--args is not JSON')
     }
   }
+  const tenant = p.string('tenant')
+  const scopes = p.strings('scope')
+  const claims = claimsOf(p.strings('claim'))
   const principal: Principal = {
-    id: values.principal ?? 'explain',
-    kind: 'api-key',
-    name: 'explain',
-    roles: values.role ?? [],
-    ...(values.tenant === undefined ? {} : { tenant: values.tenant }),
-    ...(values.scope === undefined ? {} : { scopes: values.scope }),
+    id: p.string('principal') ?? 'explain',
+    kind: claims === undefined && scopes.length === 0 ? 'api-key' : 'jwt',
+    name: p.string('name') ?? 'explain',
+    roles: p.strings('role'),
+    ...(tenant === undefined ? {} : { tenant }),
+    ...(scopes.length === 0 ? {} : { scopes }),
+    ...(claims === undefined ? {} : { claims }),
   }
-  const bound = offlineBinding(values.config)
-  const policy = policyFor(bound, values.policy)
+  const bound = offlineBinding(p.string('config'))
+  const policy = policyFor(bound, p.string('policy'))
   let target: Target
-  if (values.tool !== undefined) {
-    const tool = bound.registry.get(values.tool)
-    if (tool === undefined) throw new PolicyUsageError(`policy explain: no tool named ${JSON.stringify(values.tool)} is registered`)
+  if (tool !== undefined) {
+    const registered = bound.registry.get(tool)
+    if (registered === undefined) throw new UsageError(POLICY_EXPLAIN, `no tool named ${JSON.stringify(tool)} is registered`)
     // Decide on what the tool would receive: the arguments as its schema validates them.
-    const parsed = tool.definition.input.safeParse(callArgs)
-    if (!parsed.success) throw new PolicyUsageError(`policy explain: the arguments do not validate for ${values.tool}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
+    const parsed = registered.definition.input.safeParse(callArgs)
+    if (!parsed.success) throw new UsageError(POLICY_EXPLAIN, `the arguments do not validate for ${tool}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
     callArgs = parsed.data
-    target = { kind: 'tool', name: values.tool }
-  } else if (values.prompt !== undefined) target = { kind: 'prompt', name: values.prompt }
+    target = { kind: 'tool', name: tool }
+  } else if (prompt !== undefined) target = { kind: 'prompt', name: prompt }
   else {
-    const action = values.action ?? 'read'
-    if (action !== 'read' && action !== 'list') throw new PolicyUsageError('policy explain: --action is read or list')
-    if (values.uri === undefined) throw new PolicyUsageError('policy explain: --resource needs --uri')
-    target = { kind: 'resource', name: values.resource ?? '', uri: values.uri, action }
+    const action = p.string('action') ?? 'read'
+    const uri = p.string('uri')
+    if (action !== 'read' && action !== 'list') throw new UsageError(POLICY_EXPLAIN, '--action is read or list')
+    if (uri === undefined) throw new UsageError(POLICY_EXPLAIN, '--resource needs --uri')
+    target = { kind: 'resource', name: resource ?? '', uri, action }
   }
   const trace: TraceEntry[] = []
   const decision = policy.decide(principal, target, callArgs, trace)
-  if (values.json === true) {
+  if (p.flag('json')) {
     process.stdout.write(`${JSON.stringify({ decision, trace }, null, 2)}\n`)
-    return
+    return EXIT.ok
   }
   process.stdout.write(`${decision.allow ? 'allow' : 'deny'} by ${decision.rule} (policy ${decision.version})${decision.error === undefined ? '' : `: ${decision.error}`}\n`)
   process.stdout.write(`rules evaluated, denies first:\n${formatTrace(trace)}`)
+  return EXIT.ok
 }
 
-async function replayCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string' },
-      policy: { type: 'string' },
-      audit: { type: 'string', multiple: true },
-      json: { type: 'boolean' },
-      'fail-on-change': { type: 'boolean' },
-    },
-    strict: true,
-  })
-  if (values.policy === undefined || values.audit === undefined)
-    throw new PolicyUsageError('usage: mcp-bastion policy replay --audit FILE [--audit FILE…] --policy NEW.yaml [--config FILE]')
-  const candidate = policyFor(offlineBinding(values.config), values.policy)
+function readAuditLines(files: readonly string[]): { lines: { where: string; record: Record<string, unknown> }[]; unreadable: number } {
   const lines: { where: string; record: Record<string, unknown> }[] = []
   let unreadable = 0
-  for (const file of values.audit) {
+  for (const file of files) {
     let text: string
     try {
       text = readFileSync(file, 'utf8')
     } catch (error) {
-      throw new PolicyUsageError(`policy replay: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+      throw new UsageError(POLICY_REPLAY, `cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
     }
     text.split('\n').forEach((line, i) => {
       if (line.trim() === '') return
@@ -137,36 +131,41 @@ async function replayCommand(args: string[]): Promise<void> {
       }
     })
   }
+  return { lines, unreadable }
+}
+
+/** `policy replay`: exit 1 with `--fail-on-change` when a decision would change or cannot be decided again. */
+export function policyReplay(p: Parsed): number {
+  const file = p.string('policy')
+  const audits = p.strings('audit')
+  if (audits.length === 0) throw new UsageError(POLICY_REPLAY, 'missing --audit FILE')
+  if (file === undefined) throw new UsageError(POLICY_REPLAY, 'missing --policy FILE')
+  const candidate = policyFor(offlineBinding(p.string('config')), file)
+  const { lines, unreadable } = readAuditLines(audits)
   const report = replay(lines, candidate)
-  if (values.json === true) process.stdout.write(`${JSON.stringify({ policy: candidate.version, ...report, unreadable }, null, 2)}\n`)
+  if (p.flag('json')) process.stdout.write(`${JSON.stringify({ policy: candidate.version, ...report, unreadable }, null, 2)}\n`)
   else {
+    const { replayed, changes, incomplete, skipped } = report
     process.stdout.write(
-      `replayed ${report.replayed} decisions against policy ${candidate.version}: ${report.changes.length} would change` +
-        `${report.skipped > 0 ? `, ${report.skipped} not replayable` : ''}${unreadable > 0 ? `, ${unreadable} unreadable lines` : ''}\n`,
+      `replayed ${replayed} decisions against policy ${candidate.version}: ${changes.length} would change` +
+        `${incomplete.length > 0 ? `, ${incomplete.length} lack what the policy reads` : ''}` +
+        `${skipped > 0 ? `, ${skipped} not replayable` : ''}${unreadable > 0 ? `, ${unreadable} unreadable lines` : ''}\n`,
     )
-    for (const c of report.changes) {
+    for (const c of changes) {
       process.stdout.write(
         `  ${c.where} ${c.ts ?? ''} ${c.principal} ${c.target}: ${c.before.allow ? 'allow' : 'deny'} (${c.before.rule}) → ${c.after.allow ? 'allow' : 'deny'} (${c.after.rule})\n`,
       )
     }
+    for (const i of incomplete) {
+      process.stdout.write(`  ${i.where} ${i.ts ?? ''} ${i.principal} ${i.target}: cannot decide again: the line lacks ${i.missing.join(', ')} (read by ${i.rules.join(', ')})\n`)
+    }
   }
-  if (values['fail-on-change'] === true && report.changes.length > 0) process.exitCode = 1
+  return p.flag('fail-on-change') && (report.changes.length > 0 || report.incomplete.length > 0) ? EXIT.failed : EXIT.ok
 }
 
-async function check(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args, options: { config: { type: 'string' } }, allowPositionals: true, strict: true })
-  const [file] = positionals
-  if (file === undefined || positionals.length > 1) throw new PolicyUsageError('usage: mcp-bastion policy check FILE [--config FILE]')
-  const policy = policyFor(offlineBinding(values.config), file)
+export function policyCheck(p: Parsed): number {
+  const file = p.positionals[0] ?? ''
+  const policy = policyFor(offlineBinding(p.string('config')), file)
   process.stdout.write(`${file}: OK (policy ${policy.version}, ${policy.rules.length} rules with the role rules)\n`)
-}
-
-/** `mcp-bastion policy explain | replay | check`; `configFor` loads `--config` as every command does. */
-export async function policyCommand(args: string[], configFor: (flag: string | undefined) => LoadedConfig): Promise<void> {
-  loadConfig = configFor
-  const [sub, ...rest] = args
-  if (sub === 'explain') return explain(rest)
-  if (sub === 'replay') return replayCommand(rest)
-  if (sub === 'check') return check(rest)
-  throw new PolicyUsageError(`policy: unknown subcommand ${JSON.stringify(sub ?? '')} (explain, replay, check)`)
+  return EXIT.ok
 }

@@ -15,6 +15,7 @@ import type { StdioOptions } from '../transport/stdio.js'
 import { toolErrorResult } from '../transport/wire.js'
 import type { BoundConfig } from './bind.js'
 import type { Runtime } from './runtime.js'
+import { describeUnusedPermission, unusedPermissions } from './unused-permissions.js'
 
 export const VERSION = '0.1.0'
 
@@ -52,6 +53,8 @@ export interface EdgeAt {
  * address is known. @throws ConfigError when the policy does not load
  */
 export function buildServing(runtime: Runtime, bound: BoundConfig, options: ServeOptions): Serving {
+  // A permission nothing requires grants nothing: fail closed, but say so (most often a typo).
+  for (const u of unusedPermissions(bound.grants)) runtime.log.warn({ role: u.role, permission: u.permission }, describeUnusedPermission(u))
   const policySource = buildPolicySource(runtime, bound)
   const policy = (): CompiledPolicy => policySource.current()
   const serverDeps = buildServerDeps(runtime, bound, policy, options)

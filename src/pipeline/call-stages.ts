@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { requireScopes, type ScopeRules } from '../auth/resource-metadata.js'
 import { SecurityError } from '../errors.js'
 import type { CompiledPolicy } from '../policy/engine.js'
+import { decisionPrincipal } from '../policy/replay.js'
 import { auditArgs } from '../protect/redact.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import { type Exchange, policyOf, rpcParamsOf, type Stage } from './exchange.js'
@@ -121,7 +122,7 @@ export function authorizeArgs(current: () => CompiledPolicy): Stage {
     const policy = policyOf(x, current)
     const decision = policy.decide(principal, { kind: 'tool', name }, x.args)
     x.decision = decision
-    x.audit.note({ ...auditArgs(x.args), rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' })
+    x.audit.note({ ...auditArgs(x.args), ...decisionPrincipal(principal), rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' })
     if (!decision.allow) {
       const why = decision.error === undefined ? '' : `: condition failed to evaluate (${decision.error})`
       throw new SecurityError('ERR_FORBIDDEN', `policy ${policy.version} denies ${principal.id} tool ${name} with these arguments (${decision.rule})${why}`)

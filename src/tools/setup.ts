@@ -140,7 +140,7 @@ export async function openToolResources(deps: {
   readonly keyring: () => Keyring
 }): Promise<{ readonly resources: ToolResources; close(): Promise<void> }> {
   const { loaded, env, log } = deps
-  const { sql, workspace, vault, limits } = loaded.config
+  const { sql, vault, limits } = loaded.config
   let nonces: NonceStore = new MemoryNonceStore()
   let closeNonces = (): void => {}
   if (limits.backend === 'redis' && limits.redis !== undefined) {

@@ -18,6 +18,7 @@ import type { ScopeRules } from '../auth/resource-metadata.js'
 import { SecurityError, toSecurityError, WIRE } from '../errors.js'
 import { type Exchange, policyOf } from '../pipeline/exchange.js'
 import type { CompiledPolicy, Target } from '../policy/engine.js'
+import { decisionPrincipal } from '../policy/replay.js'
 import type { Principal } from '../principal.js'
 import { auditArgs } from '../protect/redact.js'
 import type { InputHelpers } from '../protocol.js'
@@ -89,7 +90,7 @@ function authorize(x: Exchange, deps: ServerDeps, target: Target, args: unknown,
   }
   const decision = policy.decide(principal, target, args)
   const recorded = target.kind === 'resource' ? { uri: target.uri.slice(0, 1024) } : auditArgs(args)
-  x.audit.note({ ...recorded, rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' })
+  x.audit.note({ ...recorded, ...decisionPrincipal(principal), rule: decision.rule, policy: policy.version, authz: decision.allow ? 'allow' : 'deny' })
   if (!decision.allow)
     throw new SecurityError(
       'ERR_FORBIDDEN',

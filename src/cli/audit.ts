@@ -1,0 +1,78 @@
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { readAuditKey, readAuditKeyFile } from '../audit/audit-key.js'
+import { verifyAudit } from '../audit/chain.js'
+import { PostgresAuditSink } from '../audit/sinks.js'
+import { ConfigError, type LoadedConfig, loadConfigFile, readSecret, statePath } from '../config/load.js'
+import { AUDIT_VERIFY } from './commands.js'
+import { loadConfig } from './config-path.js'
+import { EXIT, type Parsed, UsageError } from './usage.js'
+
+/** Where the key was looked for, when none was found (for the one line `audit verify` prints). */
+type KeyLookup = { readonly key: Buffer } | { readonly looked: string }
+
+/** The key a config names: `audit.key`, else `<stateDir>/audit.key` if it exists. Creates nothing. */
+function keyOfConfig(loaded: LoadedConfig): KeyLookup {
+  const key = readAuditKey(loaded)
+  return key === undefined ? { looked: statePath(loaded, 'audit.key') } : { key }
+}
+
+/**
+ * `--key FILE`, else `--config FILE`, else the audit.key beside the first audit file: the writer
+ * keeps `audit.jsonl` and its rotated files in the state folder that holds `audit.key` (the
+ * default layout). Never creates a key: a key made now could only report an intact log as forged.
+ */
+function findKey(p: Parsed, firstFile: string | undefined, pgConfig: LoadedConfig | undefined): KeyLookup {
+  const keyFile = p.string('key')
+  if (keyFile !== undefined) {
+    const key = readAuditKeyFile(keyFile)
+    if (key === undefined) throw new UsageError(AUDIT_VERIFY, `--key ${keyFile}: no such file`)
+    return { key }
+  }
+  const configFile = p.string('config')
+  if (configFile !== undefined) return keyOfConfig(loadConfigFile(configFile))
+  if (pgConfig !== undefined) return keyOfConfig(pgConfig)
+  const beside = join(dirname(firstFile ?? '.'), 'audit.key')
+  const key = readAuditKeyFile(beside)
+  return key === undefined ? { looked: beside } : { key }
+}
+
+function readAuditFiles(files: readonly string[]): { name: string; text: string }[] {
+  return files.map((name) => {
+    try {
+      return { name, text: readFileSync(name, 'utf8') }
+    } catch (error) {
+      throw new UsageError(AUDIT_VERIFY, `cannot read ${name} (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+  })
+}
+
+/** `audit verify FILE… | --postgres`: exit 0 intact, 1 tampered, 3 no key found. Reads only. */
+export async function auditVerify(p: Parsed): Promise<number> {
+  const files = p.positionals
+  const postgres = p.flag('postgres')
+  if (postgres && files.length > 0) throw new UsageError(AUDIT_VERIFY, 'give audit FILEs or --postgres, not both')
+  if (!postgres && files.length === 0) throw new UsageError(AUDIT_VERIFY, 'missing FILE (or --postgres)')
+  // --postgres needs the config's table: --config, else the config serve would use.
+  const pgLoaded = postgres ? loadConfig(p.string('config')) : undefined
+  const pgConfig = pgLoaded?.config.audit.postgres
+  if (pgLoaded !== undefined && pgConfig === undefined) throw new ConfigError(`config ${pgLoaded.source}: audit.postgres is not configured (audit verify --postgres)`)
+  const texts = files.length > 0 ? readAuditFiles(files) : []
+  const found = findKey(p, files[0], pgLoaded)
+  const what = files[0] ?? `postgres table ${pgConfig?.table ?? ''}`
+  if (!('key' in found)) {
+    process.stderr.write(`mcp-bastion audit verify: no audit key found for ${what} (looked for ${found.looked}); pass --key FILE or --config FILE\n`)
+    return EXIT.noAuditKey
+  }
+  if (pgLoaded !== undefined && pgConfig !== undefined)
+    texts.push({ name: pgConfig.table, text: await PostgresAuditSink.readAll(readSecret(pgLoaded, pgConfig.url, 'audit.postgres.url'), pgConfig.table) })
+  const report = verifyAudit(texts, found.key)
+  if (!report.ok) {
+    const problem = report.problem
+    process.stdout.write(`FAIL ${problem?.file}:${problem?.line}: ${problem?.reason} (${report.lines} lines verified before it)\n`)
+    return EXIT.failed
+  }
+  const open = report.open.length === 0 ? '' : `; ${report.open.length} writer(s) without audit.closed (running, crashed, or the tail was cut): ${report.open.join(', ')}`
+  process.stdout.write(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${open}\n`)
+  return EXIT.ok
+}

@@ -1,0 +1,180 @@
+import { type CommandSpec, type Flag, synopsis } from './usage.js'
+
+const CONFIG: Flag = { name: 'config', value: 'FILE', help: 'the config file (default: $BASTION_CONFIG, else ./bastion.yaml, else the embedded default)' }
+const JSON_OUT: Flag = { name: 'json', help: 'print JSON instead of text' }
+
+export const SERVE: CommandSpec = {
+  name: 'serve',
+  brief: 'serve MCP over HTTP or stdio',
+  usage: ['serve [--config FILE] [--host HOST] [--port PORT] [--stdio]'],
+  summary: 'Serve MCP over HTTP (or stdio). The first run creates the state folder and prints an admin API key once.',
+  flags: [
+    CONFIG,
+    { name: 'host', value: 'HOST', help: 'address to bind (overrides $BASTION_HOST and server.host)' },
+    { name: 'port', value: 'PORT', help: 'port to bind, 0 for any free one (overrides $BASTION_PORT and server.port)' },
+    { name: 'stdio', help: 'speak MCP on stdin/stdout; the API key comes from $MCP_API_KEY' },
+  ],
+  examples: ['mcp-bastion serve --port 8080', 'MCP_API_KEY=bst_… mcp-bastion serve --stdio'],
+}
+
+export const KEYS_CREATE: CommandSpec = {
+  name: 'keys create',
+  brief: 'create an API key (printed once)',
+  usage: ['keys create --role ROLE [--role ROLE…] [--name NAME] [--expires 30d|YYYY-MM-DD] [--config FILE]'],
+  summary: 'Create an API key. The key is printed once, to stdout, and stored only as a hash.',
+  flags: [
+    { name: 'role', value: 'ROLE', multiple: true, help: 'a role defined in the config; at least one' },
+    { name: 'name', value: 'NAME', help: 'a name for people (default: the roles)' },
+    { name: 'expires', value: 'WHEN', help: 'a duration from now (30d, 12h, 2w) or a date (2027-06-30, or an ISO time with offset)' },
+    CONFIG,
+  ],
+  examples: ['mcp-bastion keys create --role reader --name ci --expires 30d'],
+}
+
+export const KEYS_LIST: CommandSpec = {
+  name: 'keys list',
+  brief: 'list API keys and their status',
+  usage: ['keys list [--config FILE] [--json]'],
+  summary: 'List the stored API keys with their status. Never prints a secret; writes nothing.',
+  flags: [CONFIG, JSON_OUT],
+  examples: ['mcp-bastion keys list --json'],
+}
+
+export const KEYS_REVOKE: CommandSpec = {
+  name: 'keys revoke',
+  brief: 'revoke an API key',
+  usage: ['keys revoke ID [--config FILE]'],
+  summary: 'Revoke a stored API key by its id (16 hex characters, see keys list). A running server refuses it within auth.reloadIntervalMs.',
+  flags: [CONFIG],
+  positionals: { name: 'ID', min: 1, max: 1 },
+  examples: ['mcp-bastion keys revoke 3f9a0c1d2e4b5a69'],
+}
+
+export const KEYS_ROTATE_SIGNING: CommandSpec = {
+  name: 'keys rotate-signing',
+  brief: 'token service: a new signing key',
+  usage: ['keys rotate-signing [--config FILE]'],
+  summary: 'Token service: a new signing key signs from now on; older keys verify the tokens they signed until those expire.',
+  flags: [CONFIG],
+  examples: ['mcp-bastion keys rotate-signing --config bastion.yaml'],
+}
+
+export const CONFIG_CHECK: CommandSpec = {
+  name: 'config check',
+  brief: 'check a config file and its secrets; writes nothing',
+  usage: ['config check FILE [--no-env]'],
+  summary:
+    'Validate a config file and bind it to the built-in tools, resolve every { env } and { file } secret reference (naming each missing one, never a value), and warn about role permissions nothing requires. Writes nothing, connects nowhere.',
+  flags: [{ name: 'no-env', help: 'do not resolve secret references (for CI without the secrets)' }],
+  positionals: { name: 'FILE', min: 1, max: 1 },
+  examples: ['mcp-bastion config check bastion.yaml', 'mcp-bastion config check bastion.yaml --no-env'],
+}
+
+export const AUDIT_VERIFY: CommandSpec = {
+  name: 'audit verify',
+  brief: "verify the audit trail's hash chain and MACs",
+  usage: ['audit verify FILE [FILE…] [--key FILE | --config FILE]', 'audit verify --postgres [--key FILE] [--config FILE]'],
+  summary:
+    "Verify the hash chains and MACs of audit files (oldest first: rotated files audit.jsonl.<time>.<n>, then audit.jsonl). The key is --key, else --config's audit.key or <stateDir>/audit.key, else the audit.key beside the first FILE. Reads only; creates no key.",
+  flags: [
+    { name: 'key', value: 'FILE', help: 'the audit MAC key file (as <stateDir>/audit.key holds it)' },
+    { name: 'config', value: 'FILE', help: 'take the key from this config (audit.key, else <stateDir>/audit.key)' },
+    { name: 'postgres', help: "verify the config's audit.postgres table instead of files" },
+  ],
+  positionals: { name: 'FILE', min: 0, max: Number.POSITIVE_INFINITY },
+  examples: ['mcp-bastion audit verify .bastion/audit.jsonl.* .bastion/audit.jsonl', 'mcp-bastion audit verify /var/log/bastion/audit.jsonl --key /etc/bastion/audit.key'],
+}
+
+export const SECRETS_ROTATE: CommandSpec = {
+  name: 'secrets rotate',
+  brief: 'a new encryption key; re-encrypt what is stored',
+  usage: ['secrets rotate [--config FILE]'],
+  summary: 'A new active encryption key (the state folder keyring, or the configured active key); everything stored encrypted is re-encrypted under it.',
+  flags: [CONFIG],
+  examples: ['mcp-bastion secrets rotate'],
+}
+
+export const POLICY_CHECK: CommandSpec = {
+  name: 'policy check',
+  brief: 'compile a policy file',
+  usage: ['policy check FILE [--config FILE]'],
+  summary: "Compile a policy file with the config's role rules against the built-in tools. Writes nothing.",
+  flags: [CONFIG],
+  positionals: { name: 'FILE', min: 1, max: 1 },
+  examples: ['mcp-bastion policy check candidate.yaml'],
+}
+
+export const POLICY_EXPLAIN: CommandSpec = {
+  name: 'policy explain',
+  brief: 'decide one request and show every rule evaluated',
+  usage: [
+    'policy explain --role ROLE [--principal ID] [--name NAME] [--tenant T] [--scope S] [--claim NAME=JSON]',
+    '               (--tool NAME [--args JSON] | --prompt NAME [--args JSON] | --resource NAME --uri URI [--action read|list])',
+    '               [--policy FILE] [--config FILE] [--json]',
+  ],
+  summary: 'Decide one request offline and show every rule evaluated, denies first, and why each did or did not apply. Writes nothing.',
+  flags: [
+    { name: 'role', value: 'ROLE', multiple: true, help: "the principal's roles" },
+    { name: 'principal', value: 'ID', help: 'the principal id (default: explain)' },
+    { name: 'name', value: 'NAME', help: 'the principal name (default: explain)' },
+    { name: 'tenant', value: 'T', help: "the principal's tenant" },
+    { name: 'scope', value: 'S', multiple: true, help: "the principal's token scopes" },
+    { name: 'claim', value: 'NAME=JSON', multiple: true, help: 'a token claim, its value as JSON or a plain string' },
+    { name: 'tool', value: 'NAME', help: 'decide a tools/call of this tool' },
+    { name: 'prompt', value: 'NAME', help: 'decide a prompts/get of this prompt' },
+    { name: 'resource', value: 'NAME', help: 'decide a read or list of this resource (with --uri)' },
+    { name: 'uri', value: 'URI', help: 'the resource URI' },
+    { name: 'action', value: 'read|list', help: 'the resource action (default: read)' },
+    { name: 'args', value: 'JSON', help: 'the call arguments, validated by the tool schema as the server does' },
+    { name: 'policy', value: 'FILE', help: 'a candidate policy file instead of the configured policy' },
+    CONFIG,
+    JSON_OUT,
+  ],
+  examples: ['mcp-bastion policy explain --role analyst --tool read_file --args \'{"path":"notes/todo.txt"}\''],
+}
+
+export const POLICY_REPLAY: CommandSpec = {
+  name: 'policy replay',
+  brief: 'decide recorded decisions again under a candidate policy',
+  usage: ['policy replay --audit FILE [--audit FILE…] --policy NEW.yaml [--config FILE] [--json] [--fail-on-change]'],
+  summary:
+    'Decide every recorded decision of an audit trail again under a candidate policy and list those that would change, and those the line cannot decide again because it lacks what the policy reads. Writes nothing.',
+  flags: [
+    { name: 'audit', value: 'FILE', multiple: true, help: 'an audit file (at least one)' },
+    { name: 'policy', value: 'FILE', help: 'the candidate policy file (required)' },
+    CONFIG,
+    JSON_OUT,
+    { name: 'fail-on-change', help: 'exit 1 if a decision would change or cannot be decided again' },
+  ],
+  examples: ['mcp-bastion policy replay --audit .bastion/audit.jsonl --policy candidate.yaml --fail-on-change'],
+}
+
+/** A command with subcommands: `keys`, `config`, `audit`, `secrets`, `policy`. */
+export interface CommandGroup {
+  readonly name: string
+  readonly summary: string
+  readonly subcommands: ReadonlyMap<string, CommandSpec>
+}
+
+const group = (name: string, summary: string, specs: readonly CommandSpec[]): CommandGroup => ({
+  name,
+  summary,
+  subcommands: new Map(specs.map((s) => [s.name.slice(name.length + 1), s])),
+})
+
+export const GROUPS: ReadonlyMap<string, CommandGroup> = new Map(
+  [
+    group('keys', 'API keys', [KEYS_CREATE, KEYS_LIST, KEYS_REVOKE, KEYS_ROTATE_SIGNING]),
+    group('config', 'the config file', [CONFIG_CHECK]),
+    group('audit', 'the audit trail', [AUDIT_VERIFY]),
+    group('secrets', 'encryption keys', [SECRETS_ROTATE]),
+    group('policy', 'policies, offline', [POLICY_CHECK, POLICY_EXPLAIN, POLICY_REPLAY]),
+  ].map((g) => [g.name, g]),
+)
+
+export const ALL_COMMANDS: readonly CommandSpec[] = [SERVE, ...[...GROUPS.values()].flatMap((g) => [...g.subcommands.values()])]
+
+/** `mcp-bastion keys --help`: each subcommand's synopsis. */
+export function groupHelp(g: CommandGroup): string {
+  return `mcp-bastion ${g.name}: ${g.summary}\n\nUsage:\n${[...g.subcommands.values()].map((s) => `  ${synopsis(s, '  ')}\n`).join('')}\nRun 'mcp-bastion ${g.name} <subcommand> --help' for a subcommand's options.\n`
+}
