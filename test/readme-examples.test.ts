@@ -1,11 +1,14 @@
-import { readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { bindBuiltins } from '../src/compose/bind.js'
 import { parseYaml, validateConfig } from '../src/config/load.js'
 import { configSchema } from '../src/config/schema.js'
 import type { BastionConfigInput } from '../src/index.js'
 import type { Principal } from '../src/principal.js'
-import { readmeBlock, readmeBlocks } from './helpers/readme.js'
+import { BIN } from './helpers/processes.js'
+import { readmeBlock, readmeBlocks, shellCommands } from './helpers/readme.js'
 import { callModern, startServer, type TestServer } from './helpers/server.js'
 
 /** Where each `test: NAME` block of README.md is run. A marker not listed here fails. */
@@ -52,6 +55,12 @@ function rowsOf(body: Record<string, unknown>): unknown[] {
   const result = body.result as { isError?: boolean; content: { text: string }[] }
   expect(result.isError ?? false, JSON.stringify(body)).toBe(false)
   return (JSON.parse(result.content[0]?.text ?? '{}') as { rows: unknown[] }).rows
+}
+
+/** The built CLI, as a user runs it. */
+function cli(cwd: string, args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, encoding: 'utf8', env: { PATH: process.env.PATH ?? '' } })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
 const principal = (name: string, roles: string[]): Principal => ({ id: `key:${name}`, kind: 'api-key', name, roles })
@@ -108,6 +117,55 @@ describe('README examples', () => {
     const query = { kind: 'tool', name: 'query' } as const
     expect(policy.decide(principal('alice', ['analyst']), query, { table: 'products' })).toMatchObject({ allow: false, rule: 'analysts-not-products' })
     expect(policy.decide(principal('alice', ['analyst']), query, { table: 'orders' })).toMatchObject({ allow: true, rule: 'analysts-own-rows', output: { rows: 'own' } })
+  })
+})
+
+describe('README CLI examples', () => {
+  it('every command of the CLI synopsis has its help, naming every flag the synopsis shows', () => {
+    const lines = readmeBlock('cli-synopsis').split('\n')
+    expect(lines.length).toBeGreaterThan(5)
+    for (const line of lines) {
+      const [synopsis = ''] = line.split(/\s+#/)
+      const words = synopsis.split(/\s+/).slice(1)
+      const path = words.slice(0, words.findIndex((w) => /^[[-]|^[A-Z]/.test(w) || w === '|') >>> 0)
+      // `policy explain | replay | check`: each alternative is a subcommand of its own.
+      const alternatives =
+        synopsis.includes(' | ') && !synopsis.includes('[') ? synopsis.split('|').map((a, i) => (i === 0 ? a.trim().split(/\s+/).slice(1) : [path[0] ?? '', a.trim()])) : [path]
+      for (const command of alternatives) {
+        const r = cli(process.cwd(), [...command, '--help'])
+        expect(r.status, `${command.join(' ')} --help: ${r.stderr}`).toBe(0)
+        expect(r.stdout).toContain(`mcp-bastion ${command.join(' ')}`)
+        for (const flag of synopsis.match(/--[a-z][a-z-]*/g) ?? []) expect(r.stdout, `${command.join(' ')} --help names ${flag}`).toContain(flag)
+      }
+    }
+  })
+
+  it('the policy commands of "Policies" run as shown: explain, replay of a recorded trail under the seed policy, check', async () => {
+    const server = await startServer({
+      roles: { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] }, nobody: { permissions: [] }, analyst: { permissions: ['sql:query'] } },
+    })
+    try {
+      for (let i = 0; i < 2; i++) expect((await callModern(server.url, server.keys.reader, 'read_file', { path: 'notes/todo.txt' })).res.status).toBe(200)
+    } finally {
+      await server.close()
+    }
+    writeFileSync(join(server.dir, 'candidate.yaml'), readmeBlock('policy-seed'))
+    const [explain, replay, check] = shellCommands(readmeBlock('policy-cli'))
+    expect(explain?.slice(0, 3)).toStrictEqual(['mcp-bastion', 'policy', 'explain'])
+    const explained = cli(server.dir, explain?.slice(1) ?? [])
+    // Analysts hold sql:query, not files:read: denied by default, and explain says which rules it weighed.
+    expect(explained.status, explained.stderr).toBe(0)
+    expect(explained.stdout).toMatch(/deny/)
+    expect(explained.stdout).toContain('default-deny')
+    const replayArgs = (replay ?? []).slice(1).filter((w) => !/^\[.*\]$/.test(w))
+    expect(replayArgs).toStrictEqual(['policy', 'replay', '--audit', '.bastion/audit.jsonl', '--policy', 'candidate.yaml'])
+    for (const args of [replayArgs, [...replayArgs, '--fail-on-change']]) {
+      const replayed = cli(server.dir, args)
+      expect(replayed.status, replayed.stdout + replayed.stderr).toBe(0)
+      expect(replayed.stdout).toMatch(/\b2\b.*decision/)
+    }
+    const checked = cli(server.dir, check?.slice(1) ?? [])
+    expect(checked.status, checked.stderr).toBe(0)
   })
 })
 

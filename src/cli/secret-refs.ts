@@ -8,8 +8,9 @@ export interface SecretRefAt {
 
 /**
  * A secret reference is exactly `{ env: NAME }` or `{ file: PATH }`: the schema's `secretRef` is
- * a strict object. Sections that have a `file` (`policy`, `vault`) always hold their defaulted
- * keys too; the records whose string values are free text are not walked (see {@link FREE_FORM}).
+ * a strict object. `policy` always holds its defaulted keys beside its `file`; `vault` may hold
+ * nothing but its state `file` (with `enabled` unset), so it is not walked, nor are the records
+ * whose string values are free text (see {@link FREE_FORM}).
  */
 function asSecretRef(value: unknown): SecretRef | undefined {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
@@ -26,7 +27,7 @@ function asSecretRef(value: unknown): SecretRef | undefined {
  * entry named `env` or `file` would look like a reference: `pii.tools` (tool → mode), a policy
  * rule's `output` settings, and an issuer's inline `jwk`.
  */
-const FREE_FORM: readonly RegExp[] = [/^pii\.tools$/, /^policy\.rules\.\d+\.output$/, /^auth\.issuers\.\d+\.keys\.\d+\.jwk$/]
+const FREE_FORM: readonly RegExp[] = [/^vault$/, /^pii\.tools$/, /^policy\.rules\.\d+\.output$/, /^auth\.issuers\.\d+\.keys\.\d+\.jwk$/]
 
 /** Every secret reference in a parsed config, in document order. Pure: reads no secret. */
 export function secretRefs(config: unknown): SecretRefAt[] {

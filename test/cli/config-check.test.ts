@@ -101,6 +101,8 @@ describe('a role permission nothing requires is warned about', () => {
       })
       child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)))
     })
+    // The operator log and stdout are two pipes: the warning may arrive after the listening line.
+    for (const deadline = Date.now() + 5000; !err.includes('db:read') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20))
     const warn = err
       .split('\n')
       .filter((l) => l.startsWith('{'))

@@ -137,6 +137,6 @@ describe('usage mistakes: one line on stderr naming the problem, then the usage;
   it('a config error is exit 2 too, naming the file and key', () => {
     const cwd = tempDir()
     const r = cli(cwd, ['keys', 'list', '--config', 'missing.yaml'])
-    expect(r).toMatchObject({ status: 2, stderr: 'mcp-bastion: config missing.yaml: cannot read (ENOENT)\n' })
+    expect(r).toMatchObject({ status: 2, stderr: 'mcp-bastion: config missing.yaml: no such file; give an existing file, or no config for the embedded default\n' })
   })
 })

@@ -8,7 +8,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as HttpTransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { readmeBlock } from '../helpers/readme.js'
+import { readmeBlock, shellCommands } from '../helpers/readme.js'
 import { callModern, post, rpcBody } from '../helpers/server.js'
 
 // The README's quick start, its "Try it" block and the clients of "Connect a client", run as the
@@ -27,42 +27,6 @@ const README_URL = 'http://127.0.0.1:8080/mcp'
 let url = ''
 let key = ''
 let stop: () => Promise<void> = async () => {}
-
-/**
- * The words of each command of a README shell block: continuation lines joined, comments dropped,
- * quotes as the shell reads them, `$KEY` expanded, and the README's URL replaced by the server's.
- */
-function commandsOf(block: string, vars: Record<string, string>): string[][] {
-  const joined = block.replace(/\\\n\s*/g, ' ')
-  const commands: string[][] = []
-  for (const line of joined.split('\n')) {
-    if (line.trim() === '' || line.trim().startsWith('#')) continue
-    const words: string[] = []
-    let word: string | undefined
-    for (let i = 0; i < line.length; i++) {
-      const c = line[i] as string
-      if (c === "'") {
-        const end = line.indexOf("'", i + 1)
-        word = (word ?? '') + line.slice(i + 1, end)
-        i = end
-      } else if (c === '"') {
-        const end = line.indexOf('"', i + 1)
-        word = (word ?? '') + line.slice(i + 1, end).replace(/\$(\w+)/g, (_, v: string) => vars[v] ?? '')
-        i = end
-      } else if (c === '$') {
-        const name = /^\w+/.exec(line.slice(i + 1))?.[0] ?? ''
-        word = (word ?? '') + (vars[name] ?? '')
-        i += name.length
-      } else if (c === ' ') {
-        if (word !== undefined) words.push(word)
-        word = undefined
-      } else word = (word ?? '') + c
-    }
-    if (word !== undefined) words.push(word)
-    commands.push(words.map((w) => w.replaceAll(README_URL, url)))
-  }
-  return commands
-}
 
 /** `npm install && npm start` of the quick start, the install done: `npm start` in this folder, state in a temp folder. */
 function npmStart(): Promise<{ url: string; stdout: string; stop(): Promise<void> }> {
@@ -158,7 +122,7 @@ function printed(stdout: string): Record<string, unknown> {
 }
 
 /** The commands of a README shell block, the key in `$KEY`. */
-const block = (name: string): string[][] => commandsOf(readmeBlock(name), { KEY: key })
+const block = (name: string): string[][] => shellCommands(readmeBlock(name), { KEY: key }).map((words) => words.map((w) => w.replaceAll(README_URL, url)))
 /** Run one README command as its words say. */
 const runWords = (words: string[], timeoutMs = 25_000) => run(words[0] ?? '', words.slice(1), timeoutMs)
 

@@ -41,3 +41,39 @@ export function readmeBlock(name: string, text?: string): string {
   if (found.length !== 1) throw new Error(`README.md has ${found.length} blocks marked "test: ${name}" (want exactly one)`)
   return found[0]?.text ?? ''
 }
+
+/**
+ * The words of each command of a README shell block: continuation lines joined, comments dropped,
+ * quotes as the shell reads them (no escapes within them), `$NAME` expanded from `vars`.
+ */
+export function shellCommands(block: string, vars: Record<string, string> = {}): string[][] {
+  const joined = block.replace(/\\\n\s*/g, ' ')
+  const commands: string[][] = []
+  for (const line of joined.split('\n')) {
+    if (line.trim() === '' || line.trim().startsWith('#')) continue
+    const words: string[] = []
+    let word: string | undefined
+    for (let i = 0; i < line.length; i++) {
+      const c = line[i] as string
+      if (c === "'") {
+        const end = line.indexOf("'", i + 1)
+        word = (word ?? '') + line.slice(i + 1, end)
+        i = end
+      } else if (c === '"') {
+        const end = line.indexOf('"', i + 1)
+        word = (word ?? '') + line.slice(i + 1, end).replace(/\$(\w+)/g, (_, v: string) => vars[v] ?? '')
+        i = end
+      } else if (c === '$') {
+        const name = /^\w+/.exec(line.slice(i + 1))?.[0] ?? ''
+        word = (word ?? '') + (vars[name] ?? '')
+        i += name.length
+      } else if (c === ' ') {
+        if (word !== undefined) words.push(word)
+        word = undefined
+      } else word = (word ?? '') + c
+    }
+    if (word !== undefined) words.push(word)
+    commands.push(words)
+  }
+  return commands
+}
