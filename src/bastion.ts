@@ -28,8 +28,8 @@ import { clientErrorListener, connectListener, nodeListener } from './transport/
 import type { ServerDeps } from './transport/mcp-server.js'
 import type { StdioOptions } from './transport/stdio.js'
 
-export { VERSION } from './compose/build.js'
 export { isLoopback } from './config/urls.js'
+export { VERSION } from './version.js'
 
 export interface CreateBastionOptions extends RuntimeOptions, ServeOptions {
   /**

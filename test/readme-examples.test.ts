@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -63,6 +63,23 @@ function cli(cwd: string, args: readonly string[]): { status: number | null; std
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** {@link cli}, not waiting for the others. */
+function cliAsync(cwd: string, args: readonly string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '' } })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString()
+    })
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString()
+    })
+    child.once('error', reject)
+    child.once('close', (status) => resolve({ status, stdout, stderr }))
+  })
+}
+
 const principal = (name: string, roles: string[]): Principal => ({ id: `key:${name}`, kind: 'api-key', name, roles })
 
 describe('README examples', () => {
@@ -121,9 +138,10 @@ describe('README examples', () => {
 })
 
 describe('README CLI examples', () => {
-  it('every command of the CLI synopsis has its help, naming every flag the synopsis shows', () => {
+  it('every command of the CLI synopsis has its help, naming every flag the synopsis shows', async () => {
     const lines = readmeBlock('cli-synopsis').split('\n')
     expect(lines.length).toBeGreaterThan(5)
+    const checks: { command: string[]; flags: string[] }[] = []
     for (const line of lines) {
       const [synopsis = ''] = line.split(/\s+#/)
       const words = synopsis.split(/\s+/).slice(1)
@@ -131,13 +149,17 @@ describe('README CLI examples', () => {
       // `policy explain | replay | check`: each alternative is a subcommand of its own.
       const alternatives =
         synopsis.includes(' | ') && !synopsis.includes('[') ? synopsis.split('|').map((a, i) => (i === 0 ? a.trim().split(/\s+/).slice(1) : [path[0] ?? '', a.trim()])) : [path]
-      for (const command of alternatives) {
-        const r = cli(process.cwd(), [...command, '--help'])
-        expect(r.status, `${command.join(' ')} --help: ${r.stderr}`).toBe(0)
-        expect(r.stdout).toContain(`mcp-bastion ${command.join(' ')}`)
-        for (const flag of synopsis.match(/--[a-z][a-z-]*/g) ?? []) expect(r.stdout, `${command.join(' ')} --help names ${flag}`).toContain(flag)
-      }
+      for (const command of alternatives) checks.push({ command, flags: synopsis.match(/--[a-z][a-z-]*/g) ?? [] })
     }
+    expect(checks.length).toBeGreaterThan(10)
+    // Each help is a process of its own: all at once.
+    const helps = await Promise.all(checks.map(({ command }) => cliAsync(process.cwd(), [...command, '--help'])))
+    checks.forEach(({ command, flags }, i) => {
+      const r = helps[i]
+      expect(r?.status, `${command.join(' ')} --help: ${r?.stderr}`).toBe(0)
+      expect(r?.stdout).toContain(`mcp-bastion ${command.join(' ')}`)
+      for (const flag of flags) expect(r?.stdout, `${command.join(' ')} --help names ${flag}`).toContain(flag)
+    })
   })
 
   it('the policy commands of "Policies" run as shown: explain, replay of a recorded trail under the seed policy, check', async () => {

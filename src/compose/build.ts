@@ -13,11 +13,10 @@ import { createValidator, INPUT_HELPERS } from '../transport/mcp-server.js'
 import { callPath } from '../transport/stages.js'
 import type { StdioOptions } from '../transport/stdio.js'
 import { toolErrorResult } from '../transport/wire.js'
+import { VERSION } from '../version.js'
 import type { BoundConfig } from './bind.js'
 import type { Runtime } from './runtime.js'
 import { describeUnusedPermission, unusedPermissions } from './unused-permissions.js'
-
-export const VERSION = '0.1.0'
 
 /** What the library user adds to the MCP servers bastion builds. */
 export interface ServeOptions {
