@@ -169,6 +169,8 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
   })
 
   it('after every attempt the data is unchanged and the canary is where it was', async () => {
+    // The attempts run here, not only in the rows above: alone or shuffled, this test still follows them.
+    for (const { tool, args } of INJECTIONS) await call(server, server.keys.admin, tool, args)
     expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
     if (pg !== undefined) expect(await pg.query('SELECT value FROM secrets')).toStrictEqual([{ value: DEMO_CANARY }])
   })
@@ -229,8 +231,11 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
 
   if (backend === 'embedded')
     it('the embedded database is stored under the state directory and keeps the canary out of reach', async () => {
-      await server.close()
-      const db = await PGlite.create(join(server.dir, '.bastion', 'pgdata'))
+      // Its own server: closing the shared one would fail every test shuffled after this one.
+      const own = await startServer(config())
+      expect((await call(own, own.keys.admin, 'query', { table: 'orders', columns: ['id'], limit: 1 })).code).toBe('OK')
+      await own.close()
+      const db = await PGlite.create(join(own.dir, '.bastion', 'pgdata'))
       try {
         expect((await db.query<{ value: string }>('SELECT value FROM secrets')).rows).toStrictEqual([{ value: DEMO_CANARY }])
         expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders')).rows[0]?.n).toBe(120)
