@@ -3,7 +3,7 @@ import { PGlite } from '@electric-sql/pglite'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { BastionConfigInput } from '../../src/index.js'
 import { DEMO_CANARY, DEMO_QUERIES, DEMO_TABLES } from '../../src/tools/sql/demo.js'
-import { callModern, startServer, type TestServer } from '../helpers/server.js'
+import { callModern, reopenServer, startServer, type TestServer } from '../helpers/server.js'
 import { demoPostgres } from '../helpers/sql.js'
 
 type Outcome = { code: string; rows: Record<string, unknown>[]; wire: string; truncated?: boolean }
@@ -231,16 +231,19 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
 
   if (backend === 'embedded')
     it('the embedded database is stored under the state directory and keeps the canary out of reach', async () => {
-      // Its own server: closing the shared one would fail every test shuffled after this one.
-      const own = await startServer(config())
-      expect((await call(own, own.keys.admin, 'query', { table: 'orders', columns: ['id'], limit: 1 })).code).toBe('OK')
-      await own.close()
-      const db = await PGlite.create(join(own.dir, '.bastion', 'pgdata'))
+      // The shared server is stopped to open its files, then started again on them: the tests that
+      // run after this one (in any order) find it serving the same data. The query first: the
+      // database opens on first use.
+      expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
+      await server.close()
+      const db = await PGlite.create(join(server.dir, '.bastion', 'pgdata'))
       try {
         expect((await db.query<{ value: string }>('SELECT value FROM secrets')).rows).toStrictEqual([{ value: DEMO_CANARY }])
         expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders')).rows[0]?.n).toBe(120)
       } finally {
         await db.close()
       }
+      server = await reopenServer(server, config())
+      expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
     })
 })
