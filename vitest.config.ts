@@ -9,6 +9,10 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Files and the tests in each run in a random order, so that no test leans on another's state.
+    // The seed is printed at the start ("Running tests with seed …"); replay an order with
+    // `npx vitest run --sequence.seed=<seed>`.
+    sequence: { shuffle: { files: true, tests: true } },
     // Most files wait on servers, sockets and child processes: two at a time on two cores (the
     // default is one fewer worker than cores).
     maxWorkers: 2,

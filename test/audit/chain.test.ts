@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
 import { verifyAudit } from '../../src/audit/chain.js'
 import { BIN } from '../helpers/processes.js'
+import { waitFor } from '../helpers/wait.js'
 
 const KEY = Buffer.from('k'.repeat(64))
 const tmp = (): string => realpathSync(mkdtempSync(join(tmpdir(), 'bastion-chain-')))
@@ -22,6 +23,7 @@ function chainedFile(n: number): { path: string; text: string } {
 const verify = (text: string, key = KEY) => verifyAudit([{ name: 'audit.jsonl', text }], key)
 const lines = (text: string): string[] => text.slice(0, -1).split('\n')
 const join_ = (ls: string[]): string => `${ls.join('\n')}\n`
+const countLines = (path: string): number => readFileSync(path, 'utf8').split('\n').length - 1
 
 describe('hash-chained audit', () => {
   it('a fresh log verifies: opened, every line, closed', () => {
@@ -117,7 +119,8 @@ describe('hash-chained audit', () => {
     `
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()))
-    await new Promise((r) => setTimeout(r, 300))
+    // Killed mid-stream once enough lines are on disk, however fast this machine writes them.
+    await waitFor(() => countLines(path) > 200, { what: 'the writer to put 200 lines on disk' })
     child.kill('SIGKILL')
     await new Promise((r) => child.once('exit', r))
     const killed = verify(readFileSync(path, 'utf8'))

@@ -27,15 +27,16 @@ afterAll(async () => {
 describe('PostgreSQL audit sink', () => {
   const table = `bastion_audit_test_${randomBytes(4).toString('hex')}`
   const bastions: Bastion[] = []
+  const tables = [table]
   afterAll(async () => {
     for (const b of bastions) await b.close()
-    await admin.query(`DROP TABLE IF EXISTS ${table}`)
+    for (const t of tables) await admin.query(`DROP TABLE IF EXISTS ${t}`)
   })
 
-  async function replica(): Promise<{ bastion: Bastion; url: string; key: string }> {
+  async function replica(into = table): Promise<{ bastion: Bastion; url: string; key: string }> {
     const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-pg-')))
     const config: BastionConfigInput = {
-      audit: { sink: 'postgres', postgres: { url: { env: 'AUDIT_PG' }, table }, key: { env: 'AUDIT_KEY' } },
+      audit: { sink: 'postgres', postgres: { url: { env: 'AUDIT_PG' }, table: into }, key: { env: 'AUDIT_KEY' } },
       limits: { principal: { rate: '100000/min' } },
       alerts: { rules: [] },
     }
@@ -66,19 +67,27 @@ describe('PostgreSQL audit sink', () => {
   })
 
   it('audit verify --postgres names the edited row even when someone bypassed the guard', async () => {
+    // Its own table, written here by two replicas: this test does not lean on the one above.
+    const own = `${table}_cli`
+    tables.push(own)
+    const writers = [await replica(own), await replica(own)]
+    for (const [i, r] of writers.entries()) expect((await callModern(r.url, r.key, 'read_file', { path: 'README.md' }, { id: i + 1 })).res.status).toBe(200)
+    for (const r of writers) {
+      bastions.splice(bastions.indexOf(r.bastion), 1)
+      await r.bastion.close()
+    }
     const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-pg-cli-')))
-    writeFileSync(join(dir, 'bastion.yaml'), `audit:\n  sink: postgres\n  postgres: { url: { env: AUDIT_PG }, table: ${table} }\n  key: { env: AUDIT_KEY }\n`)
+    writeFileSync(join(dir, 'bastion.yaml'), `audit:\n  sink: postgres\n  postgres: { url: { env: AUDIT_PG }, table: ${own} }\n  key: { env: AUDIT_KEY }\n`)
     const env = { ...process.env, AUDIT_PG: PG_URL, AUDIT_KEY }
     const verify = () => spawnSync(process.execPath, [BIN, 'audit', 'verify', '--postgres', '--config', 'bastion.yaml'], { cwd: dir, encoding: 'utf8', env })
-    for (const b of bastions.splice(0)) await b.close()
     const ok = verify()
     expect(ok.stdout).toMatch(/^OK: \d+ lines from 2 writer\(s\) verify\n$/)
-    await admin.query(`ALTER TABLE ${table} DISABLE TRIGGER ALL`)
-    await admin.query(`UPDATE ${table} SET line = replace(line, '"decision":"allow"', '"decision":"deny"') WHERE id = (SELECT min(id) + 4 FROM ${table})`)
-    await admin.query(`ALTER TABLE ${table} ENABLE TRIGGER ALL`)
+    await admin.query(`ALTER TABLE ${own} DISABLE TRIGGER ALL`)
+    await admin.query(`UPDATE ${own} SET line = replace(line, '"decision":"allow"', '"decision":"deny"') WHERE id = (SELECT min(id) + 4 FROM ${own})`)
+    await admin.query(`ALTER TABLE ${own} ENABLE TRIGGER ALL`)
     const bad = verify()
     expect(bad.status).toBe(1)
-    expect(bad.stdout).toMatch(new RegExp(`^FAIL ${table}:5: MAC does not match`))
+    expect(bad.stdout).toMatch(new RegExp(`^FAIL ${own}:5: MAC does not match`))
   })
 
   it('an unreachable database fails the start closed, naming the setting and never the URL', async () => {

@@ -122,6 +122,8 @@ describe('OAuth 2.1 resource server (MCP authorization spec)', () => {
   it('IdP down: cached keys keep working, an unknown kid and new opaque tokens fail closed (503), and it recovers', async () => {
     const known = await idp.token('svc', 'mcp:tools')
     const opaque = await idp.token('svc-opaque', 'mcp:tools')
+    // The IdP's keys reach the cache while it is up (whatever ran before this test).
+    expect((await callModern(server.url, known, 'read_file', { path: 'README.md' })).res.status).toBe(200)
     await idp.stop()
     try {
       expect((await callModern(server.url, known, 'read_file', { path: 'README.md' })).res.status).toBe(200)

@@ -138,15 +138,17 @@ describe('token service', () => {
   })
 
   it('refresh tokens survive a restart; signing keys rotate and old tokens keep verifying', async () => {
-    const { json } = await tokenRequest({ grant_type: 'client_credentials' })
+    // Its own server: the restart closes it, and the shared one must outlive this test in any order.
+    const own = await startServer(CONFIG)
+    const { json } = await tokenRequest({ grant_type: 'client_credentials' }, own.keys.admin, new URL(own.url).origin)
     const oldAccess = json.access_token ?? ''
-    writeFileSync(join(server.dir, 'bastion.yaml'), `auth:\n  resource: ${RESOURCE}\n  tokenService: { enabled: true }\n`)
-    const rotated = spawnSync(process.execPath, [BIN, 'keys', 'rotate-signing', '--config', 'bastion.yaml'], { cwd: server.dir, encoding: 'utf8' })
+    writeFileSync(join(own.dir, 'bastion.yaml'), `auth:\n  resource: ${RESOURCE}\n  tokenService: { enabled: true }\n`)
+    const rotated = spawnSync(process.execPath, [BIN, 'keys', 'rotate-signing', '--config', 'bastion.yaml'], { cwd: own.dir, encoding: 'utf8' })
     expect(rotated.status).toBe(0)
     const kid = /signing key (\S+) now signs/.exec(rotated.stdout)?.[1]
-    await server.close()
+    await own.close()
     const again = await createBastion({
-      baseDir: server.dir,
+      baseDir: own.dir,
       logger: pino({ level: 'silent' }),
       announce: false,
       config: { ...CONFIG, auth: { ...CONFIG.auth, reloadIntervalMs: 0 } },
@@ -154,7 +156,7 @@ describe('token service', () => {
     const running = await again.listen({ host: '127.0.0.1', port: 0 })
     try {
       const base = new URL(running.url).origin
-      const refreshed = await tokenRequest({ grant_type: 'refresh_token', refresh_token: json.refresh_token ?? '' }, server.keys.admin, base)
+      const refreshed = await tokenRequest({ grant_type: 'refresh_token', refresh_token: json.refresh_token ?? '' }, own.keys.admin, base)
       expect(refreshed.status).toBe(200)
       expect(decodeProtectedHeader(refreshed.json.access_token ?? '').kid).toBe(kid)
       expect((await callModern(running.url, refreshed.json.access_token ?? '', 'read_file', { path: 'README.md' })).res.status).toBe(200)

@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { SecurityError } from '../../src/errors.js'
-import { callModern, connect, initializeBody, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
+import { callModern, connect, initializeBody, JSON_HEADERS, modernCall, modernHeaders, post, rpcBody, startServer, type TestServer } from '../helpers/server.js'
+import { waitFor } from '../helpers/wait.js'
+import { nodeRequest } from '../helpers/wire-server.js'
 
 const FIXTURES = new URL('../fixtures/isolated-tools.mjs', import.meta.url)
 
@@ -74,19 +76,30 @@ describe('rate limits over HTTP (memory backend)', () => {
 
   it('failed authentication drains the address bucket; then the address is refused before any key is checked', async () => {
     const bogus = `bst_${'0'.repeat(16)}_${'A'.repeat(43)}`
+    // From 127.0.0.2: the address this test blocks is not the one the other tests of this server use.
+    const attempt = () =>
+      nodeRequest(server.url, {
+        headers: { ...JSON_HEADERS, ...modernHeaders('tools/call', 'read_file'), authorization: `Bearer ${bogus}` },
+        body: JSON.stringify(modernCall('read_file', { path: 'README.md' })),
+        localAddress: '127.0.0.2',
+      })
     const since = server.mark()
-    for (let i = 0; i < 3; i++) {
-      const res = await post(server.url, modernCall('read_file', { path: 'README.md' }), { ...modernHeaders('tools/call', 'read_file'), authorization: `Bearer ${bogus}` })
-      expect(res.status).toBe(401)
-    }
-    const res = await post(server.url, modernCall('read_file', { path: 'README.md' }), { ...modernHeaders('tools/call', 'read_file'), authorization: `Bearer ${bogus}` })
+    for (let i = 0; i < 3; i++) expect((await attempt()).status).toBe(401)
+    const res = await attempt()
     expect(res.status).toBe(429)
     expect(res.headers.get('www-authenticate')).toBeNull()
     const lines = since()
     expect(lines.map((l) => l.reason)).toStrictEqual(['ERR_AUTH_INVALID', 'ERR_AUTH_INVALID', 'ERR_AUTH_INVALID', 'ERR_RATE_LIMITED'])
-    expect(lines.at(-1)).toMatchObject({ event: 'limit.exceeded', bucket: 'anonymous', remote: '127.0.0.1' })
+    expect(lines.at(-1)).toMatchObject({ event: 'limit.exceeded', bucket: 'anonymous', remote: '127.0.0.2' })
     expect(lines.at(-1)?.principal).toBeUndefined()
     expect(JSON.stringify(lines)).not.toContain(bogus)
+    // Refused before any key is checked: even a valid key from that address.
+    const valid = await nodeRequest(server.url, {
+      headers: { ...JSON_HEADERS, ...modernHeaders('tools/call', 'read_file'), authorization: `Bearer ${server.keys.admin}` },
+      body: JSON.stringify(modernCall('read_file', { path: 'README.md' })),
+      localAddress: '127.0.0.2',
+    })
+    expect(valid.status).toBe(429)
   })
 })
 
@@ -141,7 +154,12 @@ describe('metrics endpoint', () => {
 
 describe('execution limits', () => {
   let server: TestServer
-  const seen: { abortedBy?: string | undefined } = {}
+  const seen: { abortedBy?: string | undefined; started: number } = { started: 0 }
+  // The deaf tool's work ends when the test says so, not after a fixed time: it provably outlives its timeout.
+  const deafWork: (() => void)[] = []
+  const releaseDeaf = (): void => {
+    for (const end of deafWork.splice(0)) end()
+  }
   beforeAll(async () => {
     server = await startServer(
       {
@@ -162,6 +180,7 @@ describe('execution limits', () => {
           input,
           timeoutMs: 300,
           run: async (args, ctx) => {
+            seen.started += 1
             await new Promise<void>((resolve) => {
               const timer = setTimeout(resolve, args.ms)
               ctx.signal.addEventListener('abort', () => {
@@ -174,7 +193,7 @@ describe('execution limits', () => {
             return { content: [{ type: 'text', text: 'slept' }] }
           },
         })
-        b.tool({ name: 'deaf', description: 'ignores its signal', input, timeoutMs: 200, run: () => new Promise((resolve) => setTimeout(() => resolve({ content: [] }), 3000)) })
+        b.tool({ name: 'deaf', description: 'ignores its signal', input, timeoutMs: 200, run: () => new Promise((resolve) => deafWork.push(() => resolve({ content: [] }))) })
         b.tool({ name: 'huge_inline', description: '100 MB in process', input, run: async () => ({ content: [{ type: 'text', text: 'x'.repeat(100 * 1024 * 1024) }] }) })
         b.tool({ name: 'echo_isolated', description: 'isolated echo', input: z.object({ text: z.string().max(100) }), isolate: { module: FIXTURES, export: 'echo' } })
         b.tool({ name: 'spin', description: 'loops forever', input, isolate: { module: FIXTURES, export: 'spin' } })
@@ -187,6 +206,7 @@ describe('execution limits', () => {
     )
   })
   afterAll(async () => {
+    releaseDeaf()
     await server.close()
   })
 
@@ -213,7 +233,8 @@ describe('execution limits', () => {
     expect(full.body.error).toMatchObject({ code: -31429, data: { code: 'ERR_CONCURRENCY_LIMIT' } })
     expect(since().at(-1)).toMatchObject({ reason: 'ERR_CONCURRENCY_LIMIT', cap: 'principal' })
     // Once the ignored work ends, its slots are free again.
-    await new Promise((r) => setTimeout(r, 3200))
+    releaseDeaf()
+    await waitFor(() => server.bastion.caps.total === 0, { what: 'the abandoned calls to give back their slots' })
     expect((await callModern(server.url, server.keys.admin, 'sleep', {})).body.result).toMatchObject({ content: [{ text: 'slept' }] })
   })
 
@@ -221,8 +242,9 @@ describe('execution limits', () => {
     seen.abortedBy = undefined
     const since = server.mark()
     const controller = new AbortController()
+    const started = seen.started
     const pending = callModern(server.url, server.keys.admin, 'sleep', { ms: 250 }, { signal: controller.signal }).catch((e: unknown) => e)
-    await new Promise((r) => setTimeout(r, 100))
+    await waitFor(() => seen.started > started, { what: 'the sleep tool to start' })
     controller.abort()
     await pending
     await expect.poll(() => since().at(-1)?.reason, { timeout: 3000 }).toBe('ERR_CANCELLED')
@@ -235,8 +257,9 @@ describe('execution limits', () => {
     const since = server.mark()
     const client = await connect(server.url, 'legacy', { authorization: `Bearer ${server.keys.admin}` })
     const controller = new AbortController()
+    const started = seen.started
     const pending = client.callTool({ name: 'sleep', arguments: { ms: 250 } }, { signal: controller.signal }).catch((e: unknown) => e)
-    await new Promise((r) => setTimeout(r, 100))
+    await waitFor(() => seen.started > started, { what: 'the sleep tool to start' })
     controller.abort()
     await pending
     await expect.poll(() => since().find((l) => l.tool === 'sleep')?.reason, { timeout: 3000 }).toBe('ERR_CANCELLED')
@@ -246,8 +269,9 @@ describe('execution limits', () => {
 
   it('a per-principal concurrency cap refuses the extra call with -31429 and retryAfterMs; others still run', async () => {
     const since = server.mark()
+    const started = seen.started
     const slow = [1, 2].map((id) => callModern(server.url, server.keys.admin, 'sleep', { ms: 250 }, { id }))
-    await new Promise((r) => setTimeout(r, 60))
+    await waitFor(() => seen.started === started + 2, { what: 'both slow calls to hold their slots' })
     const third = await callModern(server.url, server.keys.admin, 'sleep', { ms: 0 }, { id: 3 })
     const other = await callModern(server.url, server.keys.reader, 'read_file', { path: 'README.md' })
     expect(errorOf(third.body)).toMatchObject({ code: -31429, data: { code: 'ERR_CONCURRENCY_LIMIT', retryAfterMs: 1000 } })
@@ -284,7 +308,7 @@ describe('execution limits', () => {
   ])('runaway isolated tool $tool → $code, contained, while a concurrent call succeeds', async ({ tool, code, cause }) => {
     const since = server.mark()
     const runaway = callModern(server.url, server.keys.admin, tool, {})
-    await new Promise((r) => setTimeout(r, 50))
+    await waitFor(() => server.bastion.caps.total === 1, { what: `${tool} to hold its slot` })
     const started = Date.now()
     const normal = await callModern(server.url, server.keys.reader, 'read_file', { path: 'README.md' })
     expect(Date.now() - started).toBeLessThan(1000)

@@ -7,6 +7,7 @@ import { type SecurityErrorCode, WIRE } from '../../src/errors.js'
 import { freePort } from '../helpers/processes.js'
 import { JSON_HEADERS, MODERN_META, modernCall, modernHeaders, post } from '../helpers/server.js'
 import { PG_ADMIN_URL } from '../helpers/sql.js'
+import { waitFor } from '../helpers/wait.js'
 import { messagesOf, nodeRequest, type RawResponse, rawRequest, startWireServer, type WireServer } from '../helpers/wire-server.js'
 import { coverageGaps, expectRow, NOT_REACHABLE, type RpcMessage, type Seen, type Transport } from '../helpers/wire-table.js'
 
@@ -185,7 +186,7 @@ async function modernRound2(server: WireServer, k: string, name: string, args: u
 async function overCap(transport: Transport): Promise<Seen> {
   const k = key(main, ['admin'])
   const first = call(transport, main, k, 'nap', { ms: 600 })
-  await sleep(transport === 'http-legacy' ? 250 : 120)
+  await waitFor(() => main.bastion.caps.total === 1, { what: 'the first nap to hold the one slot' })
   const second = await call(transport, main, k, 'nap', { ms: 0 })
   await first
   return second
@@ -363,7 +364,7 @@ const DRIVERS: readonly Driver[] = [
       body: JSON.stringify(modernCall('nap', { ms: 3000 })),
       signal: controller.signal,
     }).catch(() => undefined)
-    await sleep(150)
+    await waitFor(() => main.bastion.caps.total === 1, { what: 'the nap to run' })
     controller.abort()
     await pending
     await expect.poll(() => since().some((l) => l.requestId === requestId), { timeout: 3000 }).toBe(true)
@@ -381,7 +382,7 @@ const DRIVERS: readonly Driver[] = [
       body: JSON.stringify({ jsonrpc: '2.0', id: 41, method: 'tools/call', params: { name: 'nap', arguments: { ms: 3000 } } }),
       signal: controller.signal,
     }).catch(() => undefined)
-    await sleep(150)
+    await waitFor(() => main.bastion.caps.total === 1, { what: 'the nap to run' })
     await (await post(main.url, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 41, reason: 'wire test' } }, h)).text()
     await expect.poll(() => since().some((l) => l.requestId === requestId), { timeout: 3000 }).toBe(true)
     // Whatever arrives within a moment: no answer to the cancelled request.

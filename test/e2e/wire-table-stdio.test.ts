@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +15,7 @@ import { freePort } from '../helpers/processes.js'
 import { MODERN_META } from '../helpers/server.js'
 import { PG_ADMIN_URL } from '../helpers/sql.js'
 import { initializeStdio, type RawStdio, rawOver, spawnStdio } from '../helpers/stdio-raw.js'
+import { waitFor } from '../helpers/wait.js'
 import { SwitchableSink } from '../helpers/wire-server.js'
 import { type AuditLine, coverageGaps, expectRow, NOT_REACHABLE, type RpcMessage, type Seen } from '../helpers/wire-table.js'
 
@@ -26,6 +28,12 @@ import { type AuditLine, coverageGaps, expectRow, NOT_REACHABLE, type RpcMessage
 
 const FIXTURES = new URL('../fixtures/isolated-tools.mjs', import.meta.url)
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Whether the CLI behind `p` has a `/bin/sleep <secs>` child running (the `nap` command). */
+function napping(p: Peer, secs: number): boolean {
+  if (p.raw.pid === undefined) throw new Error('not a child process')
+  return spawnSync('/usr/bin/pgrep', ['-P', String(p.raw.pid), '-f', `^/bin/sleep ${secs}$`]).status === 0
+}
 
 /** One stdio server and where its audit lines are. */
 interface Peer {
@@ -75,17 +83,22 @@ async function seen(p: Peer, id: number | string | null, message: RpcMessage | u
 const callTool = (p: Peer, name: string, args: unknown, meta?: Record<string, unknown>): Promise<Seen> =>
   ask(p, 'tools/call', { name, arguments: args, ...(meta === undefined ? {} : { _meta: meta }) })
 
-/** A line the SDK's reader may drop: what, if anything, answers it within a moment. */
+/**
+ * A line the SDK's reader may drop: what, if anything, answers it within a moment. Polls for the
+ * answer and its audit line (the rows expect both) and reads whatever is there after 2 s, so a
+ * missing answer fails the row's own assertion rather than a timeout here.
+ */
 async function line(p: Peer, text: string, id: string | null): Promise<Seen> {
   const before = (await p.audit()).length
   const from = p.raw.lines.length
+  const answers = (): RpcMessage[] =>
+    p.raw.lines
+      .slice(from)
+      .map((l) => JSON.parse(l) as RpcMessage)
+      .filter((m) => m.method === undefined && (m.id ?? null) === id)
   p.raw.writeLine(text)
-  await sleep(400)
-  const answers = p.raw.lines
-    .slice(from)
-    .map((l) => JSON.parse(l) as RpcMessage)
-    .filter((m) => m.method === undefined && (m.id ?? null) === id)
-  return seen(p, id, answers[0], before)
+  await waitFor(async () => answers().length > 0 && (await p.audit()).length > before, { what: 'an answer and an audit line', timeoutMs: 2000 }).catch(() => undefined)
+  return seen(p, id, answers()[0], before)
 }
 
 /** A call whose tool asks the client (elicitation/create on the pipe); `answer` replies to it. */
@@ -120,11 +133,13 @@ async function withKeyChanged(change: (keys: Record<string, unknown>[], id: stri
 let main: Peer
 let modern: Peer & { key: string; keysFile: string }
 let outage: Peer & { table: string }
+// Its own peer: the audit row drops its table for good, which must not reach the limits row's audit trail.
+let auditOutage: Peer & { table: string }
 let pgClient: pg.Client
 let library: Peer
 const closers: (() => Promise<void>)[] = []
 const secrets: string[] = []
-const forbidden = (): string[] => [main.dir, modern.dir, outage.dir, library.dir, ...secrets.map((k) => k.slice(21))]
+const forbidden = (): string[] => [main.dir, modern.dir, outage.dir, auditOutage.dir, library.dir, ...secrets.map((k) => k.slice(21))]
 
 interface Driver {
   readonly code: SecurityErrorCode
@@ -194,7 +209,7 @@ const DRIVERS: readonly Driver[] = [
       const pending = main.raw
         .request({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'run_command', arguments: { command: 'nap', args: { secs: 3 } } } })
         .catch(() => undefined)
-      await sleep(200)
+      await waitFor(() => napping(main, 3), { what: 'the nap command to run' })
       main.raw.notify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'wire test' } })
       await expect.poll(async () => (await main.audit()).slice(before).some((l) => l.reason === 'ERR_CANCELLED'), { timeout: 3000 }).toBe(true)
       await Promise.race([pending, sleep(300)])
@@ -244,7 +259,7 @@ const DRIVERS: readonly Driver[] = [
     name: 'a second command while the principal runs its one allowed',
     run: async () => {
       const first = callTool(main, 'run_command', { command: 'nap', args: { secs: 1 } })
-      await sleep(200)
+      await waitFor(() => napping(main, 1), { what: 'the first nap command to run' })
       const second = await callTool(main, 'run_command', { command: 'nap', args: { secs: 0 } })
       await first
       return second
@@ -256,9 +271,9 @@ const DRIVERS: readonly Driver[] = [
     name: 'the PostgreSQL audit table is gone',
     run: async () => {
       // For good: the sink may retry what it could not store, and the lines must stay unstored.
-      await pgClient.query(`ALTER TABLE IF EXISTS ${outage.table} RENAME TO ${outage.table}_gone`)
-      const s = await ask(outage, 'tools/list')
-      return { ...s, audit: await outage.audit() }
+      await pgClient.query(`ALTER TABLE IF EXISTS ${auditOutage.table} RENAME TO ${auditOutage.table}_gone`)
+      const s = await ask(auditOutage, 'tools/list')
+      return { ...s, audit: await auditOutage.audit() }
     },
   },
   { code: 'ERR_INTERNAL', name: 'a resource whose handler throws', run: () => ask(library, 'resources/read', { uri: 'wire://boom' }) },
@@ -293,34 +308,40 @@ beforeAll(async () => {
   writeFileSync(join(workspace, 'mid.txt'), 'm'.repeat(3000))
   writeFileSync(join(workspace, 'contact.txt'), 'write to bob.smith@example.com\n')
   const mo = cliState({ sql: { enabled: false } }, ['admin'])
-  const table = `wire_audit_${Date.now().toString(36)}`
-  const o = cliState(
-    {
-      limits: { backend: 'redis', redis: { url: { env: 'WIRE_REDIS' }, timeoutMs: 200 } },
-      audit: { sink: 'postgres', postgres: { url: { env: 'WIRE_PG' }, table } },
-      sql: { enabled: false },
-    },
-    ['admin'],
-  )
-  secrets.push(m.key, mo.key, o.key)
+  const outageState = (table: string) =>
+    cliState(
+      {
+        limits: { backend: 'redis', redis: { url: { env: 'WIRE_REDIS' }, timeoutMs: 200 } },
+        audit: { sink: 'postgres', postgres: { url: { env: 'WIRE_PG' }, table } },
+        sql: { enabled: false },
+      },
+      ['admin'],
+    )
+  const stamp = `${Date.now().toString(36)}_${process.pid}`
+  const [table, auditTable] = [`wire_audit_${stamp}`, `wire_audit_gone_${stamp}`]
+  const [o, ao] = [outageState(table), outageState(auditTable)]
+  secrets.push(m.key, mo.key, o.key, ao.key)
   const args = ['--config', 'bastion.yaml']
   main = peer(spawnStdio(m.dir, m.key, args, env), m.dir, fileAudit(m.dir))
   modern = { ...peer(spawnStdio(mo.dir, mo.key, args, env), mo.dir, fileAudit(mo.dir)), key: mo.key, keysFile: mo.keysFile }
   pgClient = new pg.Client({ connectionString: PG_ADMIN_URL })
   await pgClient.connect()
   const outageRaw = spawnStdio(o.dir, o.key, args, env)
-  // Its audit trail is in PostgreSQL (both names: the audit-outage driver renames the table).
-  const pgAudit = async (): Promise<AuditLine[]> => {
-    const found = await pgClient.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [table])
-    const from = found.rows[0]?.t === null ? `${table}_gone` : table
+  const auditOutageRaw = spawnStdio(ao.dir, ao.key, args, env)
+  // Their audit trails are in PostgreSQL (both names: the audit-outage driver renames its table).
+  const pgAudit = (t: string) => async (): Promise<AuditLine[]> => {
+    const found = await pgClient.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [t])
+    const from = found.rows[0]?.t === null ? `${t}_gone` : t
     const rows = await pgClient.query<{ line: string }>(`SELECT line FROM ${from} ORDER BY id`)
     return rows.rows.map((r) => JSON.parse(r.line) as AuditLine)
   }
-  outage = { ...peer(outageRaw, o.dir, pgAudit), table }
+  outage = { ...peer(outageRaw, o.dir, pgAudit(table)), table }
+  auditOutage = { ...peer(auditOutageRaw, ao.dir, pgAudit(auditTable)), table: auditTable }
   closers.push(
     () => main.raw.close(),
     () => modern.raw.close(),
     () => outageRaw.close(),
+    () => auditOutageRaw.close(),
   )
 
   // A library user's bastion over the same stdio transport, served in this process.
@@ -366,12 +387,17 @@ beforeAll(async () => {
     await bastion.close()
   })
 
-  await Promise.all([initializeStdio(main.raw, { elicitation: { form: {} } }), initializeStdio(library.raw), outageRaw.request({ jsonrpc: '2.0', id: 'up', method: 'ping' })])
+  await Promise.all([
+    initializeStdio(main.raw, { elicitation: { form: {} } }),
+    initializeStdio(library.raw),
+    outageRaw.request({ jsonrpc: '2.0', id: 'up', method: 'ping' }),
+    auditOutageRaw.request({ jsonrpc: '2.0', id: 'up', method: 'ping' }),
+  ])
 }, 60_000)
 
 afterAll(async () => {
   await Promise.all(closers.map((c) => c().catch(() => undefined)))
-  if (outage !== undefined) await pgClient?.query(`DROP TABLE IF EXISTS ${outage.table}, ${outage.table}_gone`).catch(() => undefined)
+  for (const t of [outage?.table, auditOutage?.table]) if (t !== undefined) await pgClient?.query(`DROP TABLE IF EXISTS ${t}, ${t}_gone`).catch(() => undefined)
   await pgClient?.end().catch(() => undefined)
 })
 

@@ -24,6 +24,23 @@ export interface TestServer {
 export async function startServer(config: BastionConfigInput = {}, setup?: (b: Bastion) => void, prepare?: (dir: string) => void): Promise<TestServer> {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-test-')))
   prepare?.(dir)
+  const { bastion, running } = await listenIn(dir, config, setup)
+  const admin = bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
+  const reader = bastion.keys.create({ name: 'reader', roles: ['reader'], expiresAt: null }).key
+  const nobody = bastion.keys.create({ name: 'nobody', roles: ['nobody'], expiresAt: null }).key
+  return testServer(dir, bastion, running, { admin, reader, nobody })
+}
+
+/**
+ * The same server started again on its state directory (keys, audit log, embedded database), as
+ * after a restart: `server` must be closed first. Its keys still work; the audit log continues.
+ */
+export async function reopenServer(server: TestServer, config: BastionConfigInput = {}, setup?: (b: Bastion) => void): Promise<TestServer> {
+  const { bastion, running } = await listenIn(server.dir, config, setup)
+  return testServer(server.dir, bastion, running, server.keys)
+}
+
+async function listenIn(dir: string, config: BastionConfigInput, setup?: (b: Bastion) => void): Promise<{ bastion: Bastion; running: RunningServer }> {
   const bastion = await createBastion({
     baseDir: dir,
     logger: pino({ level: 'silent' }),
@@ -38,10 +55,10 @@ export async function startServer(config: BastionConfigInput = {}, setup?: (b: B
     },
   })
   setup?.(bastion)
-  const running = await bastion.listen({ host: '127.0.0.1', port: 0 })
-  const admin = bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
-  const reader = bastion.keys.create({ name: 'reader', roles: ['reader'], expiresAt: null }).key
-  const nobody = bastion.keys.create({ name: 'nobody', roles: ['nobody'], expiresAt: null }).key
+  return { bastion, running: await bastion.listen({ host: '127.0.0.1', port: 0 }) }
+}
+
+function testServer(dir: string, bastion: Bastion, running: RunningServer, keys: TestServer['keys']): TestServer {
   const auditPath = join(dir, '.bastion', 'audit.jsonl')
   const audit = (): Record<string, unknown>[] =>
     readFileSync(auditPath, 'utf8')
@@ -54,7 +71,7 @@ export async function startServer(config: BastionConfigInput = {}, setup?: (b: B
     url: running.url,
     dir,
     auditPath,
-    keys: { admin, reader, nobody },
+    keys,
     audit,
     mark() {
       const start = audit().length

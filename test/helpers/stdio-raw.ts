@@ -21,6 +21,8 @@ export interface RawStdio {
   /** Messages the server wrote with this id (answers), parsed. */
   answersTo(id: string | number | null): RpcMessage[]
   onRequest: ((request: RpcMessage) => unknown) | undefined
+  /** The server's process id when it runs as a child process (undefined in this process). */
+  readonly pid: number | undefined
   close(): Promise<void>
 }
 
@@ -38,6 +40,7 @@ export function spawnStdio(cwd: string, key: string, args: string[] = [], env: R
   const stdout = child.stdout
   if (stdin === null || stdout === null) throw new Error('no pipes')
   return rawOver(stdin, stdout, {
+    pid: child.pid,
     stderr: () => err,
     close: () =>
       new Promise((resolve) => {
@@ -50,12 +53,13 @@ export function spawnStdio(cwd: string, key: string, args: string[] = [], env: R
 }
 
 /** The same line protocol over any pair of streams (a bastion served in this process). */
-export function rawOver(toServer: NodeJS.WritableStream, fromServer: NodeJS.ReadableStream, io: { stderr(): string; close(): Promise<void> }): RawStdio {
+export function rawOver(toServer: NodeJS.WritableStream, fromServer: NodeJS.ReadableStream, io: { stderr(): string; close(): Promise<void>; pid?: number | undefined }): RawStdio {
   const lines: string[] = []
   const waiting = new Map<string | number, (m: RpcMessage) => void>()
   let buffer = ''
   const raw: RawStdio = {
     lines,
+    pid: io.pid,
     stderr: io.stderr,
     writeLine(line) {
       toServer.write(`${line}\n`)

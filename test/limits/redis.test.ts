@@ -128,34 +128,66 @@ ${limits}
   }
 }
 
+/** One call as the client saw it: when it was sent and answered (performance.now(), ms) and its status. */
+interface Sent {
+  key: string
+  sent: number
+  done: number
+  status: number
+}
+
 /** Keep `workers` calls in flight per principal per replica until `until()` says stop. */
-async function hammer(
-  urls: string[],
-  keys: string[],
-  workers: number,
-  until: (sent: number) => boolean,
-): Promise<{ statuses: Map<string, number[]>; firstSent: number; lastSent: number; firstDone: number; lastDone: number }> {
-  const statuses = new Map<string, number[]>(keys.map((k) => [k, []]))
+async function hammer(urls: string[], keys: string[], workers: number, until: (sent: number) => boolean): Promise<{ calls: Sent[]; first: number; last: number }> {
+  const calls: Sent[] = []
   let sent = 0
-  let firstDone = 0
-  let lastDone = 0
-  let lastSent = 0
-  const firstSent = performance.now()
+  const first = performance.now()
   const worker = async (url: string, key: string): Promise<void> => {
     while (until(sent)) {
       sent += 1
-      lastSent = performance.now()
+      const at = performance.now()
       const { res } = await callModern(url, key, 'list_files', {})
-      const now = performance.now()
-      if (firstDone === 0) firstDone = now
-      lastDone = now
-      statuses.get(key)?.push(res.status)
+      calls.push({ key, sent: at, done: performance.now(), status: res.status })
     }
   }
   const all: Promise<void>[] = []
   for (const url of urls) for (const key of keys) for (let w = 0; w < workers; w++) all.push(worker(url, key))
   await Promise.all(all)
-  return { statuses, firstSent, lastSent, firstDone, lastDone }
+  return { calls, first, last: Math.max(...calls.map((c) => c.done)) }
+}
+
+/**
+ * The fewest calls a correct token bucket (capacity `burst`, `perMs` tokens a millisecond, full at
+ * the start) must admit, given only what the client saw. Cut the run into windows each shorter than
+ * (burst − 1) / perMs, and count in each window k the n_k calls whose whole life (sent to answered)
+ * fell inside it: each of those reached the bucket inside that window. Then at least
+ * Σ min(n_k, perMs × length_k) − burst calls are admitted.
+ *
+ * Why: tokens are lost only while the bucket is full. A window too short to refill from below one
+ * token to full either admits every call it sees, or drains a full bucket (at least burst − 1 calls,
+ * more than its refill), or refuses while keeping its whole refill in the bucket for a later window;
+ * what is still unspent at the end is at most `burst`. Adding calls never lowers the admitted count,
+ * so counting only the calls known to land in a window keeps the bound sound, and any cut gives a
+ * bound, so the best of several cuts is one too. (An adversarial search over arrival times and cuts
+ * found nothing below Σ min(…) − 13 with burst 20.) A replica starved by a loaded machine answers
+ * late: its calls straddle windows and drop out of the count, so the bound falls with the demand that
+ * actually reached the bucket instead of flaking.
+ */
+function leastAdmitted(calls: readonly Sent[], from: number, perMs: number, burst: number): number {
+  const longest = (burst - 1) / perMs
+  let best = Number.NEGATIVE_INFINITY
+  for (const width of [0.5, 0.7, 0.9].map((f) => f * longest))
+    for (const offset of [0, 0.25, 0.5, 0.75].map((f) => f * width)) {
+      const perWindow = new Map<number, number>()
+      for (const c of calls) {
+        const k = Math.floor((c.sent - from + offset) / width)
+        if (Math.floor((c.done - from + offset) / width) === k) perWindow.set(k, (perWindow.get(k) ?? 0) + 1)
+      }
+      // The first window is cut short by the offset: its refill is perMs × (width − offset).
+      let least = 0
+      for (const [k, n] of perWindow) least += Math.min(n, perMs * (k === 0 ? width - offset : width))
+      best = Math.max(best, least - burst)
+    }
+  return best
 }
 
 describe('two server processes sharing Redis enforce one combined limit', () => {
@@ -167,9 +199,9 @@ describe('two server processes sharing Redis enforce one combined limit', () => 
       3,
     )
     try {
-      const { statuses } = await hammer(replicas.urls, replicas.keys, 4, (sent) => sent < 750)
-      const admitted = [...statuses.values()].map((s) => s.filter((c) => c === 200).length)
-      const refused = [...statuses.values()].map((s) => s.filter((c) => c === 429).length)
+      const { calls } = await hammer(replicas.urls, replicas.keys, 4, (sent) => sent < 750)
+      const admitted = replicas.keys.map((k) => calls.filter((c) => c.key === k && c.status === 200).length)
+      const refused = replicas.keys.map((k) => calls.filter((c) => c.key === k && c.status === 429).length)
       // 3 principals × 150 would be 450; the global bucket holds 400. Exactly, not approximately.
       expect(admitted.reduce((a, b) => a + b, 0)).toBe(400)
       for (const n of admitted) expect(n).toBeLessThanOrEqual(150)
@@ -179,7 +211,7 @@ describe('two server processes sharing Redis enforce one combined limit', () => 
     }
   })
 
-  it('refill: the combined admitted rate is at most burst + rate × time (+2 %), and at least 60 % of it', async () => {
+  it('refill: the combined admitted count is at most burst + rate × time (+2 %), and at least what the demand that reached the bucket must get', async ({ annotate }) => {
     const replicas = await twoReplicas(
       `  anonymous: { rate: '100000/min' }
   principal: { rate: '100/s', burst: 20 }`,
@@ -187,24 +219,27 @@ describe('two server processes sharing Redis enforce one combined limit', () => 
     )
     try {
       let deadline = 0
-      // Enough requests in flight that demand stays above 100/s even on a loaded machine: the lower bound
-      // holds only while the bucket is kept empty.
-      const run = await hammer(replicas.urls, replicas.keys, 8, () => {
+      // Four calls in flight per principal per replica: demand well above the rate, while answers stay
+      // quick enough that most calls fall inside one window of the lower bound (more in flight only
+      // queue longer in the replicas, on two cores).
+      const run = await hammer(replicas.urls, replicas.keys, 4, () => {
         if (deadline === 0) deadline = performance.now() + 2500
         return performance.now() < deadline
       })
-      for (const [, codes] of run.statuses) {
-        const admitted = codes.filter((c) => c === 200).length
-        expect(codes.filter((c) => c !== 200 && c !== 429)).toStrictEqual([])
-        // Tokens are granted between the first and the last request that reached Redis.
-        const most = 20 + (100 * (run.lastDone - run.firstSent)) / 1000
-        const least = 20 + (100 * (run.lastSent - run.firstDone)) / 1000
+      for (const key of replicas.keys) {
+        const calls = run.calls.filter((c) => c.key === key)
+        const admitted = calls.filter((c) => c.status === 200).length
+        expect(calls.filter((c) => c.status !== 200 && c.status !== 429)).toStrictEqual([])
+        // Every token is granted between the first call sent and the last one answered: the security property.
+        const most = 20 + (100 * (run.last - run.first)) / 1000
         expect(admitted).toBeLessThanOrEqual(Math.ceil(most * 1.02))
-        // The lower bound holds only while demand keeps the bucket empty: a replica starved for longer
-        // than burst / rate (0.2 s) lets tokens overflow unused, which a loaded or throttled machine
-        // does (seen: 77 % of the bound under 37 % CPU pressure). 60 % still catches a request charged
-        // twice (50 %) or a replica refusing on its own.
-        expect(admitted).toBeGreaterThanOrEqual(Math.floor(least * 0.6))
+        // A call charged twice admits about half the most, as does a replica refusing on its own; the
+        // bursts test above catches a double charge exactly, whatever the load. This bound follows the
+        // demand the machine let through (see leastAdmitted), so a starved run weakens it, never fails it.
+        const least = leastAdmitted(calls, run.first, 100 / 1000, 20)
+        // The numbers, so a run on a loaded machine shows how much of the bound its demand kept.
+        await annotate(`${key.slice(4, 8)}: admitted ${admitted} of ${calls.length}, bounds [${least.toFixed(1)}, ${Math.ceil(most * 1.02)}]`)
+        expect(admitted).toBeGreaterThanOrEqual(least)
       }
     } finally {
       await replicas.stop()

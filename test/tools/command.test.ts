@@ -12,6 +12,7 @@ import { runCommandTool } from '../../src/tools/command.js'
 import { Workspace } from '../../src/tools/confine.js'
 import type { ToolContext, ToolOutput } from '../../src/tools/registry.js'
 import { INPUT_HELPERS } from '../../src/transport/mcp-server.js'
+import { waitFor } from '../helpers/wait.js'
 
 // Unique sleep durations: `pgrep -f` finds exactly the children of this test run, if any survive.
 const TAG = String(process.pid).padStart(8, '0')
@@ -281,9 +282,12 @@ describe('run_command: limits and outcomes', () => {
   it('an aborted call rejects with the signal reason and kills the child', async () => {
     const controller = new AbortController()
     const reason = new Error('client went away')
-    setTimeout(() => controller.abort(reason), 200)
     const started = performance.now()
-    await expect(call({ command: 'sleep_long', args: { seconds: SLEEP_ABORT } }, controller.signal)).rejects.toBe(reason)
+    const pending = call({ command: 'sleep_long', args: { seconds: SLEEP_ABORT } }, controller.signal)
+    // Aborted once the child runs, not after a guessed delay: the kill is what this test is about.
+    await waitFor(() => running(`sleep ${SLEEP_ABORT}`), { what: `the child sleep ${SLEEP_ABORT} to run`, intervalMs: 20 })
+    controller.abort(reason)
+    await expect(pending).rejects.toBe(reason)
     expect(performance.now() - started).toBeLessThan(2000)
     expect(running(`sleep ${SLEEP_ABORT}`)).toBe(false)
   })

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
 import { type Era, JSON_HEADERS, MODERN_META, modernHeaders, rpcBody, startServer, type TestServer } from '../helpers/server.js'
+import { waitFor } from '../helpers/wait.js'
 
 type Answer = 'accept' | 'decline' | 'cancel' | 'unchecked' | 'none'
 
@@ -237,8 +238,8 @@ describe('replicas sharing Redis', () => {
     }
     const [a, b] = replicas
     if (a === undefined || b === undefined) throw new Error('replicas did not start')
-    const key = a.bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
-    await new Promise((r) => setTimeout(r, 50))
+    const { key, stored } = a.bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null })
+    await waitFor(() => b.bastion.keys.get(stored.id) !== undefined, { what: 'replica b to read the new key from the shared store' })
     const args = { path: 'shared.txt', content: 'once\n' }
     const at = (r: { running: RunningServer }) => ({ url: r.running.url }) as TestServer
     const first = (await round(at(a), key, 'write_file', args)).result as { requestState: string }

@@ -3,7 +3,7 @@ import { PGlite } from '@electric-sql/pglite'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { BastionConfigInput } from '../../src/index.js'
 import { DEMO_CANARY, DEMO_QUERIES, DEMO_TABLES } from '../../src/tools/sql/demo.js'
-import { callModern, startServer, type TestServer } from '../helpers/server.js'
+import { callModern, reopenServer, startServer, type TestServer } from '../helpers/server.js'
 import { demoPostgres } from '../helpers/sql.js'
 
 type Outcome = { code: string; rows: Record<string, unknown>[]; wire: string; truncated?: boolean }
@@ -169,6 +169,8 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
   })
 
   it('after every attempt the data is unchanged and the canary is where it was', async () => {
+    // The attempts run here, not only in the rows above: alone or shuffled, this test still follows them.
+    for (const { tool, args } of INJECTIONS) await call(server, server.keys.admin, tool, args)
     expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
     if (pg !== undefined) expect(await pg.query('SELECT value FROM secrets')).toStrictEqual([{ value: DEMO_CANARY }])
   })
@@ -229,6 +231,10 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
 
   if (backend === 'embedded')
     it('the embedded database is stored under the state directory and keeps the canary out of reach', async () => {
+      // The shared server is stopped to open its files, then started again on them: the tests that
+      // run after this one (in any order) find it serving the same data. The query first: the
+      // database opens on first use.
+      expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
       await server.close()
       const db = await PGlite.create(join(server.dir, '.bastion', 'pgdata'))
       try {
@@ -237,5 +243,7 @@ describe.each(['embedded', 'postgres'] as const)('SQL tools over %s', (backend) 
       } finally {
         await db.close()
       }
+      server = await reopenServer(server, config())
+      expect(await counts()).toStrictEqual({ customers: 40, orders: 120, products: 10 })
     })
 })
