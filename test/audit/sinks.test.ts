@@ -114,11 +114,14 @@ describe('PostgreSQL audit sink', () => {
   })
 
   it('a database that goes away after start fails requests closed (503), and the lines are kept for later', async () => {
-    const sink = await PostgresAuditSink.open(PG_URL, table)
+    // A table of its own: its unsealed lines must not reach the replicas' table, whatever the order.
+    const own = `${table}_outage`
+    tables.push(own)
+    const sink = await PostgresAuditSink.open(PG_URL, own)
     sink.write('{"a":1}\n')
     await sink.flush()
     // Kill this sink's own connection from the server side.
-    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE '%${table}%' AND datname = 'test'`)
+    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE '%${own}%' AND datname = 'test'`)
     sink.write('{"a":2}\n')
     await expect(sink.flush()).rejects.toThrow()
     sink.close()

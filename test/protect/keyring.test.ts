@@ -76,6 +76,9 @@ describe('vault tools and secrets rotate', () => {
   })
 
   it('secrets rotate re-encrypts everything under a new key, and the running server keeps reading it', async () => {
+    // Its own entry, whatever ran before.
+    const stored = await callModern(server.url, server.keys.admin, 'store_secret', { name: 'db-password', secret: 'hunter2-CANARY' })
+    expect((stored.body.result as { isError?: boolean }).isError ?? false).toBe(false)
     const vaultFile = join(server.dir, '.bastion', 'vault.json')
     const before = Keyring.keyIdOf((JSON.parse(readFileSync(vaultFile, 'utf8')) as { entries: Record<string, { envelope: string }> }).entries['db-password']?.envelope ?? '')
     writeFileSync(join(server.dir, 'bastion.yaml'), 'auth:\n  resource: https://mcp.test/mcp\n  tokenService: { enabled: true }\n')
