@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -7,7 +7,7 @@ import { parseYaml, validateConfig } from '../src/config/load.js'
 import { configSchema } from '../src/config/schema.js'
 import type { BastionConfigInput } from '../src/index.js'
 import type { Principal } from '../src/principal.js'
-import { BIN } from './helpers/processes.js'
+import { BIN, runProcess } from './helpers/processes.js'
 import { readmeBlock, readmeBlocks, shellCommands } from './helpers/readme.js'
 import { callModern, startServer, type TestServer } from './helpers/server.js'
 
@@ -64,21 +64,7 @@ function cli(cwd: string, args: readonly string[]): { status: number | null; std
 }
 
 /** {@link cli}, not waiting for the others. */
-function cliAsync(cwd: string, args: readonly string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '' } })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString()
-    })
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c.toString()
-    })
-    child.once('error', reject)
-    child.once('close', (status) => resolve({ status, stdout, stderr }))
-  })
-}
+const cliAsync = (cwd: string, args: readonly string[]) => runProcess(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '' } })
 
 const principal = (name: string, roles: string[]): Principal => ({ id: `key:${name}`, kind: 'api-key', name, roles })
 
@@ -156,7 +142,7 @@ describe('README CLI examples', () => {
     const helps = await Promise.all(checks.map(({ command }) => cliAsync(process.cwd(), [...command, '--help'])))
     checks.forEach(({ command, flags }, i) => {
       const r = helps[i]
-      expect(r?.status, `${command.join(' ')} --help: ${r?.stderr}`).toBe(0)
+      expect(r?.code, `${command.join(' ')} --help: ${r?.stderr}`).toBe(0)
       expect(r?.stdout).toContain(`mcp-bastion ${command.join(' ')}`)
       for (const flag of flags) expect(r?.stdout, `${command.join(' ')} --help names ${flag}`).toContain(flag)
     })

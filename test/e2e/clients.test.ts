@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +7,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport as HttpTransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { listeningProcess, runProcess } from '../helpers/processes.js'
 import { readmeBlock, shellCommands } from '../helpers/readme.js'
 import { callModern, post, rpcBody } from '../helpers/server.js'
 
@@ -36,33 +36,9 @@ function npmStart(): Promise<{ url: string; stdout: string; stop(): Promise<void
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-clients-')))
   // The embedded default but for where its state lives (npm runs scripts in the package folder).
   writeFileSync(join(dir, 'bastion.yaml'), `stateDir: ${join(dir, '.bastion')}\n`)
-  const child = spawn('npm', ['start'], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, BASTION_CONFIG: join(dir, 'bastion.yaml'), BASTION_PORT: '0' },
-  })
-  const stopIt = (): Promise<void> =>
-    new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve()
-      child.once('exit', () => resolve())
-      // npm and the server it started: the whole process group.
-      process.kill(-(child.pid ?? 0), 'SIGTERM')
-    })
-  return new Promise((resolve, reject) => {
-    let out = ''
-    let err = ''
-    child.stderr?.on('data', (c: Buffer) => {
-      err += c.toString()
-    })
-    child.stdout?.on('data', (c: Buffer) => {
-      out += c.toString()
-      const m = /listening on (\S+)/.exec(out)
-      if (m?.[1] !== undefined) resolve({ url: m[1], stdout: out, stop: stopIt })
-    })
-    child.once('exit', (code) => reject(new Error(`npm start exited ${code}: ${out}\n${err}`)))
-  })
+  return listeningProcess('npm', ['start'], { cwd: ROOT, group: true, env: { ...process.env, BASTION_CONFIG: join(dir, 'bastion.yaml'), BASTION_PORT: '0' } })
 }
+
 /** The first query creates and seeds the embedded database (PGlite), seconds of work: started at once, alongside the other clients. */
 let warmDatabase: Promise<unknown> = Promise.resolve()
 /** A home of its own: the clients' catalogs, OAuth stores and npm's cache stay out of the real one. */
@@ -90,26 +66,8 @@ afterAll(async () => {
   await stop()
 })
 
-/** Run a command to its end (killed after `timeoutMs`); stdin is closed, as in CI. */
-function run(command: string, args: string[], timeoutMs = 15_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: ROOT, env: clientEnv, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString()
-    })
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c.toString()
-    })
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.once('error', reject)
-    child.once('close', (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
+/** Run a client to its end, in this folder, in the clients' environment. */
+const run = (command: string, args: string[], timeoutMs = 15_000) => runProcess(command, args, { cwd: ROOT, env: clientEnv, timeoutMs })
 
 /** `npx -y @modelcontextprotocol/inspector@2.12.0 --cli URL --transport http --header "Authorization: Bearer $KEY" …`, as the README shows it. */
 const inspector = (header: string, ...args: string[]) => run('npx', ['-y', INSPECTOR, '--cli', url, '--transport', 'http', '--header', header, ...args], 25_000)
@@ -232,19 +190,7 @@ describe('"Try it" and the clients of "Connect a client", as the README shows th
     mkdirSync(folder, { recursive: true })
     const file = join(folder, `connect-sdk-v1-${process.pid}.mjs`)
     writeFileSync(file, readmeBlock('connect-sdk-v1').replaceAll(README_URL, url))
-    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, [file], { env: { ...clientEnv, BASTION_KEY: key }, stdio: ['ignore', 'pipe', 'pipe'] })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (c: Buffer) => {
-        stdout += c.toString()
-      })
-      child.stderr.on('data', (c: Buffer) => {
-        stderr += c.toString()
-      })
-      child.once('error', reject)
-      child.once('close', (code) => resolve({ code, stdout, stderr }))
-    })
+    const r = await runProcess(process.execPath, [file], { env: { ...clientEnv, BASTION_KEY: key } })
     expect(r.code, r.stderr).toBe(0)
     for (const name of TOOLS) expect(r.stdout).toContain(`'${name}'`)
     expect(r.stdout).toContain('try read_file on notes/todo.txt')

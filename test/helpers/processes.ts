@@ -17,14 +17,20 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** A `mcp-bastion serve` process; resolves once it listens, with what it printed until then (a first run's admin key). */
-export function serveProcess(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ url: string; stdout: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+/** A process that says `listening on URL` on stdout; resolves then, with what it printed until then. */
+export function listeningProcess(
+  command: string,
+  args: readonly string[],
+  options: { readonly cwd: string; readonly env?: NodeJS.ProcessEnv; readonly group?: boolean },
+): Promise<{ url: string; stdout: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(command, args, { cwd: options.cwd, detached: options.group === true, stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env })
   const stop = (): Promise<void> =>
     new Promise((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) return resolve()
       child.once('exit', () => resolve())
-      child.kill('SIGTERM')
+      // With `group`, the process and what it started (npm and its script): the whole group.
+      if (options.group === true) process.kill(-(child.pid ?? 0), 'SIGTERM')
+      else child.kill('SIGTERM')
     })
   return new Promise((resolve, reject) => {
     let out = ''
@@ -37,7 +43,37 @@ export function serveProcess(cwd: string, args: string[], env: Record<string, st
       const m = /listening on (\S+)/.exec(out)
       if (m?.[1] !== undefined) resolve({ url: m[1], stdout: out, child, stop })
     })
-    child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}\n${err}`)))
+    child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${out}\n${err}`)))
+  })
+}
+
+/** A `mcp-bastion serve` process; resolves once it listens, with what it printed until then (a first run's admin key). */
+export function serveProcess(cwd: string, args: string[], env: Record<string, string> = {}): Promise<{ url: string; stdout: string; child: ChildProcess; stop(): Promise<void> }> {
+  return listeningProcess(process.execPath, [BIN, 'serve', '--port', '0', ...args], { cwd, env: { ...process.env, ...env } })
+}
+
+/** Run a command to its end (killed after `timeoutMs`, default 15 s); stdin is closed, as in CI. */
+export function runProcess(
+  command: string,
+  args: readonly string[],
+  options: { readonly cwd?: string; readonly env?: NodeJS.ProcessEnv; readonly timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString()
+    })
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString()
+    })
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 15_000)
+    child.once('error', reject)
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
   })
 }
 
