@@ -61,11 +61,13 @@ export interface RunningServer {
  * A bastion: one configuration, one audit trail, one key store, and every registered tool,
  * resource and prompt behind the same pipeline, over HTTP or stdio.
  *
- * Bind, build, serve: {@link createBastion} checks the config and opens the runtime (state,
- * audit, keys, limits backend, authentication, the built-in tools). Registration ends once, at the
- * first of `listen()`, `serverDeps()`, `edge()` or `policy()`: the config is bound to what is
- * registered and every serving part is built in one pass. `listen()` then builds the HTTP edge for
- * the address it bound.
+ * Bind, build, serve: {@link createBastion} checks the config (the built-in tools' sections
+ * too) and opens the runtime (state, audit, keys, limits backend, authentication, what the
+ * built-in tools use). Registration ends once, at the first of `listen()`, `serverDeps()`,
+ * `edge()` or `policy()`: the built-in tools join (those their sections enable; with `enabled`
+ * unset, only when nothing else was registered), the config is bound to what is registered and
+ * every serving part is built in one pass. `listen()` then builds the HTTP edge for the address
+ * it bound, and says where it serves.
  */
 export class Bastion {
   readonly loaded: LoadedConfig
@@ -303,7 +305,7 @@ export class Bastion {
   }
 }
 
-/** Create a bastion: load and validate config, open its runtime, register the built-in tools. */
+/** Create a bastion: load and validate config and open its runtime; the built-in tools join when registration ends. */
 export function createBastion(options: CreateBastionOptions = {}): Promise<Bastion> {
   return Bastion.create(options)
 }
