@@ -25,10 +25,11 @@ export type UseResult =
  * Refresh tokens with rotation (OAuth 2.1 §4.3.1): each use marks the token used and, in the same
  * atomic step, issues its successor. A used token presented again within `retryMs` of its rotation,
  * while that successor is still unused, returns the same successor: the answer to the first
- * attempt may never have arrived (FAPI 2.0 §5.3.2.1: a retry with the previous refresh token must
- * succeed). Any other second use reports the family, which the caller revokes whole. The successor
- * is kept for the window sealed under a key derived from the old token, which the store never holds.
- * Access-token ids can be revoked until their expiry (RFC 7009).
+ * attempt may never have arrived (the FAPI 2.0 Security Profile requires that a retry with the
+ * previous refresh token succeed). Any other second use reports the family, which the caller
+ * revokes whole. The successor is kept for the window only, sealed under a key derived from the old
+ * token, which the store never holds. Access-token ids can be revoked until their expiry (RFC 7009).
+ * Does not check: who presents a token (the caller compares `grant.keyId`, on retries too).
  */
 export interface RefreshStore {
   issue(grant: RefreshGrant): Promise<string>

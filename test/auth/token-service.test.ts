@@ -104,6 +104,15 @@ describe('token service', () => {
     expect((await tokenRequest({ grant_type: 'refresh_token', refresh_token: 'bstr_nope' })).json).toStrictEqual({ error: 'invalid_grant' })
   })
 
+  it('a narrower scope on refresh narrows the access token, not the new refresh token (RFC 6749 §6)', async () => {
+    const { json } = await tokenRequest({ grant_type: 'client_credentials' })
+    const narrow = await tokenRequest({ grant_type: 'refresh_token', refresh_token: json.refresh_token ?? '', scope: 'mcp:read' })
+    expect(narrow.json.scope).toBe('mcp:read')
+    expect(decodeJwt(narrow.json.access_token ?? '').scope).toBe('mcp:read')
+    const full = await tokenRequest({ grant_type: 'refresh_token', refresh_token: narrow.json.refresh_token ?? '' })
+    expect(full.json.scope).toBe('mcp:tools mcp:read')
+  })
+
   it('revoking an access token (RFC 7009) stops it at once, even though it was cached', async () => {
     const { json } = await tokenRequest({ grant_type: 'client_credentials' })
     const token = json.access_token ?? ''
