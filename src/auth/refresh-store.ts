@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { JsonFileView } from '../config/json-file.js'
 import { connectRedis, redisReady } from '../config/redis.js'
@@ -12,16 +12,28 @@ export interface RefreshGrant {
   readonly expiresAt: number
 }
 
-export type UseResult = { readonly status: 'ok'; readonly grant: RefreshGrant } | { readonly status: 'reused'; readonly family: string } | { readonly status: 'invalid' }
+/**
+ * `ok`: the grant and its successor `next` (same grant, RFC 6749 §6); `retried` when the token had
+ * already been rotated within the retry window and `next` is the successor that rotation made.
+ */
+export type UseResult =
+  | { readonly status: 'ok'; readonly grant: RefreshGrant; readonly next: string; readonly retried: boolean }
+  | { readonly status: 'reused'; readonly family: string }
+  | { readonly status: 'invalid' }
 
 /**
- * Refresh tokens with rotation (OAuth 2.1 §4.3.1): each use returns the grant and marks the token
- * used; a second use of the same token reports the family, which the caller revokes whole.
- * Access-token ids can be revoked until their expiry (RFC 7009).
+ * Refresh tokens with rotation (OAuth 2.1 §4.3.1): each use marks the token used and, in the same
+ * atomic step, issues its successor. A used token presented again within `retryMs` of its rotation,
+ * while that successor is still unused, returns the same successor: the answer to the first
+ * attempt may never have arrived (the FAPI 2.0 Security Profile requires that a retry with the
+ * previous refresh token succeed). Any other second use reports the family, which the caller
+ * revokes whole. The successor is kept for the window only, sealed under a key derived from the old
+ * token, which the store never holds. Access-token ids can be revoked until their expiry (RFC 7009).
+ * Does not check: who presents a token (the caller compares `grant.keyId`, on retries too).
  */
 export interface RefreshStore {
   issue(grant: RefreshGrant): Promise<string>
-  use(token: string): Promise<UseResult>
+  use(token: string, retryMs: number): Promise<UseResult>
   revokeFamily(family: string, until: number): Promise<void>
   /** The family of a refresh token and the API key it was issued to. */
   familyOf(token: string): Promise<{ family: string; keyId: string } | undefined>
@@ -34,9 +46,42 @@ export const newFamily = (): string => randomUUID()
 const newToken = (): string => `bstr_${randomBytes(32).toString('base64url')}`
 const hashOf = (token: string): string => createHash('sha256').update(token).digest('hex')
 
+// The successor, kept for the retry window, is sealed (AES-256-GCM) under HMAC(old token, label):
+// only whoever presents the old token can open it. The store holds SHA-256(old token), from which
+// that key cannot be derived, so neither the store nor the keyring yields a usable refresh token.
+const SEAL_LABEL = 'mcp-bastion refresh successor v1'
+const sealKey = (old: string): Buffer => createHmac('sha256', old).update(SEAL_LABEL).digest()
+
+function seal(next: string, old: string): string {
+  const iv = randomBytes(12)
+  const cipher = createCipheriv('aes-256-gcm', sealKey(old), iv)
+  cipher.setAAD(Buffer.from(hashOf(old)))
+  const body = Buffer.concat([cipher.update(next, 'utf8'), cipher.final()])
+  return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url')
+}
+
+/** The sealed successor, or undefined if it does not open with this token. */
+function unseal(sealed: string, old: string): string | undefined {
+  try {
+    const raw = Buffer.from(sealed, 'base64url')
+    const decipher = createDecipheriv('aes-256-gcm', sealKey(old), raw.subarray(0, 12))
+    decipher.setAAD(Buffer.from(hashOf(old)))
+    decipher.setAuthTag(raw.subarray(12, 28))
+    return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8')
+  } catch {
+    return undefined
+  }
+}
+
+interface StoredToken extends RefreshGrant {
+  usedAt: number | null
+  /** Until `retryUntil`: the successor's hash and the successor sealed under this token. */
+  next?: { hash: string; sealed: string; retryUntil: number }
+}
+
 interface StoredFile {
   version: 1
-  tokens: Record<string, RefreshGrant & { usedAt: number | null }>
+  tokens: Record<string, StoredToken>
   families: Record<string, number>
   jtis: Record<string, number>
 }
@@ -56,7 +101,10 @@ function parseFile(value: unknown): StoredFile {
 }
 
 function prune(file: StoredFile, now: number): StoredFile {
-  for (const [h, t] of Object.entries(file.tokens)) if (t.expiresAt <= now || file.families[t.family] !== undefined) delete file.tokens[h]
+  for (const [h, t] of Object.entries(file.tokens)) {
+    if (t.expiresAt <= now || file.families[t.family] !== undefined) delete file.tokens[h]
+    else if (t.next !== undefined && t.next.retryUntil <= now) delete t.next
+  }
   for (const [f, until] of Object.entries(file.families)) if (until <= now) delete file.families[f]
   for (const [j, until] of Object.entries(file.jtis)) if (until <= now) delete file.jtis[j]
   return file
@@ -97,13 +145,22 @@ export class FileRefreshStore implements RefreshStore {
     return token
   }
 
-  async use(token: string): Promise<UseResult> {
+  async use(token: string, retryMs: number): Promise<UseResult> {
     return this.#update((file): UseResult => {
+      const now = Date.now()
       const entry = file.tokens[hashOf(token)]
-      if (entry === undefined || entry.expiresAt <= Date.now()) return { status: 'invalid' }
-      if (entry.usedAt !== null) return { status: 'reused', family: entry.family }
-      entry.usedAt = Date.now()
-      return { status: 'ok', grant: { family: entry.family, keyId: entry.keyId, scopes: entry.scopes, expiresAt: entry.expiresAt } }
+      if (entry === undefined || entry.expiresAt <= now) return { status: 'invalid' }
+      const grant: RefreshGrant = { family: entry.family, keyId: entry.keyId, scopes: entry.scopes, expiresAt: entry.expiresAt }
+      if (entry.usedAt !== null) {
+        const kept = entry.next
+        const open = kept !== undefined && kept.retryUntil > now && file.tokens[kept.hash]?.usedAt === null ? unseal(kept.sealed, token) : undefined
+        return open === undefined ? { status: 'reused', family: entry.family } : { status: 'ok', grant, next: open, retried: true }
+      }
+      const next = newToken()
+      entry.usedAt = now
+      file.tokens[hashOf(next)] = { ...grant, usedAt: null }
+      if (retryMs > 0) entry.next = { hash: hashOf(next), sealed: seal(next, token), retryUntil: now + retryMs }
+      return { status: 'ok', grant, next, retried: false }
     })
   }
 
@@ -133,16 +190,26 @@ export class FileRefreshStore implements RefreshStore {
   async close(): Promise<void> {}
 }
 
-// Atomically: unknown → 0; used → 2 (and the family); else mark used → 1 with the grant.
+// Atomically. KEYS: the token, its retry record, the successor; ARGV: the successor sealed under the
+// token, the retry window in ms. Unknown → 0. Used → 3 with the grant and the sealed successor while
+// the retry record lives (Redis expires it with the window), else 2 with the family. Unused → mark
+// it used, write the successor (the same grant) and the retry record → 1 with the grant.
 const USE_SCRIPT = `
 local v = redis.call('HMGET', KEYS[1], 'family', 'keyId', 'scopes', 'exp', 'used')
 if v[1] == false then return {0} end
-if v[5] == '1' then return {2, v[1]} end
+if v[5] == '1' then
+  local sealed = redis.call('GET', KEYS[2])
+  if sealed then return {3, v[1], v[2], v[3], v[4], sealed} end
+  return {2, v[1]}
+end
 redis.call('HSET', KEYS[1], 'used', '1')
+redis.call('HSET', KEYS[3], 'family', v[1], 'keyId', v[2], 'scopes', v[3], 'exp', v[4], 'used', '0')
+redis.call('PEXPIREAT', KEYS[3], v[4])
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 return {1, v[1], v[2], v[3], v[4]}
 `
 
-type WithUse = Redis & { bastionUseRefresh(key: string): Promise<[number, ...string[]]> }
+type WithUse = Redis & { bastionUseRefresh(token: string, retry: string, next: string, sealed: string, retryMs: string): Promise<[number, ...string[]]> }
 
 /** Refresh tokens in Redis, shared by every replica; the same rotation rule in one atomic script. */
 export class RedisRefreshStore implements RefreshStore {
@@ -151,7 +218,7 @@ export class RedisRefreshStore implements RefreshStore {
 
   constructor(url: string, prefix: string, onError?: (e: Error) => void) {
     const redis = connectRedis(url, { timeoutMs: 1000, label: 'tokens', onError })
-    redis.defineCommand('bastionUseRefresh', { numberOfKeys: 1, lua: USE_SCRIPT })
+    redis.defineCommand('bastionUseRefresh', { numberOfKeys: 3, lua: USE_SCRIPT })
     this.#redis = redis as WithUse
     this.#prefix = prefix
   }
@@ -182,13 +249,29 @@ export class RedisRefreshStore implements RefreshStore {
     return token
   }
 
-  async use(token: string): Promise<UseResult> {
-    const reply = await this.#call(() => this.#redis.bastionUseRefresh(`${this.#prefix}rt:${hashOf(token)}`))
-    const [status, family = '', keyId = '', scopes = '', exp = '0'] = reply
+  async use(token: string, retryMs: number): Promise<UseResult> {
+    const key = `${this.#prefix}rt:${hashOf(token)}`
+    const fresh = newToken()
+    const reply = await this.#call(() => this.#redis.bastionUseRefresh(key, `${key}:retry`, `${this.#prefix}rt:${hashOf(fresh)}`, seal(fresh, token), String(retryMs)))
+    const [status, family = '', keyId = '', scopes = '', exp = '0', sealed = ''] = reply
     if (status === 2) return { status: 'reused', family }
-    if (status !== 1) return { status: 'invalid' }
-    if (Number(exp) <= Date.now() || (await this.#call(() => this.#redis.exists(`${this.#prefix}fam:${family}`))) === 1) return { status: 'invalid' }
-    return { status: 'ok', grant: { family, keyId, scopes: scopes.split(' ').filter((s) => s.length > 0), expiresAt: Number(exp) } }
+    if (status !== 1 && status !== 3) return { status: 'invalid' }
+    const grant: RefreshGrant = { family, keyId, scopes: scopes.split(' ').filter((s) => s.length > 0), expiresAt: Number(exp) }
+    if (status === 1) {
+      if (grant.expiresAt <= Date.now() || (await this.#call(() => this.#redis.exists(`${this.#prefix}fam:${family}`))) === 1) return { status: 'invalid' }
+      return { status: 'ok', grant, next: fresh, retried: false }
+    }
+    // A retry: the successor that rotation wrote, if it opens with this token and is still unused.
+    const next = unseal(sealed, token)
+    if (next === undefined) return { status: 'reused', family }
+    // Each call throws ERR_AUTH_UNAVAILABLE on failure: a store error is a 503 to retry, never a reuse.
+    const [used, revoked] = await Promise.all([
+      this.#call(() => this.#redis.hget(`${this.#prefix}rt:${hashOf(next)}`, 'used')),
+      this.#call(() => this.#redis.exists(`${this.#prefix}fam:${family}`)),
+    ])
+    if (grant.expiresAt <= Date.now() || revoked === 1) return { status: 'invalid' }
+    if (used !== '0') return { status: 'reused', family }
+    return { status: 'ok', grant, next, retried: true }
   }
 
   async familyOf(token: string): Promise<{ family: string; keyId: string } | undefined> {

@@ -166,6 +166,7 @@ export async function setupAuth(input: {
           apiKeys,
           accessTokenSeconds: ts.accessTokenSeconds,
           refreshTokenSeconds: ts.refreshTokenSeconds,
+          refreshRetrySeconds: ts.refreshRetrySeconds,
           scopesSupported: auth.scopes.supported,
           cache,
           audit: input.audit,

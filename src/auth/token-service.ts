@@ -20,6 +20,8 @@ export interface TokenServiceOptions {
   readonly apiKeys: ApiKeyAuthenticator
   readonly accessTokenSeconds: number
   readonly refreshTokenSeconds: number
+  /** A refresh token presented again this soon after its rotation, by the same client, gets the same successor. */
+  readonly refreshRetrySeconds: number
   readonly scopesSupported: readonly string[]
   readonly cache: TokenCache
   readonly audit: AuditLog
@@ -44,7 +46,10 @@ const NO_STORE = { 'content-type': 'application/json', 'cache-control': 'no-stor
  *   whole key (`client_secret_basic` or `client_secret_post`) → an ES256 JWT access token
  *   (RFC 9068, audience = this resource, default 15 min) and a refresh token.
  * - `refresh_token`: rotation on every use (OAuth 2.1 §4.3.1); presenting a used refresh token
- *   revokes its whole family and is audited as an alert.
+ *   revokes its whole family and is audited as an alert, unless it is the same client's retry
+ *   within `refreshRetrySeconds` while the successor is unused: that gets the same successor
+ *   and a fresh access token (the first answer may have been lost to a deadline or a dropped
+ *   connection; FAPI 2.0 requires such a retry to succeed).
  * - `POST /oauth/revoke` (RFC 7009), metadata (RFC 8414) and the JWKS.
  * Does not check: end users (there is no authorization code grant: use an IdP for people).
  */
@@ -110,7 +115,8 @@ export class TokenService {
     return { form, principal, keyId: parsed.id }
   }
 
-  async #issue(principal: Principal, keyId: string, scopes: readonly string[], family: string, familyExpiresAt: number): Promise<Record<string, unknown>> {
+  /** The token response: a new access token with the refresh token it goes with. */
+  async #respond(principal: Principal, keyId: string, scopes: readonly string[], refreshToken: string): Promise<Record<string, unknown>> {
     const o = this.#o
     const { kid, key } = await o.keys.signer()
     const jti = randomUUID()
@@ -128,7 +134,6 @@ export class TokenService {
       .setExpirationTime(`${o.accessTokenSeconds}s`)
       .setJti(jti)
       .sign(key)
-    const refreshToken = await o.store.issue({ family, keyId, scopes, expiresAt: familyExpiresAt })
     return { access_token: accessToken, token_type: 'Bearer', expires_in: o.accessTokenSeconds, refresh_token: refreshToken, scope: scopes.join(' ') }
   }
 
@@ -154,7 +159,8 @@ export class TokenService {
       if (grant === 'client_credentials') {
         const scopes = this.#scopes(form.get('scope'), this.#o.scopesSupported)
         const family = newFamily()
-        const body = await this.#issue(principal, keyId, scopes, family, Date.now() + this.#o.refreshTokenSeconds * 1000)
+        const refreshToken = await this.#o.store.issue({ family, keyId, scopes, expiresAt: Date.now() + this.#o.refreshTokenSeconds * 1000 })
+        const body = await this.#respond(principal, keyId, scopes, refreshToken)
         ctx.audit.allow('token.issued')
         ctx.audit.note({ grant, family, scope: scopes.join(' ') })
         return new Response(JSON.stringify(body), { headers: NO_STORE })
@@ -162,30 +168,34 @@ export class TokenService {
       if (grant === 'refresh_token') {
         const presented = form.get('refresh_token')
         if (presented === null) throw new OAuthError('invalid_request', 400, 'refresh_token missing')
-        const used = await this.#o.store.use(presented)
-        if (used.status === 'reused') {
-          await this.#o.store.revokeFamily(used.family, Date.now() + this.#o.refreshTokenSeconds * 1000)
+        const used = await this.#o.store.use(presented, this.#o.refreshRetrySeconds * 1000)
+        // A retry is honoured for the client the token was issued to only: from another, it is reuse.
+        const reused = used.status === 'reused' ? used.family : used.status === 'ok' && used.retried && used.grant.keyId !== keyId ? used.grant.family : undefined
+        if (reused !== undefined) {
+          await this.#o.store.revokeFamily(reused, Date.now() + this.#o.refreshTokenSeconds * 1000)
           this.#o.audit.record({
             event: 'alert',
             alert: 'token.refresh_reused',
             requestId: ctx.requestId,
             principal: principal.id,
-            family: used.family,
+            family: reused,
             decision: 'deny',
             reason: 'ERR_AUTH_REVOKED',
           })
-          ctx.audit.note({ family: used.family, familyRevoked: true })
-          throw new OAuthError('invalid_grant', 400, `refresh token reused: family ${used.family} revoked`)
+          ctx.audit.note({ family: reused, familyRevoked: true })
+          throw new OAuthError('invalid_grant', 400, `refresh token reused: family ${reused} revoked`)
         }
         if (used.status !== 'ok') throw new OAuthError('invalid_grant', 400, 'unknown or expired refresh token')
         if (used.grant.keyId !== keyId) {
           await this.#o.store.revokeFamily(used.grant.family, used.grant.expiresAt)
           throw new OAuthError('invalid_grant', 400, `refresh token of another client (family ${used.grant.family} revoked)`)
         }
+        // The new refresh token keeps the grant's scopes (RFC 6749 §6); `scope` narrows the access token.
+        // On a retry the access token is a new one: none is stored, and its lifetime starts now.
         const scopes = this.#scopes(form.get('scope'), used.grant.scopes)
-        const body = await this.#issue(principal, keyId, scopes, used.grant.family, used.grant.expiresAt)
+        const body = await this.#respond(principal, keyId, scopes, used.next)
         ctx.audit.allow('token.refreshed')
-        ctx.audit.note({ grant, family: used.grant.family, scope: scopes.join(' ') })
+        ctx.audit.note({ grant, family: used.grant.family, scope: scopes.join(' '), ...(used.retried ? { retried: true } : {}) })
         return new Response(JSON.stringify(body), { headers: NO_STORE })
       }
       throw new OAuthError('unsupported_grant_type', 400, `grant_type ${JSON.stringify((grant ?? '').slice(0, 64))}`)

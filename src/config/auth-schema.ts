@@ -89,6 +89,8 @@ export const oauthShape = {
       enabled: z.boolean().default(false),
       accessTokenSeconds: seconds(60, 86_400, 900),
       refreshTokenSeconds: seconds(300, 31_536_000, 2_592_000),
+      /** A refresh token presented again this soon after its rotation, by the same client, gets the same new one (0: never). */
+      refreshRetrySeconds: seconds(0, 60, 10),
       /** Refresh tokens: the state directory, or Redis shared by replicas. */
       store: z.enum(['embedded', 'redis']).default('embedded'),
       redis: z.strictObject({ url: secretRef, keyPrefix: z.string().max(64).default('bastion:tokens:') }).optional(),

@@ -73,14 +73,17 @@ describe('token service', () => {
     const second = await tokenRequest({ grant_type: 'refresh_token', refresh_token: first.json.refresh_token ?? '' })
     expect(second.status).toBe(200)
     expect(second.json.refresh_token).not.toBe(first.json.refresh_token)
+    const third = await tokenRequest({ grant_type: 'refresh_token', refresh_token: second.json.refresh_token ?? '' })
+    expect(third.status).toBe(200)
+    // The first token again, its successor already used: not a retry (test/faults/refresh-stall.test.ts), a reuse.
     const reuse = await tokenRequest({ grant_type: 'refresh_token', refresh_token: first.json.refresh_token ?? '' })
     expect(reuse.status).toBe(400)
     expect(reuse.json).toStrictEqual({ error: 'invalid_grant' })
     expect(since().find((l) => l.event === 'alert')).toMatchObject({ alert: 'token.refresh_reused', decision: 'deny' })
     // The whole family is gone, including the token issued by the legitimate rotation.
-    expect((await tokenRequest({ grant_type: 'refresh_token', refresh_token: second.json.refresh_token ?? '' })).status).toBe(400)
+    expect((await tokenRequest({ grant_type: 'refresh_token', refresh_token: third.json.refresh_token ?? '' })).status).toBe(400)
     const stored = readFileSync(join(server.dir, '.bastion', 'refresh-tokens.json'), 'utf8')
-    expect(stored).not.toContain(second.json.refresh_token ?? 'never')
+    for (const t of [first, second, third]) expect(stored).not.toContain(t.json.refresh_token ?? 'never')
     expect(JSON.stringify(server.audit())).not.toContain(first.json.access_token ?? 'never')
   })
 
@@ -99,6 +102,15 @@ describe('token service', () => {
     expect((await tokenRequest({ grant_type: 'password' })).json).toStrictEqual({ error: 'unsupported_grant_type' })
     expect((await tokenRequest({ grant_type: 'client_credentials', scope: 'mcp:everything' })).json).toStrictEqual({ error: 'invalid_scope' })
     expect((await tokenRequest({ grant_type: 'refresh_token', refresh_token: 'bstr_nope' })).json).toStrictEqual({ error: 'invalid_grant' })
+  })
+
+  it('a narrower scope on refresh narrows the access token, not the new refresh token (RFC 6749 §6)', async () => {
+    const { json } = await tokenRequest({ grant_type: 'client_credentials' })
+    const narrow = await tokenRequest({ grant_type: 'refresh_token', refresh_token: json.refresh_token ?? '', scope: 'mcp:read' })
+    expect(narrow.json.scope).toBe('mcp:read')
+    expect(decodeJwt(narrow.json.access_token ?? '').scope).toBe('mcp:read')
+    const full = await tokenRequest({ grant_type: 'refresh_token', refresh_token: narrow.json.refresh_token ?? '' })
+    expect(full.json.scope).toBe('mcp:tools mcp:read')
   })
 
   it('revoking an access token (RFC 7009) stops it at once, even though it was cached', async () => {
