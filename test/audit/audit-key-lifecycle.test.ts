@@ -74,11 +74,16 @@ describe('a missing or replaced audit key with an existing trail refuses to star
     )
   })
 
-  it('the same key, or no trail yet: starts (a first start makes the key)', async () => {
+  it('the same key, or no trail yet: starts (a first start makes the key); each writer names its key by id in audit.opened', async () => {
     const dir = tmp()
     await trailIn(dir)
     await trailIn(dir)
-    expect(verifyAudit(files(dir), keyOf(join(dir, '.bastion', 'audit.key')))).toMatchObject({ ok: true, writers: 2 })
+    const key = keyOf(join(dir, '.bastion', 'audit.key'))
+    expect(verifyAudit(files(dir), key)).toMatchObject({ ok: true, writers: 2 })
+    const opened = (files(dir)[0]?.text ?? '').split('\n').filter((l) => l.includes('"event":"audit.opened"'))
+    expect(opened.map((l) => (JSON.parse(l) as { kid?: unknown }).kid)).toStrictEqual([auditKeyId(key), auditKeyId(key)])
+    expect(auditKeyId(key)).toMatch(/^ak_[0-9a-f]{16}$/)
+    expect(files(dir)[0]?.text).not.toContain(key.toString('utf8'))
   })
 
   it('postgres: a table holding lines sealed under another key refuses the start', async () => {
@@ -147,7 +152,7 @@ describe('rotation: a hand-over line MACed by both keys', () => {
       problem: { line: last + 1, reason: `MAC does not match under audit key ${auditKeyId(next)}: the line was edited or forged` },
     })
     const at = lines.findIndex((l) => l.includes('"event":"audit.key-rotated"'))
-    // The new key id swapped in the hand-over: the old key's MAC catches it.
+    // A field of the hand-over edited: the old key's MAC catches it.
     const edited = lines.map((l, i) => (i === at ? l.replace('"oldKey":"held"', '"oldKey":"lost"') : l)).join('\n')
     expect(verifyAudit([{ name: 'audit.jsonl', text: edited }], [next, old])).toMatchObject({
       ok: false,
