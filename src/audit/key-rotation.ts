@@ -28,12 +28,18 @@ export interface KeyRotation {
  * new key only and says `oldKey: "lost"`; lines before it then verify only with the old key.
  * Does not check: that no server is writing the trail meanwhile (stop it first: a running writer
  * keeps the old key, and the next start refuses).
- * @throws ConfigError when `audit.key` is configured (rotate-key manages only the state folder's key)
+ * @throws ConfigError when `audit.key` is configured (rotate-key manages only the state folder's key),
+ * or the sink is postgres (the hand-over would not reach the table)
  */
 export function rotateAuditKey(loaded: LoadedConfig): KeyRotation {
   if (loaded.config.audit.key !== undefined)
     throw new ConfigError(
       `config ${loaded.source}: audit.key is set in the config: audit rotate-key makes and keeps only <stateDir>/audit.key; remove audit.key from the config to use it`,
+    )
+  // The hand-over goes where CLI commands write: the file. A table's last line would stay under the old key.
+  if (loaded.config.audit.sink === 'postgres')
+    throw new ConfigError(
+      `config ${loaded.source}: audit.sink is postgres: audit rotate-key writes its hand-over to the audit file only, so the table would stay sealed under the old key`,
     )
   const file = statePath(loaded, 'audit.key')
   const trailFile = statePath(loaded, loaded.config.audit.file)

@@ -174,4 +174,11 @@ describe('rotation: a hand-over line MACed by both keys', () => {
     // With the old key found again, the whole trail verifies.
     expect(verifyAudit(files(dir), [next, old])).toMatchObject({ ok: true, writers: 3 })
   })
+
+  it('refused where the hand-over cannot go: a configured audit.key, or the postgres sink', () => {
+    const dir = tmp()
+    expect(() => rotateAuditKey(embeddedConfig({ audit: { key: { env: 'AUDIT_KEY' } } }, dir))).toThrow(/audit\.key is set in the config/)
+    expect(() => rotateAuditKey(embeddedConfig({ audit: { sink: 'postgres', postgres: { url: { env: 'AUDIT_PG' }, table: 't' } } }, dir))).toThrow(/audit\.sink is postgres/)
+    expect(existsSync(join(dir, '.bastion'))).toBe(false)
+  })
 })
