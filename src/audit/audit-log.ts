@@ -200,7 +200,7 @@ export class AuditLog {
     const { ts: _ignored, ...rest } = fields as AuditFields & { ts?: unknown }
     try {
       if (this.#chain !== undefined && !this.#opened) {
-        this.#write({ event: 'audit.opened', decision: 'allow', reason: 'OK', pid: process.pid })
+        this.#write({ event: 'audit.opened', decision: 'allow', reason: 'OK', pid: process.pid, kid: this.#chain.kid })
         this.#opened = true
       }
       this.#write(rest)

@@ -1,20 +1,22 @@
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { readAuditKey, readAuditKeyFile } from '../audit/audit-key.js'
+import { keptAuditKeys, readAuditKey, readAuditKeyFile } from '../audit/audit-key.js'
 import { verifyAudit } from '../audit/chain.js'
+import { rotateAuditKey } from '../audit/key-rotation.js'
 import { PostgresAuditSink } from '../audit/sinks.js'
 import { ConfigError, type LoadedConfig, loadConfigFile, readSecret, statePath } from '../config/load.js'
 import { AUDIT_VERIFY } from './commands.js'
 import { loadConfig } from './config-path.js'
 import { EXIT, type Parsed, UsageError } from './usage.js'
 
-/** Where the key was looked for, when none was found (for the one line `audit verify` prints). */
-type KeyLookup = { readonly key: Buffer } | { readonly looked: string }
+/** The keys found, the current one first; or where the key was looked for, when none was found (for the one line `audit verify` prints). */
+type KeyLookup = { readonly keys: readonly Buffer[] } | { readonly looked: string }
 
-/** The key a config names: `audit.key`, else `<stateDir>/audit.key` if it exists. Creates nothing. */
+/** The key a config names: `audit.key`, else `<stateDir>/audit.key` if it exists, and the old keys kept in the state folder. Creates nothing. */
 function keyOfConfig(loaded: LoadedConfig): KeyLookup {
   const key = readAuditKey(loaded)
-  return key === undefined ? { looked: statePath(loaded, 'audit.key') } : { key }
+  const file = statePath(loaded, 'audit.key')
+  return key === undefined ? { looked: file } : { keys: [key, ...keptAuditKeys(dirname(file))] }
 }
 
 /**
@@ -23,18 +25,23 @@ function keyOfConfig(loaded: LoadedConfig): KeyLookup {
  * default layout). Never creates a key: a key made now could only report an intact log as forged.
  */
 function findKey(p: Parsed, firstFile: string | undefined, pgConfig: LoadedConfig | undefined): KeyLookup {
-  const keyFile = p.string('key')
-  if (keyFile !== undefined) {
-    const key = readAuditKeyFile(keyFile)
-    if (key === undefined) throw new UsageError(AUDIT_VERIFY, `--key ${keyFile}: no such file`)
-    return { key }
+  const keyFiles = p.strings('key')
+  if (keyFiles.length > 0) {
+    // Exactly the keys given: no kept old keys are added beside them.
+    return {
+      keys: keyFiles.map((keyFile) => {
+        const key = readAuditKeyFile(keyFile)
+        if (key === undefined) throw new UsageError(AUDIT_VERIFY, `--key ${keyFile}: no such file`)
+        return key
+      }),
+    }
   }
   const configFile = p.string('config')
   if (configFile !== undefined) return keyOfConfig(loadConfigFile(configFile))
   if (pgConfig !== undefined) return keyOfConfig(pgConfig)
   const beside = join(dirname(firstFile ?? '.'), 'audit.key')
   const key = readAuditKeyFile(beside)
-  return key === undefined ? { looked: beside } : { key }
+  return key === undefined ? { looked: beside } : { keys: [key, ...keptAuditKeys(dirname(beside))] }
 }
 
 function readAuditFiles(files: readonly string[]): { name: string; text: string }[] {
@@ -60,13 +67,13 @@ export async function auditVerify(p: Parsed): Promise<number> {
   const texts = files.length > 0 ? readAuditFiles(files) : []
   const found = findKey(p, files[0], pgLoaded)
   const what = files[0] ?? `postgres table ${pgConfig?.table ?? ''}`
-  if (!('key' in found)) {
+  if (!('keys' in found)) {
     process.stderr.write(`mcp-bastion audit verify: no audit key found for ${what} (looked for ${found.looked}); pass --key FILE or --config FILE\n`)
     return EXIT.noAuditKey
   }
   if (pgLoaded !== undefined && pgConfig !== undefined)
     texts.push({ name: pgConfig.table, text: await PostgresAuditSink.readAll(readSecret(pgLoaded, pgConfig.url, 'audit.postgres.url'), pgConfig.table) })
-  const report = verifyAudit(texts, found.key)
+  const report = verifyAudit(texts, found.keys)
   if (!report.ok) {
     const problem = report.problem
     process.stdout.write(`FAIL ${problem?.file}:${problem?.line}: ${problem?.reason} (${report.lines} lines verified before it)\n`)
@@ -74,5 +81,20 @@ export async function auditVerify(p: Parsed): Promise<number> {
   }
   const open = report.open.length === 0 ? '' : `; ${report.open.length} writer(s) without audit.closed (running, crashed, or the tail was cut): ${report.open.join(', ')}`
   process.stdout.write(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${open}\n`)
+  return EXIT.ok
+}
+
+/**
+ * `audit rotate-key`: a new audit key and a hand-over line in the trail (audit/key-rotation.ts).
+ * Exit 0; a configured `audit.key` is a config error (2).
+ */
+export function auditRotateKey(p: Parsed): number {
+  const r = rotateAuditKey(loadConfig(p.string('config')))
+  const kept = r.kept === undefined ? '' : `; the previous key is kept as ${r.kept}`
+  process.stdout.write(`audit key ${r.newKid} is active${r.oldKid === null ? '' : ` (after ${r.oldKid})`}${kept}\n`)
+  if (r.oldKey === 'lost')
+    process.stderr.write(
+      `mcp-bastion audit rotate-key: the key the trail was sealed under${r.oldKid === null ? '' : ` (${r.oldKid})`} is not here: the hand-over is sealed under the new key only, and lines before it verify only with the old key (put it beside audit.key as audit.key.<kid>.old, or pass it with --key)\n`,
+    )
   return EXIT.ok
 }

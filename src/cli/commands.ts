@@ -73,16 +73,26 @@ export const CONFIG_CHECK: CommandSpec = {
 export const AUDIT_VERIFY: CommandSpec = {
   name: 'audit verify',
   brief: "verify the audit trail's hash chain and MACs",
-  usage: ['audit verify FILE [FILE…] [--key FILE | --config FILE]', 'audit verify --postgres [--key FILE] [--config FILE]'],
+  usage: ['audit verify FILE [FILE…] [--key FILE [--key FILE…] | --config FILE]', 'audit verify --postgres [--key FILE [--key FILE…]] [--config FILE]'],
   summary:
-    "Verify the hash chains and MACs of audit files (oldest first: rotated files audit.jsonl.<time>.<n>, then audit.jsonl). The key is --key, else --config's audit.key or <stateDir>/audit.key, else the audit.key beside the first FILE. Reads only; creates no key.",
+    "Verify the hash chains and MACs of audit files (oldest first: rotated files audit.jsonl.<time>.<n>, then audit.jsonl). The keys are --key, else --config's audit.key or <stateDir>/audit.key, else the audit.key beside the first FILE, each with the old keys audit rotate-key kept beside it (audit.key.<kid>.old). Each line is checked under the key its writer names by id: a key id not given is 'wrong key', a MAC that fails under a key given is forged. Reads only; creates no key.",
   flags: [
-    { name: 'key', value: 'FILE', help: 'the audit MAC key file (as <stateDir>/audit.key holds it)' },
+    { name: 'key', value: 'FILE', multiple: true, help: 'an audit MAC key file (as <stateDir>/audit.key holds it); repeat for old keys' },
     { name: 'config', value: 'FILE', help: 'take the key from this config (audit.key, else <stateDir>/audit.key)' },
     { name: 'postgres', help: "verify the config's audit.postgres table instead of files" },
   ],
   positionals: { name: 'FILE', min: 0, max: Number.POSITIVE_INFINITY },
   examples: ['mcp-bastion audit verify .bastion/audit.jsonl.* .bastion/audit.jsonl', 'mcp-bastion audit verify /var/log/bastion/audit.jsonl --key /etc/bastion/audit.key'],
+}
+
+export const AUDIT_ROTATE_KEY: CommandSpec = {
+  name: 'audit rotate-key',
+  brief: 'a new audit key, handed over in the trail',
+  usage: ['audit rotate-key [--config FILE]'],
+  summary:
+    'Make a new audit key (<stateDir>/audit.key, 0600, written atomically) and keep the old one as audit.key.<kid>.old. The trail gets a hand-over line, audit.key-rotated, MACed by the old key (mac) and the new one (macNext), so audit verify follows the chain across it. If the key the trail is sealed under is missing or was replaced, this starts a new key deliberately: lines before it then verify only with the old key. Stop the server first.',
+  flags: [CONFIG],
+  examples: ['mcp-bastion audit rotate-key --config bastion.yaml'],
 }
 
 export const SECRETS_ROTATE: CommandSpec = {
@@ -166,7 +176,7 @@ export const GROUPS: ReadonlyMap<string, CommandGroup> = new Map(
   [
     group('keys', 'API keys', [KEYS_CREATE, KEYS_LIST, KEYS_REVOKE, KEYS_ROTATE_SIGNING]),
     group('config', 'the config file', [CONFIG_CHECK]),
-    group('audit', 'the audit trail', [AUDIT_VERIFY]),
+    group('audit', 'the audit trail', [AUDIT_VERIFY, AUDIT_ROTATE_KEY]),
     group('secrets', 'encryption keys', [SECRETS_ROTATE]),
     group('policy', 'policies, offline', [POLICY_CHECK, POLICY_EXPLAIN, POLICY_REPLAY]),
   ].map((g) => [g.name, g]),

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { auditKey } from '../audit/audit-key.js'
+import { fileTrailTail, writerAuditKey } from '../audit/audit-key.js'
 import { AuditLog, FileAuditSink } from '../audit/audit-log.js'
 import { KeyStore } from '../auth/key-store.js'
 import { SigningKeys } from '../auth/signing-keys.js'
@@ -15,9 +15,14 @@ function keyStore(loaded: LoadedConfig): KeyStore {
   return new KeyStore(statePath(loaded, loaded.config.auth.keysFile), [], 0)
 }
 
-/** The audit trail a command that changes state records to (creating the state folder and audit key). */
+/**
+ * The audit trail a command that changes state records to (creating the state folder and audit
+ * key). @throws ConfigError when the trail is sealed under another key than the current one
+ */
 export function auditTrail(loaded: LoadedConfig): AuditLog {
-  return new AuditLog(new FileAuditSink(statePath(loaded, loaded.config.audit.file), { maxBytes: loaded.config.audit.maxBytes }), undefined, auditKey(loaded))
+  const file = statePath(loaded, loaded.config.audit.file)
+  const key = writerAuditKey(loaded, process.env, fileTrailTail(file))
+  return new AuditLog(new FileAuditSink(file, { maxBytes: loaded.config.audit.maxBytes }), undefined, key)
 }
 
 const DATE = z.iso.datetime({ offset: true }).or(z.iso.date())
@@ -101,9 +106,10 @@ export async function keysRotateSigning(p: Parsed): Promise<number> {
   const loaded = loadConfig(p.string('config'))
   const { tokenService } = loaded.config.auth
   const keys = new SigningKeys(statePath(loaded, tokenService.signingKeysFile), tokenService.accessTokenSeconds, () => keyringFor(loaded))
+  // Opened first: a trail sealed under another key refuses before anything changes.
+  const audit = auditTrail(loaded)
   await keys.init()
   const kid = await keys.rotate()
-  const audit = auditTrail(loaded)
   audit.record({ event: 'signing-key.rotated', kid, decision: 'allow', reason: 'OK', transport: 'cli' })
   audit.close()
   process.stdout.write(`signing key ${kid} now signs; older keys verify for ${tokenService.accessTokenSeconds} s more\n`)

@@ -3,6 +3,7 @@ import { SecurityError } from '../errors.js'
 import { VERSION } from '../version.js'
 import {
   ALL_COMMANDS,
+  AUDIT_ROTATE_KEY,
   AUDIT_VERIFY,
   CONFIG_CHECK,
   type CommandGroup,
@@ -32,6 +33,7 @@ const RUN = new Map<CommandSpec, () => Promise<Run>>([
   [KEYS_ROTATE_SIGNING, async () => (await import('./keys.js')).keysRotateSigning],
   [CONFIG_CHECK, async () => (await import('./config-check.js')).configCheck],
   [AUDIT_VERIFY, async () => (await import('./audit.js')).auditVerify],
+  [AUDIT_ROTATE_KEY, async () => (await import('./audit.js')).auditRotateKey],
   [SECRETS_ROTATE, async () => (await import('./secrets.js')).secretsRotate],
   [POLICY_CHECK, async () => (await import('./policy.js')).policyCheck],
   [POLICY_EXPLAIN, async () => (await import('./policy.js')).policyExplain],

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { AlertEngine, type Webhook } from '../audit/alerts.js'
-import { auditKey } from '../audit/audit-key.js'
+import { fileTrailTail, sinkTrailTail, writerAuditKey } from '../audit/audit-key.js'
 import { AuditLog, type AuditSink, FileAuditSink } from '../audit/audit-log.js'
 import { operatorLog } from '../audit/operator-log.js'
 import { PostgresAuditSink, StdoutAuditSink } from '../audit/sinks.js'
@@ -158,11 +158,23 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     limiter ??= await rateLimiterFor(loaded, env, log)
     if (config.limits.dangerouslyFailOpen) log.warn('limits.dangerouslyFailOpen: requests are admitted without rate limits while the rate-limit backend is down')
     const sink = options.auditSink ?? (await auditSinkFor(loaded, env, log))
+    // Before anything is created: an existing trail sealed under another key refuses the start.
+    const auditFile = statePath(loaded, config.audit.file)
+    const where = config.audit.sink === 'postgres' && options.auditSink === undefined ? `postgres table ${config.audit.postgres?.table ?? ''}` : 'the audit sink'
+    let chainKey: Buffer
+    try {
+      chainKey = writerAuditKey(loaded, env, sink === undefined ? fileTrailTail(auditFile) : sinkTrailTail(where, sink.lastLine?.()))
+    } catch (error) {
+      // No AuditLog owns the sink yet: close the one opened here (a caller's sink stays theirs).
+      if (options.auditSink === undefined) sink?.close()
+      await sink?.whenClosed?.()
+      throw error
+    }
     ensureState(statePath(loaded, '.'), undefined)
     const trail = new AuditLog(
-      sink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
+      sink ?? new FileAuditSink(auditFile, { maxBytes: config.audit.maxBytes }),
       undefined,
-      auditKey(loaded, env),
+      chainKey,
       redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),
     )
     audit = trail

@@ -117,7 +117,7 @@ describe('usage mistakes: one line on stderr naming the problem, then the usage;
     { args: ['keys'], line: 'mcp-bastion keys: missing subcommand (create, list, revoke, rotate-signing)' },
     { args: ['keys', 'delete'], line: 'mcp-bastion keys: unknown subcommand "delete" (create, list, revoke, rotate-signing)' },
     { args: ['policy', 'simulate'], line: 'mcp-bastion policy: unknown subcommand "simulate" (check, explain, replay)' },
-    { args: ['audit', '--frob'], line: 'mcp-bastion audit: unknown subcommand "--frob" (verify)' },
+    { args: ['audit', '--frob'], line: 'mcp-bastion audit: unknown subcommand "--frob" (verify, rotate-key)' },
   ])('$args.0 $args.1: the subcommands, exit 2', ({ args, line }) => {
     const r = cli(dir, args)
     expect(r.status).toBe(2)
