@@ -34,11 +34,12 @@ export async function serve(p: Parsed): Promise<void> {
   const announce = { write: (text: string) => (auditOnStdout ? process.stderr : process.stdout).write(text) }
   const bastion = await createBastion({ ...(path === undefined ? {} : { config: path }), announce })
   auditOnStdout = bastion.loaded.config.audit.sink === 'stdout'
-  await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
+  // Before listening: a signal that follows the listening line closes the trail (audit.closed).
   const stop = async (): Promise<void> => {
     await bastion.close()
     process.exit(0)
   }
   process.once('SIGINT', () => void stop())
   process.once('SIGTERM', () => void stop())
+  await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
 }
