@@ -143,6 +143,10 @@ describe('policy hot reload takes whole files only', () => {
     await writeLineByLine(tmp, A, (i) => (i === long ? 4 * INTERVAL : 20))
     renameSync(tmp, file)
     await waitFor(() => server.bastion.policy().version === vA, { what: 'version A', timeoutMs: 5000 })
-    expect(after().filter((l) => l.event === 'policy.loaded').map((l) => l.policy)).toStrictEqual([vA])
+    expect(
+      after()
+        .filter((l) => l.event === 'policy.loaded')
+        .map((l) => l.policy),
+    ).toStrictEqual([vA])
   })
 })
