@@ -1,6 +1,11 @@
-import { closeSync, mkdirSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, utimesSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Bastion, createBastion } from '../../src/index.js'
 import { callModern, startServer, type TestServer } from '../helpers/server.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -22,21 +27,31 @@ const version = (tag: string): string => `rules:
 `
 const A = version('a')
 const B = version('b')
-const INTERVAL = 100
+const INTERVAL = 250
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** Truncate `file`, then write `text` one line at a time, `pause(i)` ms after line i. */
+// The writer is a process of its own, as an editor or a config-management tool is: the server's
+// load in this process does not stretch its pauses.
+const WRITER = `
+const { openSync, writeSync, closeSync } = require('node:fs')
+const [file, text, pauses] = JSON.parse(process.argv[1])
+const lines = text.split('\\n').slice(0, -1)
+const fd = openSync(file, 'w')
+let i = 0
+const next = () => {
+  if (i === lines.length) return closeSync(fd)
+  writeSync(fd, lines[i] + '\\n')
+  setTimeout(next, pauses[i++])
+}
+next()
+`
+
+/** Truncate `file`, then write `text` one line at a time, `pause(i)` ms after line i, from another process. */
 async function writeLineByLine(file: string, text: string, pause: (i: number) => number): Promise<void> {
-  const fd = openSync(file, 'w')
-  try {
-    const lines = text.split('\n').slice(0, -1)
-    for (const [i, line] of lines.entries()) {
-      writeSync(fd, `${line}\n`)
-      await sleep(pause(i))
-    }
-  } finally {
-    closeSync(fd)
-  }
+  const pauses = text.split('\n').map((_, i) => pause(i))
+  const child = spawn(process.execPath, ['-e', WRITER, JSON.stringify([file, text, pauses])], { stdio: 'inherit' })
+  const [code] = (await once(child, 'exit')) as [number | null]
+  expect(code).toBe(0)
 }
 
 describe('policy hot reload takes whole files only', () => {
@@ -148,5 +163,77 @@ describe('policy hot reload takes whole files only', () => {
         .filter((l) => l.event === 'policy.loaded')
         .map((l) => l.policy),
     ).toStrictEqual([vA])
+  })
+})
+
+describe('a running server that refuses a corrupted key store or keyring says so and keeps the last good one', () => {
+  let dir: string
+  let bastion: Bastion
+  let url: string
+  let admin: string
+  const logs: Record<string, unknown>[] = []
+  const audit = (): Record<string, unknown>[] =>
+    readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+  beforeAll(async () => {
+    dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-reload-')))
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) })
+    bastion = await createBastion({
+      baseDir: dir,
+      logger,
+      announce: false,
+      config: { roles: { admin: { permissions: ['*'] } }, auth: { reloadIntervalMs: 50 }, alerts: { rules: [] }, vault: { enabled: true }, sql: { enabled: false } },
+    })
+    url = (await bastion.listen({ host: '127.0.0.1', port: 0 })).url
+    admin = bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
+  })
+  afterAll(async () => {
+    await bastion?.close()
+  })
+
+  /** Overwrite `path` with `text` dated a minute ago: a file that has stood still. */
+  const corrupt = (path: string, text: string): void => {
+    writeFileSync(path, text)
+    const past = new Date(Date.now() - 60_000)
+    utimesSync(path, past, past)
+  }
+
+  it('key store: the keys keep working; an operator log error and one keys.rejected audit line', async () => {
+    const path = join(dir, '.bastion', 'keys.json')
+    const good = readFileSync(path, 'utf8')
+    corrupt(path, good.slice(0, good.length - 20))
+    await sleep(60)
+    for (let i = 0; i < 3; i++) {
+      const { res, body } = await callModern(url, admin, 'list_files', {})
+      expect(res.status).toBe(200)
+      expect(body.error).toBeUndefined()
+      await sleep(60)
+    }
+    const refused = audit().filter((l) => l.event === 'keys.rejected')
+    expect(refused).toHaveLength(1)
+    expect(refused[0]).toMatchObject({ decision: 'error', reason: 'KEYS_INVALID', source: path, detail: `key store ${path}: not valid JSON` })
+    expect(logs.filter((l) => String(l.msg).startsWith('key store change refused'))).toMatchObject([{ level: 50, file: path }])
+    writeFileSync(path, good)
+  })
+
+  it('keyring: stored secrets still decrypt; an operator log error and one keyring.rejected audit line', async () => {
+    const stored = await callModern(url, admin, 'store_secret', { name: 'db', secret: 'hunter2-CANARY' })
+    expect(stored.body.error).toBeUndefined()
+    expect(JSON.stringify(stored.body.result)).not.toContain('isError":true')
+    const path = join(dir, '.bastion', 'keyring.json')
+    const good = readFileSync(path, 'utf8')
+    corrupt(path, '{"version":1,"active":')
+    for (let i = 0; i < 2; i++) {
+      const { body } = await callModern(url, admin, 'get_secret', { name: 'db' })
+      expect(JSON.stringify(body.result)).toContain('hunter2-CANARY')
+    }
+    const refused = audit().filter((l) => l.event === 'keyring.rejected')
+    expect(refused).toHaveLength(1)
+    expect(refused[0]).toMatchObject({ decision: 'error', reason: 'KEYRING_INVALID', source: path })
+    expect(JSON.stringify(refused)).not.toContain(good.slice(20, 60))
+    expect(logs.filter((l) => String(l.msg).startsWith('keyring change refused'))).toMatchObject([{ level: 50, file: path }])
+    writeFileSync(path, good)
   })
 })
