@@ -3,7 +3,7 @@ import { dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import type { AuditFields } from '../audit/audit-log.js'
-import { fileStamp, SettledFile } from '../config/json-file.js'
+import { fileStamp, SettledFile, StateFileError } from '../config/json-file.js'
 import { generateApiKey, hashApiKey } from './api-key.js'
 
 /** One stored key: metadata and the hash, never the secret. */
@@ -120,17 +120,22 @@ export class KeyStore {
 
   #readFile(): StoredKey[] {
     if (!existsSync(this.path)) return []
-    const text = readFileSync(this.path, 'utf8')
+    let text: string
+    try {
+      text = readFileSync(this.path, 'utf8')
+    } catch (error) {
+      throw new StateFileError(`key store ${this.path}: cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
     let json: unknown
     try {
       json = JSON.parse(text)
     } catch {
-      throw new Error(`key store ${this.path}: not valid JSON`)
+      throw new StateFileError(`key store ${this.path}: not valid JSON`)
     }
     const parsed = storeFileSchema.safeParse(json)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
-      throw new Error(`key store ${this.path}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`)
+      throw new StateFileError(`key store ${this.path}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`)
     }
     return parsed.data.keys.map((k) => ({ ...k, source: 'store' as const }))
   }

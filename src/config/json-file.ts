@@ -1,16 +1,26 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 
-/** Read a JSON state file; undefined when it does not exist. @throws on unreadable or corrupt files (never silently reset). */
+/** A state file (key store, keyring, vault, …) that is unreadable or corrupt: nothing was done; the CLI exits 2 naming it. */
+export class StateFileError extends Error {
+  override readonly name = 'StateFileError'
+}
+
+/** Read a JSON state file; undefined when it does not exist. @throws StateFileError on unreadable or corrupt files (never silently reset). */
 export function readJsonFile(path: string): unknown {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw error
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return undefined
+    throw new StateFileError(`state file ${path}: cannot read (${code ?? 'error'})`, { cause: error })
   }
-  return JSON.parse(text) as unknown
+  try {
+    return JSON.parse(text) as unknown
+  } catch (error) {
+    throw new StateFileError(`state file ${path}: not valid JSON`, { cause: error })
+  }
 }
 
 /**
