@@ -27,7 +27,7 @@ const version = (tag: string): string => `rules:
 `
 const A = version('a')
 const B = version('b')
-const INTERVAL = 250
+const INTERVAL = 500
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 // The writer is a process of its own, as an editor or a config-management tool is: the server's
@@ -38,20 +38,39 @@ const [file, text, pauses] = JSON.parse(process.argv[1])
 const lines = text.split('\\n').slice(0, -1)
 const fd = openSync(file, 'w')
 let i = 0
+let last = performance.now()
+let gap = 0
 const next = () => {
-  if (i === lines.length) return closeSync(fd)
+  const now = performance.now()
+  gap = Math.max(gap, now - last)
+  last = now
+  if (i === lines.length) {
+    closeSync(fd)
+    return process.stdout.write(String(Math.round(gap)))
+  }
   writeSync(fd, lines[i] + '\\n')
   setTimeout(next, pauses[i++])
 }
 next()
 `
 
-/** Truncate `file`, then write `text` one line at a time, `pause(i)` ms after line i, from another process. */
+/** The longest the file stood still mid-write in any run of {@link writeLineByLine} so far, in ms. */
+let longestGap = 0
+
+/**
+ * Truncate `file`, then write `text` one line at a time, `pause(i)` ms after line i, from another
+ * process; notes how long the file actually stood still at most (a loaded machine stretches pauses).
+ */
 async function writeLineByLine(file: string, text: string, pause: (i: number) => number): Promise<void> {
   const pauses = text.split('\n').map((_, i) => pause(i))
-  const child = spawn(process.execPath, ['-e', WRITER, JSON.stringify([file, text, pauses])], { stdio: 'inherit' })
+  const child = spawn(process.execPath, ['-e', WRITER, JSON.stringify([file, text, pauses])], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString()
+  })
   const [code] = (await once(child, 'exit')) as [number | null]
   expect(code).toBe(0)
+  longestGap = Math.max(longestGap, Number(out))
 }
 
 describe('policy hot reload takes whole files only', () => {
@@ -109,6 +128,7 @@ describe('policy hot reload takes whole files only', () => {
 
   it('a writer writing line by line (20–50 ms between lines): every decision comes from a whole version', async () => {
     const since = server.mark()
+    longestGap = 0
     let done = false
     const calls = reads(() => done)
     for (let round = 0; round < 3; round++) {
@@ -128,11 +148,13 @@ describe('policy hot reload takes whole files only', () => {
     const loaded = since().filter((l) => l.event === 'policy.loaded')
     const rejected = since().filter((l) => l.event === 'policy.rejected')
     console.log(
-      `line-by-line writer: ${counts.total} reads, ${counts.bypassed} bypassed, ${counts.refused} wrongly refused; ${loaded.length} versions loaded, ${rejected.length} rejected`,
+      `line-by-line writer: ${counts.total} reads, ${counts.bypassed} bypassed, ${counts.refused} wrongly refused; ${loaded.length} versions loaded, ${rejected.length} rejected; the writer stood still at most ${longestGap} ms mid-file (the interval: ${INTERVAL} ms)`,
     )
     expect(counts.total).toBeGreaterThan(100)
-    expect(counts.bypassed).toBe(0)
-    expect(counts.refused).toBe(0)
+    // A machine that stalls the writer longer than the interval mid-file shows the documented limit, not a bug: say so.
+    const stalled = `the writer stood still ${longestGap} ms mid-file, the interval is ${INTERVAL} ms`
+    expect(counts.bypassed, stalled).toBe(0)
+    expect(counts.refused, stalled).toBe(0)
     expect([...versions].every((v) => v === vA || v === vB)).toBe(true)
     expect(loaded.map((l) => l.policy)).toStrictEqual([vB, vA, vB, vA, vB, vA])
     // A prefix that does not parse was never whole for a reload interval: not even refused.
@@ -144,7 +166,7 @@ describe('policy hot reload takes whole files only', () => {
     const [head = ''] = B.split('  - id: no-private-b')
     const long = head.split('\n').length - 2
     // In place: the file stands still for 4 intervals after the first rule.
-    await writeLineByLine(file, B, (i) => (i === long ? 4 * INTERVAL : 20))
+    await writeLineByLine(file, B, (i) => (i === long ? 3 * INTERVAL : 20))
     await waitFor(() => server.bastion.policy().version === vB, { what: 'version B', timeoutMs: 5000 })
     const inPlace = since()
       .filter((l) => l.event === 'policy.loaded')
@@ -155,7 +177,7 @@ describe('policy hot reload takes whole files only', () => {
     // Through rename, with the same pause: only the whole file is ever at the watched path.
     const after = server.mark()
     const tmp = `${file}.tmp`
-    await writeLineByLine(tmp, A, (i) => (i === long ? 4 * INTERVAL : 20))
+    await writeLineByLine(tmp, A, (i) => (i === long ? 3 * INTERVAL : 20))
     renameSync(tmp, file)
     await waitFor(() => server.bastion.policy().version === vA, { what: 'version A', timeoutMs: 5000 })
     expect(
