@@ -201,12 +201,20 @@ describe('a running server that refuses a corrupted key store or keyring says so
       .map((l) => JSON.parse(l) as Record<string, unknown>)
   beforeAll(async () => {
     dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-reload-')))
+    writeFileSync(join(dir, 'policy.yaml'), A)
     const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) })
     bastion = await createBastion({
       baseDir: dir,
       logger,
       announce: false,
-      config: { roles: { admin: { permissions: ['*'] } }, auth: { reloadIntervalMs: 50 }, alerts: { rules: [] }, vault: { enabled: true }, sql: { enabled: false } },
+      config: {
+        roles: { admin: { permissions: ['*'] } },
+        auth: { reloadIntervalMs: 50 },
+        policy: { file: 'policy.yaml', reloadIntervalMs: 50 },
+        alerts: { rules: [] },
+        vault: { enabled: true },
+        sql: { enabled: false },
+      },
     })
     url = (await bastion.listen({ host: '127.0.0.1', port: 0 })).url
     admin = bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
@@ -257,5 +265,18 @@ describe('a running server that refuses a corrupted key store or keyring says so
     expect(JSON.stringify(refused)).not.toContain(good.slice(20, 60))
     expect(logs.filter((l) => String(l.msg).startsWith('keyring change refused'))).toMatchObject([{ level: 50, file: path }])
     writeFileSync(path, good)
+  })
+
+  it('policy: the last good version stays; an operator log error and one policy.rejected audit line', async () => {
+    const path = join(dir, 'policy.yaml')
+    const version = bastion.policy().version
+    corrupt(path, `${A}  - id: broken\n    effect: deny\n`)
+    await waitFor(() => audit().some((l) => l.event === 'policy.rejected'), { what: 'policy.rejected' })
+    expect(bastion.policy().version).toBe(version)
+    expect(audit().filter((l) => l.event === 'policy.rejected')).toMatchObject([{ decision: 'error', reason: 'POLICY_INVALID', policy: version, source: path }])
+    expect(logs.filter((l) => String(l.msg).startsWith('policy reload refused'))).toMatchObject([{ level: 50, file: path, policy: version }])
+    const { body } = await callModern(url, admin, 'read_file', { path: 'notes/todo.txt' })
+    expect(body.error).toBeUndefined()
+    writeFileSync(path, A)
   })
 })
