@@ -1,7 +1,9 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
+import type { Logger } from 'pino'
 import { z } from 'zod'
-import { fileStamp } from '../config/json-file.js'
+import type { AuditFields } from '../audit/audit-log.js'
+import { fileStamp, SettledFile, StateFileError } from '../config/json-file.js'
 import { generateApiKey, hashApiKey } from './api-key.js'
 
 /** One stored key: metadata and the hash, never the secret. */
@@ -34,24 +36,39 @@ const storedKeySchema = z
 
 const storeFileSchema = z.object({ version: z.literal(1), keys: z.array(storedKeySchema) }).strict()
 
+/** Where a running server says that it refused a changed store: the operator log and the audit trail. */
+export interface StoreSignals {
+  readonly log: Logger
+  readonly audit: { record(fields: AuditFields): void }
+}
+
 /**
  * API key store: a JSON file of hashed keys (mode 0600), written atomically (temp file + rename)
  * under an exclusive lock file, so the CLI and a running server never see a half-written store.
- * A running server re-reads the file when its mtime or size changes, checked at most once per
- * `reloadIntervalMs`, so `keys revoke` takes effect without a restart.
+ * A running server re-reads the file when its mtime, size or inode changes, checked at most once per
+ * `reloadIntervalMs`, so `keys revoke` takes effect without a restart. A JSON object's prefix never
+ * parses, so a store that parses is whole and is taken at once; one that does not (edited by hand,
+ * corrupted) is refused once it stood still for `reloadIntervalMs` (so a writer in mid-write is not
+ * reported): the operator log gets an error, the audit trail a `keys.rejected` line, and the last
+ * good store stays in force.
  *
  * Does not check: that roles named by a key exist in the config (the CLI does when given one).
  */
 export class KeyStore {
   #byId = new Map<string, StoredKey>()
   #stamp = ''
+  /** The stamp of a file refused (and reported) already. */
+  #refused = ''
   #lastCheck = Number.NEGATIVE_INFINITY
+  readonly #watch: SettledFile
 
   constructor(
     readonly path: string,
     private readonly configKeys: readonly StoredKey[] = [],
     private readonly reloadIntervalMs = 1000,
+    private readonly signals?: StoreSignals,
   ) {
+    this.#watch = new SettledFile(path, reloadIntervalMs)
     this.#load(true)
   }
 
@@ -103,17 +120,22 @@ export class KeyStore {
 
   #readFile(): StoredKey[] {
     if (!existsSync(this.path)) return []
-    const text = readFileSync(this.path, 'utf8')
+    let text: string
+    try {
+      text = readFileSync(this.path, 'utf8')
+    } catch (error) {
+      throw new StateFileError(`key store ${this.path}: cannot read (${(error as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
     let json: unknown
     try {
       json = JSON.parse(text)
     } catch {
-      throw new Error(`key store ${this.path}: not valid JSON`)
+      throw new StateFileError(`key store ${this.path}: not valid JSON`)
     }
     const parsed = storeFileSchema.safeParse(json)
     if (!parsed.success) {
       const issue = parsed.error.issues[0]
-      throw new Error(`key store ${this.path}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`)
+      throw new StateFileError(`key store ${this.path}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`)
     }
     return parsed.data.keys.map((k) => ({ ...k, source: 'store' as const }))
   }
@@ -121,14 +143,16 @@ export class KeyStore {
   #load(initial: boolean): void {
     // A missing file means only config keys.
     const stamp = fileStamp(this.path)
-    if (!initial && stamp === this.#stamp) return
+    if (!initial && (stamp === this.#stamp || stamp === this.#refused)) return
     let stored: StoredKey[]
     try {
       stored = this.#readFile()
     } catch (error) {
       // Initial load: fail start-up. Later: keep the last good store rather than drop all keys
-      // or accept a corrupt one; the file is only ever replaced atomically, so this is rare.
+      // or accept a corrupt one, and say so once the file stands still.
       if (initial) throw error
+      const look = this.#watch.look()
+      if (look.settled && look.stamp === stamp) this.#refuse(stamp, error instanceof Error ? error.message : String(error))
       return
     }
     const byId = new Map<string, StoredKey>()
@@ -136,6 +160,18 @@ export class KeyStore {
     for (const k of stored) if (!byId.has(k.id)) byId.set(k.id, k)
     this.#byId = byId
     this.#stamp = stamp
+  }
+
+  #refuse(stamp: string, message: string): void {
+    this.#refused = stamp
+    const signals = this.signals
+    if (signals === undefined) return
+    signals.log.error({ file: this.path, keys: this.#byId.size }, `key store change refused, the last good store stays in force: ${message}`)
+    try {
+      signals.audit.record({ event: 'keys.rejected', decision: 'error', reason: 'KEYS_INVALID', source: this.path, keys: this.#byId.size, detail: message.slice(0, 2000) })
+    } catch {
+      // The operator log has it; the audit sink's failure shows on the next request.
+    }
   }
 
   #mutate(change: (keys: StoredKey[]) => StoredKey[]): void {

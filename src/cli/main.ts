@@ -120,8 +120,13 @@ function report(error: unknown): number {
     return EXIT.usage
   }
   // By name: the config module is loaded only by the commands that read a config.
-  if (error instanceof Error && error.name === 'ConfigError') {
+  if (error instanceof Error && (error.name === 'ConfigError' || error.name === 'StateFileError')) {
     process.stderr.write(`mcp-bastion: ${error.message}\n`)
+    return EXIT.usage
+  }
+  const startup = startupRefusal(error)
+  if (startup !== undefined) {
+    process.stderr.write(`mcp-bastion: ${startup}\n`)
     return EXIT.usage
   }
   if (error instanceof SecurityError) {
@@ -130,6 +135,30 @@ function report(error: unknown): number {
   }
   process.stderr.write(`mcp-bastion: ${(error instanceof Error ? error.message : String(error)).split('\n')[0]}\n`)
   return EXIT.failed
+}
+
+const LISTEN_ERRORS = new Map([
+  ['EADDRINUSE', 'the address is in use (another process listens there)'],
+  ['EADDRNOTAVAIL', 'the address is not one of this machine (server.host, --host)'],
+  ['EACCES', 'permission denied (a port below 1024 needs privileges)'],
+])
+
+/** A start-up refusal whose cause is the configuration or the machine: one line, exit 2. */
+function startupRefusal(error: unknown): string | undefined {
+  if (!(error instanceof Error)) return undefined
+  const e = error as NodeJS.ErrnoException & { address?: unknown; port?: unknown; reason?: unknown; library?: unknown }
+  const why = e.code === undefined ? undefined : LISTEN_ERRORS.get(e.code)
+  if (e.syscall === 'listen' && why !== undefined) {
+    const host = typeof e.address === 'string' ? (e.address.includes(':') ? `[${e.address}]` : e.address) : undefined
+    const where = host === undefined ? '' : typeof e.port === 'number' && e.port > 0 ? ` ${host}:${e.port}` : ` ${host}`
+    return `cannot listen on${where}: ${why} (${e.code})`
+  }
+  // OpenSSL refuses a certificate or key: server.tls is the one place serve loads them.
+  if (typeof e.code === 'string' && e.code.startsWith('ERR_OSSL')) {
+    const reason = typeof e.reason === 'string' ? `${typeof e.library === 'string' ? `${e.library}: ` : ''}${e.reason}` : e.code
+    return `server.tls: the certificate or key does not load (${reason}; ${e.code})`
+  }
+  return undefined
 }
 
 main(process.argv.slice(2)).then(

@@ -7,7 +7,6 @@ import { PostgresAuditSink, StdoutAuditSink } from '../audit/sinks.js'
 import { hashApiKey, parseApiKey } from '../auth/api-key.js'
 import { KeyStore, type StoredKey } from '../auth/key-store.js'
 import { type AuthSetup, setupAuth } from '../auth/setup.js'
-import { fileStamp } from '../config/json-file.js'
 import { ConfigError, type LoadedConfig, readSecret, statePath } from '../config/load.js'
 import { ensureState } from '../config/state.js'
 import { secureUrl } from '../config/urls.js'
@@ -15,7 +14,7 @@ import { ConcurrencyCaps } from '../limits/concurrency.js'
 import { MemoryRateLimiter, type RateLimiter } from '../limits/memory-limiter.js'
 import { RedisRateLimiter } from '../limits/redis-limiter.js'
 import { Metrics } from '../pipeline/metrics.js'
-import type { Keyring } from '../protect/keyring.js'
+import { type Keyring, type KeyringSignals, watchedKeyring } from '../protect/keyring.js'
 import { DEFAULT_SECRET_KEYS, redactor } from '../protect/redact.js'
 import { keyringFor } from '../protect/setup.js'
 import { openToolResources, type ToolResources } from '../tools/setup.js'
@@ -119,15 +118,10 @@ async function auditSinkFor(loaded: LoadedConfig, env: NodeJS.ProcessEnv, log: L
   }
 }
 
-/** The keyring, rebuilt when its file changes (`secrets rotate` in another process). */
-function keyringSource(loaded: LoadedConfig, env: NodeJS.ProcessEnv): () => Keyring {
+/** The keyring, rebuilt when its file changes (`secrets rotate` in another process); a change that does not load is refused and signalled. */
+function keyringSource(loaded: LoadedConfig, env: NodeJS.ProcessEnv, signals: KeyringSignals): () => Keyring {
   const { secrets } = loaded.config
-  let held: { keyring: Keyring; stamp: string } | undefined
-  return () => {
-    const stamp = secrets.keys === undefined ? fileStamp(statePath(loaded, secrets.keyringFile)) : 'configured'
-    if (held === undefined || held.stamp !== stamp) held = { keyring: keyringFor(loaded, env), stamp }
-    return held.keyring
-  }
+  return watchedKeyring(secrets.keys === undefined ? statePath(loaded, secrets.keyringFile) : undefined, () => keyringFor(loaded, env), signals)
 }
 
 /**
@@ -179,12 +173,12 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     )
     audit = trail
     trail.checkpointEvery(config.audit.checkpointEvery)
-    const keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs)
+    const keys = new KeyStore(statePath(loaded, config.auth.keysFile), configKeys, config.auth.reloadIntervalMs, { log, audit: trail })
     const alerts = new AlertEngine(config.alerts.rules, webhook, log)
     alerts.attach((fields) => trail.record(fields))
     trail.observe((fields) => alerts.observe(fields))
     const resource = new ResourceUri(config.auth.resource)
-    const keyring = keyringSource(loaded, env)
+    const keyring = keyringSource(loaded, env, { log, audit: trail })
     auth = await setupAuth({ loaded, env, keys, audit: trail, log, resource: () => resource.get(), keyring })
     tools = await openToolResources({ loaded, env, log, keyring })
     return {

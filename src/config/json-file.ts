@@ -1,16 +1,26 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 
-/** Read a JSON state file; undefined when it does not exist. @throws on unreadable or corrupt files (never silently reset). */
+/** A state file (key store, keyring, vault, …) that is unreadable or corrupt: nothing was done; the CLI exits 2 naming it. */
+export class StateFileError extends Error {
+  override readonly name = 'StateFileError'
+}
+
+/** Read a JSON state file; undefined when it does not exist. @throws StateFileError on unreadable or corrupt files (never silently reset). */
 export function readJsonFile(path: string): unknown {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw error
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return undefined
+    throw new StateFileError(`state file ${path}: cannot read (${code ?? 'error'})`, { cause: error })
   }
-  return JSON.parse(text) as unknown
+  try {
+    return JSON.parse(text) as unknown
+  } catch (error) {
+    throw new StateFileError(`state file ${path}: not valid JSON`, { cause: error })
+  }
 }
 
 /**
@@ -88,5 +98,60 @@ export class JsonFileView<T> {
     this.#stamp = fileStamp(this.path)
     this.#checkedAt = performance.now()
     return next
+  }
+}
+
+/** One look at a watched file: its stamp, and its text (undefined when missing or unreadable). */
+export interface FileLook {
+  readonly stamp: string
+  readonly text: string | undefined
+  /** The file has not changed for the settle time: its modification time is that old, or the same stamp and text were seen a check that long ago. */
+  readonly settled: boolean
+}
+
+/**
+ * Watches one file that another process rewrites, deciding when a change stands still. A look
+ * reads the text between two stats (a write in between makes the look unsettled); it is settled
+ * when the modification time is at least `settleMs` old, or when the same stamp and text were seen
+ * by a look at least `settleMs` earlier (a clock that disagrees with the file system's).
+ * Does not check: that the content is whole. A writer that stops mid-file for longer than
+ * `settleMs` shows a settled prefix; only writing a temp file and renaming it over the path rules
+ * that out. A JSON object's prefix never parses, a YAML document's may.
+ */
+export class SettledFile {
+  #seen: { stamp: string; text: string | undefined; at: number } | undefined
+
+  constructor(
+    readonly path: string,
+    private readonly settleMs: number,
+  ) {}
+
+  look(now = performance.now()): FileLook {
+    const before = fileStamp(this.path)
+    let text: string | undefined
+    try {
+      text = readFileSync(this.path, 'utf8')
+    } catch {
+      text = undefined
+    }
+    const stamp = fileStamp(this.path)
+    if (stamp !== before) {
+      this.#seen = undefined
+      return { stamp, text, settled: false }
+    }
+    const seen = this.#seen
+    const same = seen !== undefined && seen.stamp === stamp && seen.text === text
+    if (!same) this.#seen = { stamp, text, at: now }
+    const held = same && now - seen.at >= this.settleMs
+    return { stamp, text, settled: held || mtimeAge(this.path) >= this.settleMs }
+  }
+}
+
+/** Milliseconds since the file was modified; -1 when missing (a missing file settles by being seen missing twice). */
+function mtimeAge(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs
+  } catch {
+    return -1
   }
 }

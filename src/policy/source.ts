@@ -1,6 +1,7 @@
-import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/audit-log.js'
+import { fileStamp, SettledFile } from '../config/json-file.js'
 import { describeIssue, parseYaml } from '../config/load.js'
 import { CompiledPolicy, PolicyError, type PolicyTargets } from './engine.js'
 import { type RbacPolicy, rbacRules } from './rbac.js'
@@ -43,27 +44,55 @@ export interface PolicySourceOptions {
  * immutable value. A changed file is compiled completely before one assignment swaps it in, so a
  * request sees the old policy or the new one, never a mix; a file that does not load leaves the
  * old one in force. Both outcomes are audited with the version hash.
- * Does not check: files included from the policy file (there is no include).
+ *
+ * A change is taken only once the file stood still: checked every `reloadIntervalMs`, it must read
+ * the same between two stats and be unmodified for a whole interval (its modification time, or the
+ * same stamp and text at the previous check). A prefix of a policy is often valid YAML and a valid
+ * policy (no rules at all, a deny without its `when`), so parsing is not enough: a writer that
+ * writes line by line is never read mid-file while it keeps writing.
+ * Does not check: a writer that stops mid-file for longer than the interval (that prefix is taken;
+ * write a temp file and rename it over the path to rule it out); files included from the policy
+ * file (there is no include).
  */
 export class PolicySource {
   #current: CompiledPolicy
   #lastText: string | undefined
+  /** The stamp of the file last taken or refused: the timer reads nothing while it holds. */
+  #taken: string
+  readonly #watch: SettledFile | undefined
+  readonly #timer: NodeJS.Timeout | undefined
   readonly #options: PolicySourceOptions
 
   /** @throws PolicyError when the initial policy does not load: start-up fails. */
   constructor(options: PolicySourceOptions) {
     this.#options = options
-    this.#lastText = options.file === undefined ? undefined : safeRead(options.file)
+    const { file } = options
+    this.#taken = file === undefined ? '' : fileStamp(file)
+    this.#lastText = file === undefined ? undefined : safeRead(file)
     this.#current = this.#compile(this.#lastText)
     options.audit.record({
       event: 'policy.loaded',
       decision: 'allow',
       reason: 'OK',
       policy: this.#current.version,
-      source: options.file ?? 'config',
+      source: file ?? 'config',
       rules: this.#current.rules.length,
     })
-    if (options.file !== undefined) watchFile(options.file, { interval: options.reloadIntervalMs, persistent: false }, () => this.reload())
+    if (file !== undefined) {
+      this.#watch = new SettledFile(file, options.reloadIntervalMs)
+      this.#timer = setInterval(() => this.#check(), Math.max(10, options.reloadIntervalMs))
+      this.#timer.unref()
+    }
+  }
+
+  /** One timer tick: take the file if it changed and has stood still. */
+  #check(): void {
+    const file = this.#options.file
+    if (file === undefined || this.#watch === undefined || fileStamp(file) === this.#taken) return
+    const look = this.#watch.look()
+    if (!look.settled) return
+    this.#taken = look.stamp
+    this.#take(look.text)
   }
 
   #compile(text: string | undefined): CompiledPolicy {
@@ -82,11 +111,19 @@ export class PolicySource {
     return this.#current
   }
 
-  /** Load the file again now. Returns what happened; never throws. */
+  /**
+   * Load the file again now, without waiting for it to stand still: for a caller that knows the
+   * file is whole (it wrote it). Returns what happened; never throws.
+   */
   reload(): { ok: true; version: string; changed: boolean } | { ok: false; error: string } {
-    const { file, audit, log } = this.#options
+    const { file } = this.#options
     if (file === undefined) return { ok: true, version: this.#current.version, changed: false }
-    const text = safeRead(file)
+    this.#taken = fileStamp(file)
+    return this.#take(safeRead(file))
+  }
+
+  #take(text: string | undefined): { ok: true; version: string; changed: boolean } | { ok: false; error: string } {
+    const { file = 'config', audit, log } = this.#options
     if (text !== undefined && text === this.#lastText) return { ok: true, version: this.#current.version, changed: false }
     let next: CompiledPolicy
     try {
@@ -115,7 +152,7 @@ export class PolicySource {
   }
 
   close(): void {
-    if (this.#options.file !== undefined) unwatchFile(this.#options.file)
+    if (this.#timer !== undefined) clearInterval(this.#timer)
   }
 }
 

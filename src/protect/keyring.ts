@@ -1,6 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { readJsonFile, updateJsonFile } from '../config/json-file.js'
+import type { Logger } from 'pino'
+import type { AuditFields } from '../audit/audit-log.js'
+import { fileStamp, readJsonFile, SettledFile, updateJsonFile } from '../config/json-file.js'
 
 /**
  * Envelope encryption at rest (AES-256-GCM): each value gets its own random data key, which is
@@ -119,4 +121,54 @@ export function rotateFileKeyring(path: string): Keyring {
 /** A keyring from configured keys (env or file), `active` naming the one that encrypts. */
 export function configuredKeyring(keys: readonly { id: string; value: string }[], active: string): Keyring {
   return new Keyring(new Map(keys.map((k) => [k.id, parseKey(k.value)])), active)
+}
+
+/** Where a running server says that it refused a changed keyring file. */
+export interface KeyringSignals {
+  readonly log: Logger
+  readonly audit: { record(fields: AuditFields): void }
+}
+
+/**
+ * The keyring `load` builds, built again when the file at `path` changes (`secrets rotate` in
+ * another process); `path` undefined: configured keys, built once. The first build's failure
+ * throws (start-up fails). Later a JSON object's prefix never parses, so a file that loads is
+ * whole and is taken at once; one that does not (corrupted, edited by hand, removed) is refused
+ * once it stood still for `settleMs`: an operator log error and a `keyring.rejected` audit line,
+ * and the last good keyring stays in force.
+ * Does not check: that the new keyring still holds the keys the stored data is encrypted under.
+ */
+export function watchedKeyring(path: string | undefined, load: () => Keyring, signals?: KeyringSignals, settleMs = 1000): () => Keyring {
+  let held: Keyring | undefined
+  let stamp = ''
+  let refused = ''
+  const watch = path === undefined ? undefined : new SettledFile(path, settleMs)
+  return function keyring() {
+    const now = path === undefined ? 'configured' : fileStamp(path)
+    if (held === undefined) {
+      held = load()
+      stamp = now
+      return held
+    }
+    if (path === undefined || watch === undefined || now === stamp || now === refused) return held
+    try {
+      // A keyring is never created again in a running server: that would orphan the data.
+      if (!existsSync(path)) throw new Error(`keyring file ${path} is missing`)
+      held = load()
+      stamp = now
+    } catch (error) {
+      const look = watch.look()
+      if (look.settled && look.stamp === now) {
+        refused = now
+        const message = error instanceof Error ? error.message : String(error)
+        signals?.log.error({ file: path, active: held.activeId }, `keyring change refused, the last good keyring stays in force: ${message}`)
+        try {
+          signals?.audit.record({ event: 'keyring.rejected', decision: 'error', reason: 'KEYRING_INVALID', source: path, active: held.activeId, detail: message.slice(0, 2000) })
+        } catch {
+          // The operator log has it.
+        }
+      }
+    }
+    return held
+  }
 }

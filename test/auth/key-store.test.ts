@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { hashApiKey } from '../../src/auth/api-key.js'
 import { KeyStore, type StoredKey } from '../../src/auth/key-store.js'
@@ -132,5 +133,28 @@ describe('KeyStore', () => {
     const { stored } = store.create({ name: 'ci', roles: ['reader'], expiresAt: null })
     await writeFile(path, '{ garbage, longer than the original so its size changes '.padEnd(4096, '.'))
     expect(store.get(stored.id)).toStrictEqual(stored)
+  })
+
+  it('a corrupted store is reported once it stood still for reloadIntervalMs (log error, keys.rejected), never while a writer may be mid-write', async () => {
+    const path = freshPath()
+    const logged: { level: number; msg: string }[] = []
+    const records: Record<string, unknown>[] = []
+    const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as { level: number; msg: string }) })
+    const store = new KeyStore(path, [], 200, { log, audit: { record: (f) => void records.push(f) } })
+    const { stored } = store.create({ name: 'ci', roles: ['reader'], expiresAt: null })
+    const good = await readFile(path, 'utf8')
+    await writeFile(path, good.slice(0, 40))
+    // Modified just now: it may still be being written.
+    expect(store.get(stored.id)).toStrictEqual(stored)
+    expect(records).toStrictEqual([])
+    await new Promise((r) => setTimeout(r, 210))
+    expect(store.get(stored.id)).toStrictEqual(stored)
+    expect(records).toMatchObject([{ event: 'keys.rejected', decision: 'error', reason: 'KEYS_INVALID', source: path, keys: 1, detail: `key store ${path}: not valid JSON` }])
+    expect(logged.filter((l) => l.level === 50)).toMatchObject([{ msg: `key store change refused, the last good store stays in force: key store ${path}: not valid JSON` }])
+    // Whole again: taken at the next check, nothing more reported.
+    await writeFile(path, good)
+    await new Promise((r) => setTimeout(r, 210))
+    expect(store.list()).toStrictEqual([stored])
+    expect(records).toHaveLength(1)
   })
 })
