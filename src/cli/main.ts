@@ -50,7 +50,7 @@ Config: --config, else $BASTION_CONFIG, else ./bastion.yaml if present, else the
 Overrides: $BASTION_HOST, $BASTION_PORT (flags win). stdio mode reads the API key from $MCP_API_KEY.
 
 Exit status: 0 ok; 1 the check failed (audit trail tampered, replay changes with --fail-on-change,
-config check found problems) or the command could not do its work; 2 usage or config error;
+config check found problems) or the command could not do its work; 2 usage, config or state error;
 3 audit verify found no audit key.
 `
 
