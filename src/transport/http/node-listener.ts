@@ -5,22 +5,65 @@ import { TEXT_BODIES } from '../wire.js'
 import type { Edge } from './edge.js'
 import { headerFault, requestLineError } from './headers.js'
 
+export interface ListenerOptions {
+  /** Largest body a request may have (413 above). */
+  readonly maxBodyBytes: number
+  /**
+   * Bytes of request bodies being read or served at once, all requests together: a body that would
+   * pass it is refused (429, `Retry-After`) before a byte of it is read.
+   */
+  readonly maxBodyBytesInFlight: number
+  readonly secure: boolean
+  readonly onError?: (error: Error) => void
+}
+
 /**
- * Node glue: `IncomingMessage` → web `Request` (the raw body bytes, bounded by the limit), the
- * edge, then the `Response` back onto the socket with backpressure. A body over the limit is not
- * read further; the edge answers 413 (audited) and the connection is closed.
+ * A body left unread after the answer is drained (read and discarded, keeping the connection) only
+ * when it is this small; a larger or unsized one is not read: the connection is closed instead.
  */
-export function nodeListener(edge: Edge, options: { maxBodyBytes: number; secure: boolean; onError?: (error: Error) => void }) {
+const DRAIN_MAX_BYTES = 16 * 1024
+
+/** How long a client refused the in-flight body budget should wait (a hint). */
+const BUDGET_RETRY_MS = 1000
+
+/** Bytes of request bodies in flight, shared by the requests of one listener. */
+class BodyBudget {
+  #used = 0
+  constructor(readonly max: number) {}
+  /** Take `bytes` if they fit; false (nothing taken) if not. */
+  take(bytes: number): boolean {
+    if (this.#used + bytes > this.max) return false
+    this.#used += bytes
+    return true
+  }
+  give(bytes: number): void {
+    this.#used -= bytes
+  }
+}
+
+/**
+ * Node glue: `IncomingMessage` → web `Request`, the edge, then the `Response` back onto the socket
+ * with backpressure. The body is not read here: the request's body is a stream that reads the
+ * socket only when the body stage pulls it, which is after authentication, so a request that is
+ * refused before (no credential, a bad one, a blocked address) costs no body memory. Its unread
+ * body is then drained if it is small, else the connection is closed after the answer. Each body
+ * read takes its bytes (declared, or as they come) from the in-flight budget until its answer is
+ * written.
+ * Does not check: what the body holds (the body stage parses it once).
+ */
+export function nodeListener(edge: Edge, options: ListenerOptions) {
+  const budget = new BodyBudget(options.maxBodyBytesInFlight)
   return function bastionListener(req: IncomingMessage, res: ServerResponse): void {
-    handle(edge, options, req, res).catch((error: unknown) => {
+    handle(edge, options, budget, req, res).catch((error: unknown) => {
       options.onError?.(error instanceof Error ? error : new Error(String(error)))
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}')
+      if (!res.headersSent)
+        res.writeHead(500, { 'content-type': 'application/json', connection: 'close' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}')
       else res.destroy()
     })
   }
 }
 
-async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boolean }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(edge: Edge, options: ListenerOptions, budget: BodyBudget, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const abort = new AbortController()
   res.on('close', () => {
     if (!res.writableFinished) abort.abort()
@@ -30,59 +73,130 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
   // renderer and audit, before anything else reads it.
   const malformed = requestLineError(req.method, req.url, req.headersDistinct.host ?? [])
   if (malformed !== undefined) {
-    req.resume()
-    await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal)
+    await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal, unreadBody(req))
     return
   }
-  const body = await readBody(req, options.maxBodyBytes)
-  const bodyTooLarge = body === 'too-large'
-  const request = toRequest(req, abort.signal, bodyTooLarge ? undefined : body)
-  const response = await edge.fetch(request, { ...base, bodyTooLarge, headerFault: headerFault(req.rawHeaders) })
-  await writeResponse(res, response, abort.signal)
+  const declared = declaredLength(req)
+  const bodyTooLarge = declared !== undefined && declared > options.maxBodyBytes
+  const body = req.method === 'GET' || req.method === 'HEAD' || bodyTooLarge || declared === 0 ? undefined : new LazyBody(req, declared, options.maxBodyBytes, budget)
+  try {
+    const request = toRequest(req, abort.signal, body)
+    const response = await edge.fetch(request, { ...base, bodyTooLarge, headerFault: headerFault(req.rawHeaders) })
+    await writeResponse(res, response, abort.signal, body === undefined ? unreadBody(req) : body.unread())
+  } finally {
+    body?.release()
+  }
+}
+
+/** `content-length` as a number; undefined when absent (chunked) or not a plain decimal (Node's parser refused those). */
+function declaredLength(req: IncomingMessage): number | undefined {
+  const value = req.headers['content-length']
+  return value !== undefined && /^\d+$/.test(value) ? Number(value) : undefined
+}
+
+/** What is left of a body nobody read: none, small enough to drain, or to close the connection on. */
+type Unread = 'none' | 'drain' | 'close'
+
+function unreadBody(req: IncomingMessage): Unread {
+  if (req.complete) return 'none'
+  const declared = declaredLength(req)
+  if (declared === 0 || (declared === undefined && req.headers['transfer-encoding'] === undefined)) return 'none'
+  return declared !== undefined && declared <= DRAIN_MAX_BYTES ? 'drain' : 'close'
 }
 
 /**
- * The body's bytes exactly as sent, or `too-large` as soon as they pass the limit (the rest is not
- * read). Not decoded here: the body stage decodes once, strictly (a lenient decoder here would
- * drop a byte-order mark and mend invalid UTF-8 before bastion could refuse them).
+ * The body of a Node request as a web stream that reads the socket only when pulled: nothing is
+ * read before the body stage asks. The byte cap and the in-flight budget are checked as it reads;
+ * either ends the stream with the refusal (a SecurityError the body stage rethrows).
  */
-function readBody(req: IncomingMessage, maxBytes: number): Promise<Uint8Array | undefined | 'too-large'> {
-  if (req.method === 'GET' || req.method === 'HEAD') return Promise.resolve(undefined)
-  if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve('too-large')
-  // Events, not `for await`: the async iterator costs a promise per chunk on every request.
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
+class LazyBody {
+  readonly stream: ReadableStream<Uint8Array>
+  #taken = 0
+  #started = false
+  #failed = false
+  readonly #req: IncomingMessage
+  readonly #budget: BodyBudget
+
+  constructor(req: IncomingMessage, declared: number | undefined, maxBytes: number, budget: BodyBudget) {
+    this.#req = req
+    this.#budget = budget
     let size = 0
+    let controller: ReadableStreamDefaultController<Uint8Array> | undefined
+    const fail = (error: Error): void => {
+      this.#failed = true
+      detach()
+      req.pause()
+      controller?.error(error)
+    }
+    const take = (bytes: number): boolean => {
+      if (!budget.take(bytes)) {
+        fail(new SecurityError('ERR_CONCURRENCY_LIMIT', `request bodies in flight would pass ${budget.max} bytes`, { retryAfterMs: BUDGET_RETRY_MS }))
+        return false
+      }
+      this.#taken += bytes
+      return true
+    }
     const onData = (chunk: Buffer): void => {
       size += chunk.byteLength
-      if (size > maxBytes) {
-        done()
-        resolve('too-large')
-        return
-      }
-      chunks.push(chunk)
+      if (size > maxBytes) return fail(new SecurityError('ERR_BODY_TOO_LARGE', `body over ${maxBytes} bytes`))
+      // A declared length was taken whole before reading; a chunked body takes its bytes as they come.
+      if (declared === undefined && !take(chunk.byteLength)) return
+      controller?.enqueue(chunk)
+      if ((controller?.desiredSize ?? 0) <= 0) req.pause()
     }
     const onEnd = (): void => {
-      done()
-      resolve(size === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size))
+      detach()
+      controller?.close()
     }
-    const onError = (error: Error): void => {
-      done()
-      reject(error)
-    }
-    const done = (): void => {
+    const onAborted = (): void => fail(new Error('the client closed the connection before the body was read'))
+    const detach = (): void => {
       req.off('data', onData)
       req.off('end', onEnd)
-      req.off('error', onError)
+      req.off('error', onAborted)
+      req.off('aborted', onAborted)
     }
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onError)
-  })
+    this.stream = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          controller = c
+        },
+        pull: () => {
+          if (!this.#started) {
+            this.#started = true
+            if (declared !== undefined && !take(declared)) return
+            req.on('data', onData)
+            req.on('end', onEnd)
+            req.on('error', onAborted)
+            req.on('aborted', onAborted)
+          }
+          req.resume()
+        },
+        cancel: () => {
+          this.#failed = true
+          detach()
+          req.pause()
+        },
+      },
+      // 0: pull (and so the first read of the socket) only when the body stage reads.
+      { highWaterMark: 0 },
+    )
+  }
+
+  /** What is left unread once the answer is decided. */
+  unread(): Unread {
+    if (this.#req.complete) return 'none'
+    return this.#started || this.#failed ? 'close' : unreadBody(this.#req)
+  }
+
+  /** Give the budget back: the answer is written (or the request failed). */
+  release(): void {
+    this.#budget.give(this.#taken)
+    this.#taken = 0
+  }
 }
 
 /** The web Request of a Node request whose request line and Host were checked (`requestLineError`). */
-function toRequest(req: IncomingMessage, signal: AbortSignal, body: Uint8Array | undefined): Request {
+function toRequest(req: IncomingMessage, signal: AbortSignal, body: LazyBody | undefined): Request {
   const headers = new Headers()
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || name.startsWith(':')) continue
@@ -93,15 +207,26 @@ function toRequest(req: IncomingMessage, signal: AbortSignal, body: Uint8Array |
     headers.delete('content-length')
     headers.delete('transfer-encoding')
   }
-  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers, signal, ...(body === undefined ? {} : { body }) })
+  const init: RequestInit & { duplex?: 'half' } = { method: req.method ?? 'GET', headers, signal }
+  if (body !== undefined) {
+    init.body = body.stream
+    init.duplex = 'half'
+  }
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, init)
 }
 
-async function writeResponse(res: ServerResponse, response: Response, signal: AbortSignal): Promise<void> {
+/**
+ * Write the answer. A body left unread is drained by Node when small (`drain`); otherwise the
+ * answer says `connection: close` and the socket is closed after it, the body never read.
+ * An event stream's headers go out at once: a 2025-11-25 GET stream may carry nothing for a while.
+ */
+async function writeResponse(res: ServerResponse, response: Response, signal: AbortSignal, unread: Unread): Promise<void> {
   const headers: Record<string, string | string[]> = {}
   for (const [name, value] of response.headers) {
     if (name === 'set-cookie') headers[name] = response.headers.getSetCookie()
     else headers[name] = value
   }
+  if (unread === 'close') headers.connection = 'close'
   res.writeHead(response.status, headers)
   const text = TEXT_BODIES.get(response)
   if (text !== undefined) {
@@ -112,6 +237,7 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
     res.end()
     return
   }
+  if ((response.headers.get('content-type') ?? '').startsWith('text/event-stream')) res.flushHeaders()
   const reader = response.body.getReader()
   // The abort listener is removed when the write ends: a listener left on the request's signal
   // keeps this response (and its request) reachable for as long as the signal lives.
