@@ -138,7 +138,10 @@ class LazyBody {
     }
     const onData = (chunk: Buffer): void => {
       size += chunk.byteLength
-      if (size > maxBytes) return fail(new SecurityError('ERR_BODY_TOO_LARGE', `body over ${maxBytes} bytes`))
+      if (size > maxBytes) {
+        fail(new SecurityError('ERR_BODY_TOO_LARGE', `body over ${maxBytes} bytes`))
+        return
+      }
       // A declared length was taken whole before reading; a chunked body takes its bytes as they come.
       if (declared === undefined && !take(chunk.byteLength)) return
       controller?.enqueue(chunk)
