@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { BIN, serveProcess } from '../helpers/processes.js'
-import { MODERN_META, modernHeaders } from '../helpers/server.js'
+import { initializeBody, MODERN_META, modernHeaders, post } from '../helpers/server.js'
 
 /**
  * What an HTTP client can make a real `mcp-bastion serve` process hold: memory for request bodies
@@ -220,5 +220,28 @@ describe('connections: capped in number, and timed out to the second', () => {
       clearInterval(trickle)
       for (const c of [loris, slow, idle]) c.socket.destroy()
     }
+  }, 30_000)
+})
+
+describe('a 2025-11-25 GET stream', () => {
+  it('sends its response headers at once, not with the first keep-alive', async () => {
+    const served = await serve()
+    const url = `http://127.0.0.1:${served.port}/mcp`
+    const auth = { authorization: `Bearer ${served.key}` }
+    const init = await post(url, initializeBody(), auth)
+    await init.body?.cancel()
+    const session = init.headers.get('mcp-session-id') ?? ''
+    expect(session).not.toBe('')
+    const h = { ...auth, 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' }
+    const initialized = await post(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, h)
+    await initialized.body?.cancel()
+    const abort = new AbortController()
+    const started = performance.now()
+    const stream = await Promise.race([fetch(url, { headers: { ...h, accept: 'text/event-stream' }, signal: abort.signal }), sleep(3000).then(() => undefined)])
+    const waited = performance.now() - started
+    console.log(`GET stream headers after ${waited.toFixed(0)} ms`)
+    abort.abort()
+    expect(stream?.status, 'the stream answered within 3 s').toBe(200)
+    expect(stream?.headers.get('content-type')).toMatch(/^text\/event-stream/)
   }, 30_000)
 })
