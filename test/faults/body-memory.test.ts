@@ -19,6 +19,7 @@ afterAll(async () => {
 })
 
 interface Served {
+  readonly dir: string
   readonly port: number
   readonly pid: number
   readonly key: string
@@ -33,7 +34,7 @@ async function serve(server: string[] = []): Promise<Served> {
   expect(key).toMatch(/^bst_/)
   const started = await serveProcess(dir, ['--config', 'bastion.yaml'])
   stops.push(started.stop)
-  return { port: Number(new URL(started.url).port), pid: started.child.pid ?? 0, key }
+  return { dir, port: Number(new URL(started.url).port), pid: started.child.pid ?? 0, key }
 }
 
 /** Resident memory of a process, in MiB: now and its peak since it started. */
@@ -44,6 +45,28 @@ function memoryOf(pid: number): { rss: number; hwm: number } {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** The audit lines of requests (those with a request id), once `count` of them are stored (or 5 s passed). */
+async function requestLines(served: Served, count: number): Promise<Record<string, unknown>[]> {
+  const read = (): Record<string, unknown>[] =>
+    readFileSync(join(served.dir, '.bastion', 'audit.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => typeof l.requestId === 'string' && l.event !== 'alert')
+  for (let waited = 0; waited < 5000 && read().length < count; waited += 100) await sleep(100)
+  return read()
+}
+
+/** Every request has exactly one line, and `reason` has as many as the client saw `status`. */
+async function expectAudited(served: Served, statuses: Map<number, number>, status: number, reason: string): Promise<void> {
+  const lines = await requestLines(served, 500)
+  expect(new Set(lines.map((l) => l.requestId)).size, 'one line per request').toBe(lines.length)
+  expect(lines.length, 'every request audited').toBe(500)
+  // A client whose connection closed before the answer arrived (status 0) saw nothing to count.
+  expect(lines.filter((l) => l.reason === reason).length, `${reason} lines`).toBeGreaterThanOrEqual(statuses.get(status) ?? 0)
+  expect(lines.filter((l) => l.reason === reason).length, `${reason} lines`).toBeLessThanOrEqual((statuses.get(status) ?? 0) + (statuses.get(0) ?? 0))
+}
 
 /** A 2026-07-28 `tools/list` padded to `bytes` (a valid JSON-RPC request a server must parse to answer). */
 function paddedBody(bytes: number): Buffer {
@@ -145,6 +168,7 @@ describe('request bodies: memory is paid only for authenticated callers, within 
     for (const status of statuses.keys()) expect([0, 401, 429]).toContain(status)
     expect((statuses.get(401) ?? 0) + (statuses.get(429) ?? 0), 'answers that arrived').toBeGreaterThan(0)
     expect(after.hwm - before.hwm, 'peak RSS growth, MiB').toBeLessThan(PEAK_GROWTH_MIB)
+    await expectAudited(served, statuses, 401, 'ERR_AUTH_MISSING')
   }, 90_000)
 
   it('500 concurrent authenticated 1 MB bodies: read within the in-flight budget, the rest refused unread; the peak stays bounded', async () => {
@@ -155,6 +179,7 @@ describe('request bodies: memory is paid only for authenticated callers, within 
     expect(statuses.get(200) ?? 0, 'some were served').toBeGreaterThan(0)
     // server.maxBodyBytesInFlight (32 MiB): about 33 of these bodies at once; the rest are refused unread.
     expect(statuses.get(429) ?? 0, 'refused by the in-flight budget').toBeGreaterThan(0)
+    await expectAudited(served, statuses, 429, 'ERR_CONCURRENCY_LIMIT')
   }, 90_000)
 })
 
