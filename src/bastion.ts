@@ -266,6 +266,7 @@ export class Bastion {
       'request',
       nodeListener(edge, {
         maxBodyBytes: config.server.maxBodyBytes,
+        maxBodyBytesInFlight: config.server.maxBodyBytesInFlight,
         secure: tls !== undefined,
         onError: (e) => this.log.error({ err: { name: e.name, message: e.message } }, 'listener error'),
       }),

@@ -41,14 +41,15 @@ describe('README', () => {
     const list = stages.slice(stages.indexOf('export function requestStages'), stages.indexOf('] // then the SDK'))
     const modules = tableAfter('## Security model').map((r) => r[1] ?? '')
     // Each stage of the list is documented by the module that implements it.
+    let previous = 'export function requestStages'
     for (const [stage, module] of [
       ['checkHeaders', 'headers.ts'],
       ['checkHostAndOrigin', 'dns-rebinding.ts'],
       ['checkRequestShape', 'request-shape.ts'],
-      ['readBody', 'body-guard.ts'],
       ['refuseQueryCredential', 'http-auth.ts'],
       ['anonymousLimit', 'rate-guard.ts'],
       ['authenticate', 'http-auth.ts'],
+      ['readBody', 'body-guard.ts'],
       ['rateLimit', 'rate-guard.ts'],
       ['checkMessage', 'message.ts'],
       ['classifyEra', 'edge.ts'],
@@ -58,6 +59,9 @@ describe('README', () => {
       ['checkParamHeaders', 'param-headers.ts'],
     ] as const) {
       expect(list, stage).toContain(stage)
+      // In this order: over HTTP the credential is checked from the headers before the body is read.
+      expect(list.indexOf(stage), `${stage} after ${previous}`).toBeGreaterThan(list.indexOf(previous))
+      previous = stage
       expect(
         modules.some((m) => m.includes(module)),
         module,

@@ -131,6 +131,23 @@ export const configSchema = z.strictObject({
         .max(64 * 1024 * 1024)
         .default(1024 * 1024),
       maxJsonDepth: z.number().int().min(4).max(1000).default(64),
+      /** Bytes of request bodies read or being answered at once, all clients; a body past it is refused (429) unread. */
+      maxBodyBytesInFlight: z
+        .number()
+        .int()
+        .min(1024)
+        .max(4 * 1024 * 1024 * 1024)
+        .default(32 * 1024 * 1024),
+      /** Open TCP connections; more are closed as they arrive (Node's `server.maxConnections`). */
+      maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
+      /** Open TCP connections from one client address (IPv6 by /64); more are closed as they arrive. */
+      maxConnectionsPerAddress: z.number().int().min(1).max(1_000_000).default(128),
+      /** A request whose headers have not all arrived this long after its first byte is closed. */
+      headersTimeoutSeconds: z.number().int().min(1).max(3600).default(30),
+      /** A request not received in full (headers and body) this long after its first byte is closed. */
+      requestTimeoutSeconds: z.number().int().min(1).max(3600).default(120),
+      /** An idle keep-alive connection is closed after this long. */
+      keepAliveTimeoutSeconds: z.number().int().min(1).max(3600).default(5),
       tls: z.strictObject({ cert: secretRef, key: secretRef }).optional(),
       dangerouslyAllowPlaintext: z.boolean().default(false),
       sessions: z
@@ -140,6 +157,11 @@ export const configSchema = z.strictObject({
           idleTimeoutSeconds: z.number().int().min(1).default(900),
         })
         .prefault({}),
+    })
+    .superRefine((server, ctx) => {
+      // Node refuses a headers timeout longer than the request timeout.
+      if (server.headersTimeoutSeconds > server.requestTimeoutSeconds)
+        ctx.addIssue({ code: 'custom', path: ['headersTimeoutSeconds'], message: 'must not exceed server.requestTimeoutSeconds' })
     })
     .prefault({}),
   /** Folder for keys, audit log and the demo workspace; relative paths resolve against the config file. */

@@ -42,7 +42,10 @@ function classifyEra(era: (x: Exchange) => Promise<Era>): Stage {
 /**
  * THE request path: every MCP request over every transport goes through this list, in this order,
  * after the transport's outermost stage (`answerHttp` / `answerStdio`: render every refusal once,
- * write the one audit line). Stages marked HTTP pass a stdio exchange through untouched. After the
+ * write the one audit line). Stages marked HTTP pass a stdio exchange through untouched. Over HTTP
+ * everything up to authentication reads headers only: the body is read after the caller is known,
+ * so a refusal before it has no JSON-RPC id to echo (`null`, as for an unreadable body) and costs
+ * no body memory. Over stdio the message was read before the list, as a line. After the
  * last stage the SDK dispatches the message, and its handler only runs the tool
  * (limits/execute.ts: concurrency caps, timeout, cancellation, output cap, PII, isolation).
  */
@@ -51,10 +54,10 @@ export function requestStages(d: StageDeps): Stage[] {
     checkHeaders(), //                            HTTP: one copy of each security header, no control characters
     checkHostAndOrigin(d.origins), //             HTTP: Host and Origin allowlists (DNS rebinding)
     checkRequestShape(), //                       HTTP: method, Content-Type, Accept
-    readBody(d.body), //                          HTTP: byte cap, strict UTF-8, depth cap, the one JSON parse
     refuseQueryCredential(), //                   HTTP: no credential in the URL
     anonymousLimit(d.limits), //                  HTTP: the address's bucket, charged by failed authentication
-    authenticate(d.auth), //                      who is calling, from this request's own credential
+    authenticate(d.auth), //                      who is calling, from this request's own credential (headers only)
+    readBody(d.body), //                          HTTP: byte cap, strict UTF-8, depth cap, the one JSON parse
     rateLimit(d.limits, (n) => d.registry.get(n) !== undefined), // principal, tenant, global and tool buckets
     checkMessage(), //                            JSON-RPC envelope: what the SDK would refuse never reaches it
     classifyEra(d.era), //                        HTTP: 2026-07-28 or 2025-11-25

@@ -4,23 +4,43 @@ import { SecurityError } from '../../errors.js'
 import { TEXT_BODIES } from '../wire.js'
 import type { Edge } from './edge.js'
 import { headerFault, requestLineError } from './headers.js'
+import { BodyBudget, declaredLength, LazyBody, type Unread, unreadBody } from './lazy-body.js'
+
+export interface ListenerOptions {
+  /** Largest body a request may have (413 above). */
+  readonly maxBodyBytes: number
+  /**
+   * Bytes of request bodies being read or served at once, all requests together: a body that would
+   * pass it is refused (429, `Retry-After`) before a byte of it is read.
+   */
+  readonly maxBodyBytesInFlight: number
+  readonly secure: boolean
+  readonly onError?: (error: Error) => void
+}
 
 /**
- * Node glue: `IncomingMessage` → web `Request` (the raw body bytes, bounded by the limit), the
- * edge, then the `Response` back onto the socket with backpressure. A body over the limit is not
- * read further; the edge answers 413 (audited) and the connection is closed.
+ * Node glue: `IncomingMessage` → web `Request`, the edge, then the `Response` back onto the socket
+ * with backpressure. The body is not read here: the request's body is a stream that reads the
+ * socket only when the body stage pulls it, which is after authentication, so a request that is
+ * refused before (no credential, a bad one, a blocked address) costs no body memory. Its unread
+ * body is then drained if it is small, else the connection is closed after the answer. Each body
+ * read takes its bytes (declared, or as they come) from the in-flight budget until its answer is
+ * written.
+ * Does not check: what the body holds (the body stage parses it once).
  */
-export function nodeListener(edge: Edge, options: { maxBodyBytes: number; secure: boolean; onError?: (error: Error) => void }) {
+export function nodeListener(edge: Edge, options: ListenerOptions) {
+  const budget = new BodyBudget(options.maxBodyBytesInFlight)
   return function bastionListener(req: IncomingMessage, res: ServerResponse): void {
-    handle(edge, options, req, res).catch((error: unknown) => {
+    handle(edge, options, budget, req, res).catch((error: unknown) => {
       options.onError?.(error instanceof Error ? error : new Error(String(error)))
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}')
+      if (!res.headersSent)
+        res.writeHead(500, { 'content-type': 'application/json', connection: 'close' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}')
       else res.destroy()
     })
   }
 }
 
-async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boolean }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(edge: Edge, options: ListenerOptions, budget: BodyBudget, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const abort = new AbortController()
   res.on('close', () => {
     if (!res.writableFinished) abort.abort()
@@ -30,59 +50,23 @@ async function handle(edge: Edge, options: { maxBodyBytes: number; secure: boole
   // renderer and audit, before anything else reads it.
   const malformed = requestLineError(req.method, req.url, req.headersDistinct.host ?? [])
   if (malformed !== undefined) {
-    req.resume()
-    await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal)
+    await writeResponse(res, await edge.refuse(malformed, { ...base, method: req.method ?? '' }), abort.signal, unreadBody(req))
     return
   }
-  const body = await readBody(req, options.maxBodyBytes)
-  const bodyTooLarge = body === 'too-large'
-  const request = toRequest(req, abort.signal, bodyTooLarge ? undefined : body)
-  const response = await edge.fetch(request, { ...base, bodyTooLarge, headerFault: headerFault(req.rawHeaders) })
-  await writeResponse(res, response, abort.signal)
-}
-
-/**
- * The body's bytes exactly as sent, or `too-large` as soon as they pass the limit (the rest is not
- * read). Not decoded here: the body stage decodes once, strictly (a lenient decoder here would
- * drop a byte-order mark and mend invalid UTF-8 before bastion could refuse them).
- */
-function readBody(req: IncomingMessage, maxBytes: number): Promise<Uint8Array | undefined | 'too-large'> {
-  if (req.method === 'GET' || req.method === 'HEAD') return Promise.resolve(undefined)
-  if (Number(req.headers['content-length']) > maxBytes) return Promise.resolve('too-large')
-  // Events, not `for await`: the async iterator costs a promise per chunk on every request.
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const onData = (chunk: Buffer): void => {
-      size += chunk.byteLength
-      if (size > maxBytes) {
-        done()
-        resolve('too-large')
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => {
-      done()
-      resolve(size === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size))
-    }
-    const onError = (error: Error): void => {
-      done()
-      reject(error)
-    }
-    const done = (): void => {
-      req.off('data', onData)
-      req.off('end', onEnd)
-      req.off('error', onError)
-    }
-    req.on('data', onData)
-    req.on('end', onEnd)
-    req.on('error', onError)
-  })
+  const declared = declaredLength(req)
+  const bodyTooLarge = declared !== undefined && declared > options.maxBodyBytes
+  const body = req.method === 'GET' || req.method === 'HEAD' || bodyTooLarge || declared === 0 ? undefined : new LazyBody(req, declared, options.maxBodyBytes, budget)
+  try {
+    const request = toRequest(req, abort.signal, body)
+    const response = await edge.fetch(request, { ...base, bodyTooLarge, headerFault: headerFault(req.rawHeaders) })
+    await writeResponse(res, response, abort.signal, body === undefined ? unreadBody(req) : body.unread())
+  } finally {
+    body?.release()
+  }
 }
 
 /** The web Request of a Node request whose request line and Host were checked (`requestLineError`). */
-function toRequest(req: IncomingMessage, signal: AbortSignal, body: Uint8Array | undefined): Request {
+function toRequest(req: IncomingMessage, signal: AbortSignal, body: LazyBody | undefined): Request {
   const headers = new Headers()
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined || name.startsWith(':')) continue
@@ -93,15 +77,26 @@ function toRequest(req: IncomingMessage, signal: AbortSignal, body: Uint8Array |
     headers.delete('content-length')
     headers.delete('transfer-encoding')
   }
-  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers, signal, ...(body === undefined ? {} : { body }) })
+  const init: RequestInit & { duplex?: 'half' } = { method: req.method ?? 'GET', headers, signal }
+  if (body !== undefined) {
+    init.body = body.stream
+    init.duplex = 'half'
+  }
+  return new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, init)
 }
 
-async function writeResponse(res: ServerResponse, response: Response, signal: AbortSignal): Promise<void> {
+/**
+ * Write the answer. A body left unread is drained by Node when small (`drain`); otherwise the
+ * answer says `connection: close` and the socket is closed after it, the body never read.
+ * An event stream's headers go out at once: a 2025-11-25 GET stream may carry nothing for a while.
+ */
+async function writeResponse(res: ServerResponse, response: Response, signal: AbortSignal, unread: Unread): Promise<void> {
   const headers: Record<string, string | string[]> = {}
   for (const [name, value] of response.headers) {
     if (name === 'set-cookie') headers[name] = response.headers.getSetCookie()
     else headers[name] = value
   }
+  if (unread === 'close') headers.connection = 'close'
   res.writeHead(response.status, headers)
   const text = TEXT_BODIES.get(response)
   if (text !== undefined) {
@@ -112,6 +107,7 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
     res.end()
     return
   }
+  if ((response.headers.get('content-type') ?? '').startsWith('text/event-stream')) res.flushHeaders()
   const reader = response.body.getReader()
   // The abort listener is removed when the write ends: a listener left on the request's signal
   // keeps this response (and its request) reachable for as long as the signal lives.
