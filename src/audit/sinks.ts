@@ -190,6 +190,11 @@ export class PostgresAuditSink implements AuditSink {
     this.#queueBytes += bytes
   }
 
+  /** Connected and below both queue bounds (a line that does not fit still makes `write` throw). */
+  available(): boolean {
+    return !this.#closed && this.#client !== undefined && this.#queue.length < this.#bounds.maxQueueLines && this.#queueBytes < this.#bounds.maxQueueBytes
+  }
+
   /** Lines and bytes waiting for the database. */
   get queued(): { lines: number; bytes: number } {
     return { lines: this.#queue.length, bytes: this.#queueBytes }
