@@ -124,7 +124,6 @@ export class PostgresAuditSink implements AuditSink {
     client.on('error', (e: Error) => this.#lost(client, e))
     client.on('end', () => this.#lost(client, new Error('audit database connection ended')))
     this.#client = client
-    this.#attempts = 0
   }
 
   #lost(client: pg.Client, error: Error): void {
@@ -150,10 +149,11 @@ export class PostgresAuditSink implements AuditSink {
         this.#reconnect()
         this.#onError?.(e)
       }
-      client.once('error', failed)
+      // Kept for the client's life: a dying client may emit more than one error, and an
+      // unheard 'error' would end the process. Once adopted, the sink's own listener acts.
+      client.on('error', failed)
       client.connect().then(
         () => {
-          client.off('error', failed)
           if (settled) return
           settled = true
           this.#retry = undefined
@@ -163,12 +163,14 @@ export class PostgresAuditSink implements AuditSink {
           }
           this.#adopt(client)
           // What waited during the outage is written first, before any new request's line.
-          this.flush().catch(() => undefined)
+          this.flush().then(
+            () => {
+              this.#attempts = 0
+            },
+            () => undefined,
+          )
         },
-        (e: Error) => {
-          client.off('error', failed)
-          failed(e)
-        },
+        (e: Error) => failed(e),
       )
     }, delay)
     this.#retry.unref()
@@ -227,6 +229,9 @@ export class PostgresAuditSink implements AuditSink {
       this.#lost(client, error instanceof Error ? error : new Error(String(error)))
       throw error
     }
+    // The backoff starts over only once a batch went through: a database that accepts the
+    // connection but refuses the insert (a dropped table) is retried at the slow pace.
+    this.#attempts = 0
     this.#queue.splice(0, batch.length)
     for (const q of batch) this.#queueBytes -= q.bytes
     const last = batch.at(-1)
