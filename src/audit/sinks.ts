@@ -21,6 +21,12 @@ export class StdoutAuditSink implements AuditSink {
     this.out.write(line)
   }
 
+  /** False once the waiting bytes reach the buffer: requests are refused before they run. */
+  available(): boolean {
+    const waiting = this.out.writableLength
+    return waiting === 0 || waiting < this.bufferBytes
+  }
+
   close(): void {}
 }
 

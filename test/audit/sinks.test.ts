@@ -154,11 +154,13 @@ describe('stdout audit sink', () => {
     }
     expect(accepted).toBe(10)
     expect(() => sink.write(line)).toThrow(/not draining/)
+    expect(sink.available()).toBe(false)
     // The reader catches up: accepted again.
     while (pending.length > 0 || out.writableLength > 0) {
       pending.shift()?.()
       await new Promise((resolve) => setImmediate(resolve))
     }
+    expect(sink.available()).toBe(true)
     expect(() => sink.write(line)).not.toThrow()
     // A single line longer than the whole buffer still goes when nothing waits.
     const lone = new StdoutAuditSink(10, new Writable({ write: (_c, _e, done) => done() }))
