@@ -32,6 +32,8 @@ export interface AuditSink {
   flush?(): Promise<void>
   /** Asynchronous sinks: resolves once closing has finished. */
   whenClosed?(): Promise<void>
+  /** Asynchronous sinks: false while a line could not be stored now (reconnecting, queue full). */
+  available?(): boolean
 }
 
 /**
@@ -230,6 +232,11 @@ export class AuditLog {
     } catch (error) {
       throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink flush failed', { cause: error })
     }
+  }
+
+  /** False while the sink is known unable to store a line: requests are refused before they run. */
+  get available(): boolean {
+    return this.sink.available?.() ?? true
   }
 
   /** Resolves once an asynchronous sink has finished closing. */

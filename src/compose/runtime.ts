@@ -109,7 +109,8 @@ async function auditSinkFor(loaded: LoadedConfig, env: NodeJS.ProcessEnv, log: L
   if (audit.postgres === undefined) throw new ConfigError(`config ${loaded.source}: audit.postgres: required for sink postgres`)
   const url = readSecret(loaded, audit.postgres.url, 'audit.postgres.url', env)
   try {
-    return await PostgresAuditSink.open(url, audit.postgres.table, (e) => log.error({ err: { message: e.message } }, 'audit database'))
+    const { table, maxQueueBytes, maxQueueLines } = audit.postgres
+    return await PostgresAuditSink.open(url, table, (e) => log.error({ err: { message: e.message } }, 'audit database'), { maxQueueBytes, maxQueueLines })
   } catch (error) {
     // Fail closed at start: no audit trail, no service.
     throw new ConfigError(

@@ -185,6 +185,15 @@ export const configSchema = z.strictObject({
             .string()
             .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _')
             .default('bastion_audit'),
+          /** Bytes of lines that may wait for the database (an outage, a slow commit) before requests fail closed (503). */
+          maxQueueBytes: z
+            .number()
+            .int()
+            .min(64 * 1024)
+            .max(1024 * 1024 * 1024)
+            .default(8 * 1024 * 1024),
+          /** Lines that may wait for the database before requests fail closed (503). */
+          maxQueueLines: z.number().int().min(100).max(10_000_000).default(10_000),
         })
         .optional(),
       /** Key names redacted from every audit line, besides the built-in ones (password, token, …). */

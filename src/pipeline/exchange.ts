@@ -164,6 +164,11 @@ export class AuditScope {
     this.#held = work.catch(() => undefined)
   }
 
+  /** False while the audit sink is known unable to store this line (the request is refused before it runs). */
+  get available(): boolean {
+    return this.#log.available
+  }
+
   get committed(): boolean {
     return this.#committed
   }

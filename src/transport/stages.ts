@@ -1,7 +1,7 @@
 import type { ServerContext } from '@modelcontextprotocol/server'
 import { type AuthenticateOptions, authenticate, refuseQueryCredential } from '../auth/http-auth.js'
 import type { ScopeRules } from '../auth/resource-metadata.js'
-import { toSecurityError } from '../errors.js'
+import { SecurityError, toSecurityError } from '../errors.js'
 import { type BodyLimits, readBody } from '../limits/body-guard.js'
 import { anonymousLimit, type RateLimitDeps, rateLimit } from '../limits/rate-guard.js'
 import { authorizeArgs, authorizeTool, resolveTool, validateArgs } from '../pipeline/call-stages.js'
@@ -106,6 +106,9 @@ export function answerHttp(wire: Wire): Guard<Exchange, Response> {
   return async function answerHttpStage(x, next) {
     let response: Response
     try {
+      // A sink known down refuses before anything runs: a 503 on every path, also for a
+      // 2025-11-25 request whose event stream would otherwise have started (HTTP 200) first.
+      if (!x.audit.available) throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink unavailable')
       response = await wire.settleResponse(x, await next())
     } catch (error) {
       const failure = toSecurityError(error)

@@ -232,6 +232,8 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
   const answer: Guard<Exchange, Reply> = async function answerStdioStage(x, next) {
     let reply: Reply
     try {
+      // A sink known down refuses before the tool runs, as over HTTP (answerHttp).
+      if (!x.audit.available) throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink unavailable')
       const answered = await next()
       reply = answered === undefined ? undefined : await wire.settleMessage(x, answered)
       if (answered === undefined) await x.audit.commit()

@@ -3,11 +3,12 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import pg from 'pg'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { verifyAudit } from '../../src/audit/chain.js'
-import { PostgresAuditSink } from '../../src/audit/sinks.js'
+import { PostgresAuditSink, StdoutAuditSink } from '../../src/audit/sinks.js'
 import { type Bastion, type BastionConfigInput, createBastion } from '../../src/index.js'
 import { BIN } from '../helpers/processes.js'
 import { callModern } from '../helpers/server.js'
@@ -130,6 +131,42 @@ describe('PostgreSQL audit sink', () => {
 })
 
 describe('stdout audit sink', () => {
+  it('a stalled reader: writes throw before the waiting bytes would pass the buffer, and succeed again once it catches up', async () => {
+    const pending: (() => void)[] = []
+    // A pipe whose reader takes nothing until told: every write waits in the stream's buffer.
+    const out = new Writable({
+      highWaterMark: 1 << 30,
+      write(_chunk, _encoding, done) {
+        pending.push(() => done())
+      },
+    })
+    const sink = new StdoutAuditSink(1000, out)
+    const line = `${'x'.repeat(99)}\n`
+    let accepted = 0
+    for (let i = 0; i < 100; i++) {
+      try {
+        sink.write(line)
+      } catch {
+        break
+      }
+      accepted += 1
+      expect(out.writableLength).toBeLessThanOrEqual(1000)
+    }
+    expect(accepted).toBe(10)
+    expect(() => sink.write(line)).toThrow(/not draining/)
+    expect(sink.available()).toBe(false)
+    // The reader catches up: accepted again.
+    while (pending.length > 0 || out.writableLength > 0) {
+      pending.shift()?.()
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    expect(sink.available()).toBe(true)
+    expect(() => sink.write(line)).not.toThrow()
+    // A single line longer than the whole buffer still goes when nothing waits.
+    const lone = new StdoutAuditSink(10, new Writable({ write: (_c, _e, done) => done() }))
+    expect(() => lone.write(line)).not.toThrow()
+  })
+
   it('serve --config with sink: stdout writes sealed lines to stdout (people-facing text goes to stderr), and they verify', async () => {
     const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-stdout-')))
     writeFileSync(join(dir, 'bastion.yaml'), 'audit:\n  sink: stdout\n  key: { env: AUDIT_KEY }\n')
