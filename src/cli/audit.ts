@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { readAuditKey, readAuditKeyFile } from '../audit/audit-key.js'
-import { verifyAudit } from '../audit/chain.js'
+import { type TrustedRange, verifyAudit } from '../audit/chain.js'
 import { PostgresAuditSink } from '../audit/sinks.js'
 import { ConfigError, type LoadedConfig, loadConfigFile, readSecret, statePath } from '../config/load.js'
 import { AUDIT_VERIFY } from './commands.js'
@@ -47,7 +47,10 @@ function readAuditFiles(files: readonly string[]): { name: string; text: string 
   })
 }
 
-/** `audit verify FILE… | --postgres`: exit 0 intact, 1 tampered, 3 no key found. Reads only. */
+/**
+ * `audit verify FILE… | --postgres`: every problem (`FAIL file:line: …`), every recorded gap
+ * (`GAP file:line: …`), the lines that verify; exit 0 intact, 1 any problem, 3 no key found. Reads only.
+ */
 export async function auditVerify(p: Parsed): Promise<number> {
   const files = p.positionals
   const postgres = p.flag('postgres')
@@ -67,12 +70,22 @@ export async function auditVerify(p: Parsed): Promise<number> {
   if (pgLoaded !== undefined && pgConfig !== undefined)
     texts.push({ name: pgConfig.table, text: await PostgresAuditSink.readAll(readSecret(pgLoaded, pgConfig.url, 'audit.postgres.url'), pgConfig.table) })
   const report = verifyAudit(texts, found.key)
-  if (!report.ok) {
-    const problem = report.problem
-    process.stdout.write(`FAIL ${problem?.file}:${problem?.line}: ${problem?.reason} (${report.lines} lines verified before it)\n`)
-    return EXIT.failed
-  }
+  const out: string[] = []
+  for (const problem of report.problems) out.push(`FAIL ${problem.file}:${problem.line}: ${problem.reason}`)
+  for (const gap of report.gaps) out.push(`GAP ${gap.file}:${gap.line}: ${gap.detail} (audit.repaired, writer ${gap.writer})`)
   const open = report.open.length === 0 ? '' : `; ${report.open.length} writer(s) without audit.closed (running, crashed, or the tail was cut): ${report.open.join(', ')}`
-  process.stdout.write(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${open}\n`)
-  return EXIT.ok
+  const recorded = report.gaps.length === 0 ? '' : `; ${report.gaps.length} recorded gap(s) above`
+  if (!report.ok) {
+    out.push(`trusted: ${trustedRanges(report.trusted)}`)
+    out.push(`FAIL: ${report.problems.length} problem(s); ${report.lines} line(s) from ${report.writers} writer(s) verify${recorded}${open}`)
+  } else out.push(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${recorded}${open}`)
+  process.stdout.write(`${out.join('\n')}\n`)
+  return report.ok ? EXIT.ok : EXIT.failed
+}
+
+/** `audit.jsonl lines 1-4, 6-9; audit.jsonl.1 lines 1-3`, or `none`. */
+function trustedRanges(ranges: readonly TrustedRange[]): string {
+  const byFile = new Map<string, string[]>()
+  for (const { file, from, to } of ranges) byFile.set(file, [...(byFile.get(file) ?? []), from === to ? `${from}` : `${from}-${to}`])
+  return byFile.size === 0 ? 'none' : [...byFile].map(([file, runs]) => `${file} lines ${runs.join(', ')}`).join('; ')
 }

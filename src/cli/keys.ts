@@ -17,7 +17,15 @@ function keyStore(loaded: LoadedConfig): KeyStore {
 
 /** The audit trail a command that changes state records to (creating the state folder and audit key). */
 export function auditTrail(loaded: LoadedConfig): AuditLog {
-  return new AuditLog(new FileAuditSink(statePath(loaded, loaded.config.audit.file), { maxBytes: loaded.config.audit.maxBytes }), undefined, auditKey(loaded))
+  return new AuditLog(
+    new FileAuditSink(statePath(loaded, loaded.config.audit.file), {
+      maxBytes: loaded.config.audit.maxBytes,
+      fsync: loaded.config.audit.fsync,
+      fsyncIntervalMs: loaded.config.audit.fsyncIntervalMs,
+    }),
+    undefined,
+    auditKey(loaded),
+  )
 }
 
 const DATE = z.iso.datetime({ offset: true }).or(z.iso.date())

@@ -160,7 +160,8 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     const sink = options.auditSink ?? (await auditSinkFor(loaded, env, log))
     ensureState(statePath(loaded, '.'), undefined)
     const trail = new AuditLog(
-      sink ?? new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes }),
+      sink ??
+        new FileAuditSink(statePath(loaded, config.audit.file), { maxBytes: config.audit.maxBytes, fsync: config.audit.fsync, fsyncIntervalMs: config.audit.fsyncIntervalMs }),
       undefined,
       auditKey(loaded, env),
       redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),

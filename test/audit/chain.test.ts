@@ -58,7 +58,7 @@ describe('hash-chained audit', () => {
 
   it('a truncated tail is reported as torn, and a different key fails at line 1', () => {
     const { text } = chainedFile(5)
-    expect(verify(text.slice(0, -40))).toMatchObject({ ok: false, problem: { line: 7, reason: expect.stringMatching(/torn line at the end/) } })
+    expect(verify(text.slice(0, -40))).toMatchObject({ ok: false, problem: { line: 7, kind: 'torn tail', reason: expect.stringMatching(/^torn tail: \d+ bytes after line 6, not sealed/) } })
     expect(verify(text, Buffer.from('x'.repeat(64)))).toMatchObject({ ok: false, problem: { line: 1, reason: expect.stringMatching(/not the audit key/) } })
   })
 
@@ -129,12 +129,13 @@ describe('hash-chained audit', () => {
     expect(killed.open).toHaveLength(1)
     // Power loss mid-line: a fragment without its newline.
     appendFileSync(path, '{"ts":"2026-11-24T00:00:00.000Z","event":"tool.ca')
-    expect(verify(readFileSync(path, 'utf8'))).toMatchObject({ ok: false, lines: killed.lines, problem: { reason: expect.stringMatching(/torn line/) } })
+    expect(verify(readFileSync(path, 'utf8'))).toMatchObject({ ok: false, lines: killed.lines, problem: { kind: 'torn tail', reason: expect.stringMatching(/^torn tail: 49 bytes/) } })
+    // The next writer never appends to the fragment: it cuts it and seals the cut as a recorded gap.
     const restarted = new AuditLog(new FileAuditSink(path), undefined, KEY)
     restarted.record({ event: 'after', decision: 'allow', reason: 'OK' })
     restarted.close()
     const after = verify(readFileSync(path, 'utf8'))
-    expect(after).toMatchObject({ ok: false, lines: killed.lines, problem: { line: killed.lines + 1, reason: expect.stringMatching(/not a sealed audit line/) } })
+    expect(after).toMatchObject({ ok: true, lines: killed.lines + 4, problems: [], gaps: [{ line: killed.lines + 2, detail: expect.stringMatching(/^torn tail of 49 bytes/) }] })
   })
 
   it('mcp-bastion audit verify: OK on a fresh state directory, the line number after an edit', () => {
