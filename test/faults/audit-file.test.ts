@@ -1,11 +1,13 @@
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, realpathSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
 import { verifyAudit } from '../../src/audit/chain.js'
 import { cli } from '../cli/run.js'
+import { serveProcess } from '../helpers/processes.js'
+import { callModern } from '../helpers/server.js'
 import { waitFor } from '../helpers/wait.js'
 
 const KEY = Buffer.from('k'.repeat(64))
@@ -83,6 +85,67 @@ describe('a full disk mid-load (a real 256 KiB tmpfs)', () => {
     expect(r.stdout).toMatch(/^GAP state\/audit\.jsonl:\d+: 21 line\(s\) not stored .*\nOK: \d+ lines from 1 writer\(s\) verify; 1 recorded gap\(s\) above\n$/)
     expect(r.status).toBe(0)
   })
+})
+
+describe('a full disk under a running server (a real 2 MiB tmpfs as its state folder)', () => {
+  let disk: string | undefined
+  beforeAll(() => {
+    disk = mountTmpfs('2m')
+  })
+  afterAll(() => {
+    if (disk !== undefined) spawnSync('umount', [disk])
+  })
+
+  it('requests fail closed with 503 while the disk is full, every answered request has its line, and the trail verifies after', async (ctx) => {
+    if (disk === undefined) return ctx.skip('needs root with mount privileges for a real full filesystem')
+    const dir = tmp()
+    writeFileSync(join(dir, 'bastion.yaml'), `stateDir: ${join(disk, 'state')}\n`)
+    const key = cli(dir, ['keys', 'create', '--role', 'admin', '--config', 'bastion.yaml']).stdout.trim()
+    const server = await serveProcess(dir, ['--config', 'bastion.yaml'])
+    const answered: string[] = []
+    const statuses = new Map<number, number>()
+    let phase: 'before' | 'full' | 'after' = 'before'
+    const perPhase = { before: 0, full: 0, after: 0 }
+    let stop = false
+    // Four clients in a loop: the disk fills, then frees, while they run.
+    const clients = Array.from({ length: 4 }, async () => {
+      while (!stop) {
+        const { res, body } = await callModern(server.url, key, 'read_file', { path: 'missing.txt' })
+        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
+        perPhase[phase] += res.status === 503 ? 1 : 0
+        if (res.status === 503) expect(body).toMatchObject({ error: { data: { code: 'ERR_AUDIT_UNAVAILABLE' } } })
+        else answered.push(res.headers.get('x-request-id') ?? 'none')
+      }
+    })
+    await waitFor(() => answered.length >= 50, { what: '50 answered requests' })
+    const filler = join(disk, 'filler')
+    const fd = openSync(filler, 'w')
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(4096))
+    } catch (error) {
+      expect(error).toMatchObject({ code: 'ENOSPC' })
+    } finally {
+      closeSync(fd)
+    }
+    phase = 'full'
+    await waitFor(() => perPhase.full >= 30, { what: '30 refusals while the disk is full' })
+    unlinkSync(filler)
+    phase = 'after'
+    const resumed = answered.length
+    await waitFor(() => answered.length >= resumed + 50, { what: '50 answered requests once space returned' })
+    stop = true
+    await Promise.all(clients)
+    await server.stop()
+    expect([...statuses.keys()].sort()).toStrictEqual([200, 503])
+    const text = readFileSync(join(disk, 'state', 'audit.jsonl'), 'utf8')
+    for (const id of answered) expect(text).toContain(`"requestId":"${id}"`)
+    const r = cli(dir, ['audit', 'verify', join(disk, 'state', 'audit.jsonl')])
+    expect(r.stdout).toMatch(/^(GAP [^\n]*: \d+ line\(s\) not stored [^\n]*\n)+OK: \d+ lines from 2 writer\(s\) verify; \d+ recorded gap\(s\) above\n$/)
+    expect(r.status).toBe(0)
+    // Each refused request is counted in a gap: none is missing from the record, none half-written.
+    const counted = [...r.stdout.matchAll(/: (\d+) line\(s\) not stored/g)].reduce((sum, m) => sum + Number(m[1]), 0)
+    expect(counted).toBe(statuses.get(503))
+  }, 60_000)
 })
 
 describe('kill -9 mid-write, then a restart', () => {
