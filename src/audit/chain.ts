@@ -222,6 +222,11 @@ export function verifyAudit(files: readonly { name: string; text: string }[], ke
       })
   }
   const open = [...writers.entries()].filter(([, s]) => !s.closed).map(([w]) => w)
+  // No MAC matches at all: one problem, not one per line (a wrong key, or nothing is genuine).
+  const head = problems[0]
+  if (count === 0 && head !== undefined && problems.length > 1 && problems.every((p) => p.kind === 'forged')) {
+    problems.splice(0, problems.length, { ...head, reason: `MAC does not match on any of the ${problems.length} lines: this is not the audit key, or every line was forged` })
+  }
   const first = problems[0]
   return { ok: first === undefined, lines: count, writers: writers.size, open, problems, ...(first === undefined ? {} : { problem: first }), gaps, trusted }
 }
