@@ -70,9 +70,13 @@ export async function auditVerify(p: Parsed): Promise<number> {
   if (pgLoaded !== undefined && pgConfig !== undefined)
     texts.push({ name: pgConfig.table, text: await PostgresAuditSink.readAll(readSecret(pgLoaded, pgConfig.url, 'audit.postgres.url'), pgConfig.table) })
   const report = verifyAudit(texts, found.key)
-  const out: string[] = []
-  for (const problem of report.problems) out.push(`FAIL ${problem.file}:${problem.line}: ${problem.reason}`)
-  for (const gap of report.gaps) out.push(`GAP ${gap.file}:${gap.line}: ${gap.detail} (audit.repaired, writer ${gap.writer})`)
+  // Problems and gaps in file order: oldest file first, then by line.
+  const order = new Map(texts.map((t, i) => [t.name, i]))
+  const findings = [
+    ...report.problems.map((p) => ({ file: p.file, line: p.line, text: `FAIL ${p.file}:${p.line}: ${p.reason}` })),
+    ...report.gaps.map((g) => ({ file: g.file, line: g.line, text: `GAP ${g.file}:${g.line}: ${g.detail} (audit.repaired, writer ${g.writer})` })),
+  ].sort((a, b) => (order.get(a.file) ?? 0) - (order.get(b.file) ?? 0) || a.line - b.line)
+  const out = findings.map((f) => f.text)
   const open = report.open.length === 0 ? '' : `; ${report.open.length} writer(s) without audit.closed (running, crashed, or the tail was cut): ${report.open.join(', ')}`
   const recorded = report.gaps.length === 0 ? '' : `; ${report.gaps.length} recorded gap(s) above`
   if (!report.ok) {
