@@ -62,7 +62,11 @@ describe('hash-chained audit', () => {
       ok: false,
       problem: { line: 7, kind: 'torn tail', reason: expect.stringMatching(/^torn tail: \d+ bytes after line 6, not sealed/) },
     })
-    expect(verify(text, Buffer.from('x'.repeat(64)))).toMatchObject({ ok: false, lines: 0, problems: [{ line: 1, reason: expect.stringMatching(/^MAC does not match on any of the 7 lines: this is not the audit key/) }] })
+    expect(verify(text, Buffer.from('x'.repeat(64)))).toMatchObject({
+      ok: false,
+      lines: 0,
+      problems: [{ line: 1, reason: expect.stringMatching(/^MAC does not match on any of the 7 lines: this is not the audit key/) }],
+    })
   })
 
   it('writes a sealed checkpoint every N lines', () => {
