@@ -1,8 +1,9 @@
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, writeSync } from 'node:fs'
-import { dirname } from 'node:path'
 import { SecurityError } from '../errors.js'
 import { redact as defaultRedact } from '../protect/redact.js'
 import { AuditChain } from './chain.js'
+import type { AuditRepair } from './file-sink.js'
+
+export { type AuditRepair, FileAuditSink, type FileAuditSinkOptions, type FsyncPolicy } from './file-sink.js'
 
 /** The fields of an audit line, before the timestamp. Values are plain JSON; secrets never enter (callers pass ids, not keys). */
 export interface AuditFields {
@@ -34,7 +35,14 @@ export interface AuditSink {
   whenClosed?(): Promise<void>
   /** Asynchronous sinks: false while a line could not be stored now (reconnecting, queue full). */
   available?(): boolean
+  /** Store several whole lines in one write, all or none (file sink). Without it, lines are written one by one. */
+  writeLines?(text: string): void
+  /** Bytes cut to keep every line whole (file sink), each returned once, for `audit.repaired` lines. */
+  takeRepairs?(): readonly AuditRepair[]
 }
+
+/** A line to write, and what writing it settles. */
+type Pending = { readonly line: string; readonly done?: () => void }
 
 /**
  * Serialise a record as one line of JSON Lines. JSON.stringify already escapes CR, LF, quotes
@@ -47,88 +55,6 @@ export function toJsonLine(record: AuditRecord): string {
     .replace(/\u0085/g, '\\u0085')
     .replace(/\u2028/g, '\\u2028')
     .replace(/\u2029/g, '\\u2029')}\n`
-}
-
-/** The last newline-terminated line of an open file, reading backwards in 64 KiB steps. */
-function lastWholeLine(fd: number, size: number): string | undefined {
-  let end = size
-  let tail = Buffer.alloc(0)
-  while (end > 0) {
-    const start = Math.max(0, end - 65_536)
-    const chunk = Buffer.alloc(end - start)
-    readSync(fd, chunk, 0, chunk.length, start)
-    tail = Buffer.concat([chunk, tail])
-    end = start
-    const text = tail.toString('utf8')
-    const close = text.lastIndexOf('\n')
-    if (close < 0) continue
-    const open = text.lastIndexOf('\n', close - 1)
-    if (open >= 0 || end === 0) return text.slice(open + 1, close)
-  }
-  return undefined
-}
-
-/**
- * Append-only JSON Lines file. Each line is one `write(2)` on an `O_APPEND` descriptor, so
- * concurrent writers never interleave inside a line. Past `maxBytes` the file is renamed to
- * `<file>.<timestamp>` and a new one started; hash chains continue across the two.
- * A file that ends mid-line (a crash or a full disk) gets a newline first, so the torn fragment
- * stays a line of its own that `audit verify` reports, and new lines are whole.
- * Does not check: disk space ahead of time.
- */
-export class FileAuditSink implements AuditSink {
-  #fd: number
-  #size: number
-  #last: string | undefined
-  readonly #maxBytes: number
-  #rotations = 0
-
-  constructor(
-    readonly path: string,
-    options: { maxBytes?: number } = {},
-  ) {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
-    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY
-    this.#fd = openSync(path, 'a+', 0o600)
-    this.#size = fstatSync(this.#fd).size
-    if (this.#size > 0) {
-      const lastByte = Buffer.alloc(1)
-      readSync(this.#fd, lastByte, 0, 1, this.#size - 1)
-      this.#last = lastWholeLine(this.#fd, this.#size)
-      if (lastByte[0] !== 0x0a) this.#size += writeSync(this.#fd, '\n')
-    }
-  }
-
-  lastLine(): string | undefined {
-    return this.#last
-  }
-
-  write(line: string): void {
-    const bytes = Buffer.from(line, 'utf8')
-    if (this.#size > 0 && this.#size + bytes.length > this.#maxBytes) this.#rotate()
-    const written = writeSync(this.#fd, bytes)
-    // A short write leaves a torn line; treat it as a failure so the request fails closed.
-    if (written !== bytes.length) throw new Error(`short audit write: ${written} of ${bytes.length} bytes`)
-    this.#size += written
-  }
-
-  #rotate(): void {
-    fsyncSync(this.#fd)
-    closeSync(this.#fd)
-    // Timestamp, then a counter: names sort in writing order, even within one millisecond.
-    this.#rotations += 1
-    renameSync(this.path, `${this.path}.${new Date().toISOString().replace(/[:.]/g, '-')}.${String(this.#rotations).padStart(6, '0')}`)
-    this.#fd = openSync(this.path, 'a+', 0o600)
-    this.#size = 0
-  }
-
-  close(): void {
-    try {
-      fsyncSync(this.#fd)
-    } finally {
-      closeSync(this.#fd)
-    }
-  }
 }
 
 /** In-process sink for library users who collect lines themselves. */
@@ -184,33 +110,101 @@ export class AuditLog {
     return this.#chain?.writer
   }
 
-  #write(fields: Record<string, unknown>): void {
+  /** `audit.repaired` fields not yet written (the sink cut bytes, or lines were refused). */
+  #repairs: Record<string, unknown>[] = []
+  /** Lines refused since the last line that was written, and the bytes cut back meanwhile. */
+  #refused: { lines: number; since: string; error: string; cuts: AuditRepair[] } | undefined
+
+  /** One line: `ts` first, redacted unless `raw` (fields this class makes, which hold no secrets). */
+  #line(fields: Record<string, unknown>, raw = false): string {
     // Redacted before serialisation, so no secret-shaped value reaches the sink in any field.
-    const line = toJsonLine({ ts: this.clock().toISOString(), ...(this.#redact(fields) as Record<string, unknown>) } as AuditRecord)
-    if (this.#chain === undefined) {
-      this.sink.write(line)
-      return
-    }
-    const sealed = this.#chain.seal(line)
-    this.sink.write(sealed.line)
-    sealed.commit()
+    return toJsonLine({ ts: this.clock().toISOString(), ...((raw ? fields : this.#redact(fields)) as Record<string, unknown>) } as AuditRecord)
   }
 
-  /** @throws SecurityError ERR_AUDIT_UNAVAILABLE when the line cannot be written whole. */
+  /**
+   * Write lines: in one write if the sink can (all of them are stored, or none), else one by one.
+   * The chain advances only past lines that were stored.
+   */
+  #writeAll(pending: readonly Pending[]): void {
+    const writeLines = this.sink.writeLines?.bind(this.sink)
+    if (writeLines !== undefined) {
+      const sealed = this.#chain?.sealAll(pending.map((p) => p.line))
+      writeLines(sealed?.text ?? pending.map((p) => p.line).join(''))
+      sealed?.commit()
+      for (const p of pending) p.done?.()
+      return
+    }
+    for (const p of pending) {
+      const sealed = this.#chain?.seal(p.line)
+      this.sink.write(sealed?.line ?? p.line)
+      sealed?.commit()
+      p.done?.()
+    }
+  }
+
+  #takeRepairs(): void {
+    for (const repair of this.sink.takeRepairs?.() ?? []) {
+      if (repair.cause === 'write failed') this.#refused?.cuts.push(repair)
+      else this.#repairs.push({ event: 'audit.repaired', decision: 'error', reason: 'ERR_AUDIT_UNAVAILABLE', ...repair })
+    }
+  }
+
+  /** The lines that must precede the next one: the writer's opening, then every repair not yet recorded. */
+  #preamble(): Pending[] {
+    this.#takeRepairs()
+    const pending: Pending[] = []
+    if (this.#chain !== undefined && !this.#opened) {
+      pending.push({ line: this.#line({ event: 'audit.opened', decision: 'allow', reason: 'OK', pid: process.pid, kid: this.#chain.kid }), done: () => (this.#opened = true) })
+    }
+    for (const repair of this.#repairs) pending.push({ line: this.#line(repair, true), done: () => this.#repairs.splice(this.#repairs.indexOf(repair), 1) })
+    const refused = this.#refused
+    if (refused !== undefined) {
+      const cuts = refused.cuts.slice(0, 16).map(({ from, to, sha256 }) => ({ from, to, sha256 }))
+      const omitted = refused.cuts.length - cuts.length
+      const fields = {
+        event: 'audit.repaired',
+        decision: 'error',
+        reason: 'ERR_AUDIT_UNAVAILABLE',
+        cause: 'write failed',
+        error: refused.error,
+        refused: refused.lines,
+        since: refused.since,
+        cuts,
+      }
+      pending.push({ line: this.#line(omitted > 0 ? { ...fields, cutsOmitted: omitted } : fields, true), done: () => (this.#refused = undefined) })
+    }
+    return pending
+  }
+
+  #failed(error: unknown): void {
+    this.#refused ??= { lines: 0, since: this.clock().toISOString(), error: '', cuts: [] }
+    this.#refused.lines += 1
+    this.#refused.error = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : 'error')
+    try {
+      this.#takeRepairs() // the cut-back of this very write
+    } catch {
+      // Looked at again before the next write.
+    }
+  }
+
+  /**
+   * @throws SecurityError ERR_AUDIT_UNAVAILABLE when the line cannot be written whole; then nothing
+   * of it is stored, and the next line that is written is preceded by an `audit.repaired` line
+   * counting the refused lines and the bytes cut back.
+   */
   record(fields: AuditFields): void {
     // `ts` first for readers; a field named `ts` never replaces the clock's.
     const { ts: _ignored, ...rest } = fields as AuditFields & { ts?: unknown }
     try {
-      if (this.#chain !== undefined && !this.#opened) {
-        this.#write({ event: 'audit.opened', decision: 'allow', reason: 'OK', pid: process.pid, kid: this.#chain.kid })
-        this.#opened = true
-      }
-      this.#write(rest)
+      const pending = [...this.#preamble(), { line: this.#line(rest) }]
       // Periodic checkpoints: a sealed line stating how far this writer's chain has come.
-      if (this.#chain !== undefined && this.#checkpointEvery > 0 && (this.#chain.seq + 1) % this.#checkpointEvery === 0) {
-        this.#write({ event: 'audit.checkpoint', decision: 'allow', reason: 'OK', lines: this.#chain.seq + 1 })
+      const next = (this.#chain?.seq ?? 0) + pending.length + 1
+      if (this.#chain !== undefined && this.#checkpointEvery > 0 && next % this.#checkpointEvery === 0) {
+        pending.push({ line: this.#line({ event: 'audit.checkpoint', decision: 'allow', reason: 'OK', lines: next }) })
       }
+      this.#writeAll(pending)
     } catch (error) {
+      this.#failed(error)
       throw new SecurityError('ERR_AUDIT_UNAVAILABLE', 'audit sink write failed', { cause: error })
     }
     try {
@@ -247,7 +241,11 @@ export class AuditLog {
   /** Close the writer: a chained log ends with `audit.closed`, so a cut tail shows. */
   close(): void {
     try {
-      if (this.#chain !== undefined && this.#opened) this.#write({ event: 'audit.closed', decision: 'allow', reason: 'OK', lines: this.#chain.seq + 1 })
+      if (this.#chain !== undefined && this.#opened) {
+        const pending = this.#preamble()
+        pending.push({ line: this.#line({ event: 'audit.closed', decision: 'allow', reason: 'OK', lines: this.#chain.seq + pending.length + 1 }) })
+        this.#writeAll(pending)
+      }
     } finally {
       this.sink.close()
     }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { keptAuditKeys, readAuditKey, readAuditKeyFile } from '../audit/audit-key.js'
-import { verifyAudit } from '../audit/chain.js'
+import { type TrustedRange, verifyAudit } from '../audit/chain.js'
 import { rotateAuditKey } from '../audit/key-rotation.js'
 import { PostgresAuditSink } from '../audit/sinks.js'
 import { ConfigError, type LoadedConfig, loadConfigFile, readSecret, statePath } from '../config/load.js'
@@ -54,7 +54,10 @@ function readAuditFiles(files: readonly string[]): { name: string; text: string 
   })
 }
 
-/** `audit verify FILE… | --postgres`: exit 0 intact, 1 tampered, 3 no key found. Reads only. */
+/**
+ * `audit verify FILE… | --postgres`: every problem (`FAIL file:line: …`), every recorded gap
+ * (`GAP file:line: …`), the lines that verify; exit 0 intact, 1 any problem, 3 no key found. Reads only.
+ */
 export async function auditVerify(p: Parsed): Promise<number> {
   const files = p.positionals
   const postgres = p.flag('postgres')
@@ -74,14 +77,28 @@ export async function auditVerify(p: Parsed): Promise<number> {
   if (pgLoaded !== undefined && pgConfig !== undefined)
     texts.push({ name: pgConfig.table, text: await PostgresAuditSink.readAll(readSecret(pgLoaded, pgConfig.url, 'audit.postgres.url'), pgConfig.table) })
   const report = verifyAudit(texts, found.keys)
-  if (!report.ok) {
-    const problem = report.problem
-    process.stdout.write(`FAIL ${problem?.file}:${problem?.line}: ${problem?.reason} (${report.lines} lines verified before it)\n`)
-    return EXIT.failed
-  }
+  // Problems and gaps in file order: oldest file first, then by line.
+  const order = new Map(texts.map((t, i) => [t.name, i]))
+  const findings = [
+    ...report.problems.map((p) => ({ file: p.file, line: p.line, text: `FAIL ${p.file}:${p.line}: ${p.reason}` })),
+    ...report.gaps.map((g) => ({ file: g.file, line: g.line, text: `GAP ${g.file}:${g.line}: ${g.detail} (audit.repaired, writer ${g.writer})` })),
+  ].sort((a, b) => (order.get(a.file) ?? 0) - (order.get(b.file) ?? 0) || a.line - b.line)
+  const out = findings.map((f) => f.text)
   const open = report.open.length === 0 ? '' : `; ${report.open.length} writer(s) without audit.closed (running, crashed, or the tail was cut): ${report.open.join(', ')}`
-  process.stdout.write(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${open}\n`)
-  return EXIT.ok
+  const recorded = report.gaps.length === 0 ? '' : `; ${report.gaps.length} recorded gap(s) above`
+  if (!report.ok) {
+    out.push(`trusted: ${trustedRanges(report.trusted)}`)
+    out.push(`FAIL: ${report.problems.length} problem(s); ${report.lines} line(s) from ${report.writers} writer(s) verify${recorded}${open}`)
+  } else out.push(`OK: ${report.lines} lines from ${report.writers} writer(s) verify${recorded}${open}`)
+  process.stdout.write(`${out.join('\n')}\n`)
+  return report.ok ? EXIT.ok : EXIT.failed
+}
+
+/** `audit.jsonl lines 1-4, 6-9; audit.jsonl.1 lines 1-3`, or `none`. */
+function trustedRanges(ranges: readonly TrustedRange[]): string {
+  const byFile = new Map<string, string[]>()
+  for (const { file, from, to } of ranges) byFile.set(file, [...(byFile.get(file) ?? []), from === to ? `${from}` : `${from}-${to}`])
+  return byFile.size === 0 ? 'none' : [...byFile].map(([file, runs]) => `${file} lines ${runs.join(', ')}`).join('; ')
 }
 
 /**

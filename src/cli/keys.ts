@@ -22,7 +22,11 @@ function keyStore(loaded: LoadedConfig): KeyStore {
 export function auditTrail(loaded: LoadedConfig): AuditLog {
   const file = statePath(loaded, loaded.config.audit.file)
   const key = writerAuditKey(loaded, process.env, fileTrailTail(file))
-  return new AuditLog(new FileAuditSink(file, { maxBytes: loaded.config.audit.maxBytes }), undefined, key)
+  return new AuditLog(
+    new FileAuditSink(file, { maxBytes: loaded.config.audit.maxBytes, fsync: loaded.config.audit.fsync, fsyncIntervalMs: loaded.config.audit.fsyncIntervalMs }),
+    undefined,
+    key,
+  )
 }
 
 const DATE = z.iso.datetime({ offset: true }).or(z.iso.date())

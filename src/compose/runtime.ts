@@ -167,7 +167,7 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     }
     ensureState(statePath(loaded, '.'), undefined)
     const trail = new AuditLog(
-      sink ?? new FileAuditSink(auditFile, { maxBytes: config.audit.maxBytes }),
+      sink ?? new FileAuditSink(auditFile, { maxBytes: config.audit.maxBytes, fsync: config.audit.fsync, fsyncIntervalMs: config.audit.fsyncIntervalMs }),
       undefined,
       chainKey,
       redactor([...DEFAULT_SECRET_KEYS, ...config.audit.redactKeys]),

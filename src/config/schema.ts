@@ -202,6 +202,13 @@ export const configSchema = z.strictObject({
       key: secretRef.optional(),
       /** A signed `audit.checkpoint` line after this many lines of a writer (0: none). */
       checkpointEvery: z.number().int().min(0).max(1_000_000).default(1000),
+      /**
+       * file only: when lines are forced to disk (fsync). `always`: before each request is answered;
+       * `interval`: every `fsyncIntervalMs`, off the request path (a power cut loses at most that
+       * much); `rotate`: at rotation and close only (the operating system decides).
+       */
+      fsync: z.enum(['always', 'interval', 'rotate']).default('interval'),
+      fsyncIntervalMs: z.number().int().min(10).max(60_000).default(1000),
       /** Past this size the file is renamed with a timestamp and a new one started; chains continue. */
       maxBytes: z
         .number()

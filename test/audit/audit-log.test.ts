@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
@@ -173,6 +174,36 @@ describe('FileAuditSink', () => {
     expect(lines).toHaveLength(values.length)
     expect(lines.map((l) => JSON.parse(l))).toStrictEqual(values.map((reason) => ({ ts: FIXED.toISOString(), event: 'e', decision: 'deny', reason })))
     expect((await stat(path)).mode & 0o777).toBe(0o600)
+  })
+
+  it('opening reads only; the first line cuts a torn tail and records the cut (range and hash) in the same write, never appending to it', async () => {
+    const path = join(dir, 'torn', 'audit.jsonl')
+    const firstLog = new AuditLog(new FileAuditSink(path), clock)
+    firstLog.record({ event: 'first', decision: 'allow', reason: 'OK' })
+    firstLog.close()
+    const whole = await readFile(path, 'utf8')
+    const fragment = '{"ts":"2026-01-02T03:04:05.678Z","event":"sec'
+    await writeFile(path, whole + fragment)
+    const sink = new FileAuditSink(path)
+    expect(sink.lastLine()).toBe(whole.slice(0, -1))
+    expect(await readFile(path, 'utf8')).toBe(whole + fragment)
+    new AuditLog(sink, clock).record({ event: 'after', decision: 'allow', reason: 'OK' })
+    sink.close()
+    const [first, repaired, after, ...rest] = (await readFile(path, 'utf8')).split('\n')
+    expect(rest).toStrictEqual([''])
+    expect(`${first}\n`).toBe(whole)
+    expect(JSON.parse(repaired ?? '')).toStrictEqual({
+      ts: FIXED.toISOString(),
+      event: 'audit.repaired',
+      decision: 'error',
+      reason: 'ERR_AUDIT_UNAVAILABLE',
+      cause: 'torn tail',
+      from: whole.length,
+      to: whole.length + fragment.length,
+      bytes: fragment.length,
+      sha256: createHash('sha256').update(fragment).digest('hex'),
+    })
+    expect(JSON.parse(after ?? '')).toMatchObject({ event: 'after' })
   })
 
   it.runIf(existsSync('/dev/full'))('a real failing write (disk full) → ERR_AUDIT_UNAVAILABLE', () => {

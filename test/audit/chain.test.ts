@@ -58,10 +58,15 @@ describe('hash-chained audit', () => {
 
   it('a truncated tail is reported as torn, and a different key fails at line 1', () => {
     const { text } = chainedFile(5)
-    expect(verify(text.slice(0, -40))).toMatchObject({ ok: false, problem: { line: 7, reason: expect.stringMatching(/torn line at the end/) } })
+    expect(verify(text.slice(0, -40))).toMatchObject({
+      ok: false,
+      problem: { line: 7, kind: 'torn tail', reason: expect.stringMatching(/^torn tail: \d+ bytes after line 6, not sealed/) },
+    })
+    // Every line names its writer's key by id: another key is a wrong key, reported once.
     expect(verify(text, Buffer.from('x'.repeat(64)))).toMatchObject({
       ok: false,
-      problem: { line: 1, reason: expect.stringMatching(/^wrong key: the line is sealed under audit key ak_/) },
+      lines: 0,
+      problems: [{ line: 1, reason: expect.stringMatching(/^wrong key: the line is sealed under audit key ak_.*; so are all 7 lines$/) }],
     })
   })
 
@@ -132,12 +137,89 @@ describe('hash-chained audit', () => {
     expect(killed.open).toHaveLength(1)
     // Power loss mid-line: a fragment without its newline.
     appendFileSync(path, '{"ts":"2026-11-24T00:00:00.000Z","event":"tool.ca')
-    expect(verify(readFileSync(path, 'utf8'))).toMatchObject({ ok: false, lines: killed.lines, problem: { reason: expect.stringMatching(/torn line/) } })
+    expect(verify(readFileSync(path, 'utf8'))).toMatchObject({
+      ok: false,
+      lines: killed.lines,
+      problem: { kind: 'torn tail', reason: expect.stringMatching(/^torn tail: 49 bytes/) },
+    })
+    // The next writer never appends to the fragment: it cuts it and seals the cut as a recorded gap.
     const restarted = new AuditLog(new FileAuditSink(path), undefined, KEY)
     restarted.record({ event: 'after', decision: 'allow', reason: 'OK' })
     restarted.close()
     const after = verify(readFileSync(path, 'utf8'))
-    expect(after).toMatchObject({ ok: false, lines: killed.lines, problem: { line: killed.lines + 1, reason: expect.stringMatching(/not a sealed audit line/) } })
+    expect(after).toMatchObject({ ok: true, lines: killed.lines + 4, problems: [], gaps: [{ line: killed.lines + 2, detail: expect.stringMatching(/^torn tail of 49 bytes/) }] })
+  })
+
+  /**
+   * Writer A (5 lines, then a torn line as a crash leaves it, terminated by the next writer as
+   * before this repair existed), then writer B (12 lines) with a forged line inserted and an edit
+   * below it: every problem is reported, and the lines between them verify.
+   */
+  function damagedFile(): { text: string; torn: number; forged: number; edited: number } {
+    const path = join(tmp(), 'audit.jsonl')
+    const a = new AuditLog(new FileAuditSink(path), undefined, KEY)
+    for (let i = 0; i < 3; i++) a.record({ event: 'tool.call', decision: 'allow', reason: 'OK', i })
+    const before = lines(readFileSync(path, 'utf8'))
+    const b = new AuditLog(new FileAuditSink(path), undefined, KEY)
+    for (let i = 0; i < 10; i++) b.record({ event: 'tool.call', decision: 'deny', reason: 'ERR_FORBIDDEN', i })
+    b.close()
+    const written = lines(readFileSync(path, 'utf8')).slice(before.length)
+    const forged = `{"ts":"x","event":"tool.call","decision":"allow","reason":"OK","wid":"${b.writer}","seq":5,"mac":"${'0'.repeat(64)}"}`
+    const ls = [...before, '{"ts":"2026-11-24T00:00:00.000Z","event":"tool.call","decision":"al', ...written.slice(0, 4), forged, ...written.slice(4)]
+    const edited = ls.length - 3
+    ls[edited - 1] = (ls[edited - 1] ?? '').replace('"decision":"deny"', '"decision":"allow"')
+    return { text: join_(ls), torn: before.length + 1, forged: before.length + 6, edited }
+  }
+
+  it('every problem is reported, each as what it is, and verifying goes on past a torn line: an edit below it is found', () => {
+    const { text, torn, forged, edited } = damagedFile()
+    const report = verify(text)
+    expect(report.problems).toStrictEqual([
+      { file: 'audit.jsonl', line: torn, kind: 'torn', reason: expect.stringMatching(/^not a sealed audit line \(\d+ bytes, no MAC\): torn/) },
+      { file: 'audit.jsonl', line: forged, kind: 'forged', reason: expect.stringMatching(/^MAC does not match/) },
+      { file: 'audit.jsonl', line: edited, kind: 'forged', reason: expect.stringMatching(/^MAC does not match/) },
+    ])
+    const total = lines(text).length
+    expect(report).toMatchObject({ ok: false, lines: total - 3, writers: 2, open: [expect.any(String)] })
+    expect(report.trusted).toStrictEqual([
+      { file: 'audit.jsonl', from: 1, to: torn - 1 },
+      { file: 'audit.jsonl', from: torn + 1, to: forged - 1 },
+      { file: 'audit.jsonl', from: forged + 1, to: edited - 1 },
+      { file: 'audit.jsonl', from: edited + 1, to: total },
+    ])
+  })
+
+  it('a failed write with the next line appended to it (the old disk-full tear) is reported, and that next line verifies', () => {
+    const { text } = chainedFile(6)
+    const ls = lines(text)
+    ls[4] = `{"ts":"2026-11-24T00:00:00.000Z","event":"tool.call","deci${ls[4] ?? ''}`
+    const report = verify(join_(ls))
+    expect(report.problems).toStrictEqual([{ file: 'audit.jsonl', line: 5, kind: 'glued', reason: expect.stringMatching(/^a torn line of 58 bytes .* that next line verifies$/) }])
+    expect(report).toMatchObject({
+      lines: 8,
+      trusted: [
+        { from: 1, to: 4 },
+        { from: 5, to: 8 },
+      ],
+    })
+  })
+
+  it('mcp-bastion audit verify prints every problem and the trusted lines, exit 1', () => {
+    const dir = tmp()
+    const { text, torn, forged, edited } = damagedFile()
+    writeFileSync(join(dir, 'audit.jsonl'), text)
+    writeFileSync(join(dir, 'audit.key'), KEY)
+    const r = spawnSync(process.execPath, [BIN, 'audit', 'verify', 'audit.jsonl'], { cwd: dir, encoding: 'utf8' })
+    expect(r.status).toBe(1)
+    const total = lines(text).length
+    expect(r.stdout.split('\n')).toStrictEqual([
+      expect.stringMatching(new RegExp(`^FAIL audit\\.jsonl:${torn}: not a sealed audit line`)),
+      expect.stringMatching(new RegExp(`^FAIL audit\\.jsonl:${forged}: MAC does not match`)),
+      expect.stringMatching(new RegExp(`^FAIL audit\\.jsonl:${edited}: MAC does not match`)),
+      `trusted: audit.jsonl lines 1-${torn - 1}, ${torn + 1}-${forged - 1}, ${forged + 1}-${edited - 1}, ${edited + 1}-${total}`,
+      expect.stringMatching(new RegExp(`^FAIL: 3 problem\\(s\\); ${total - 3} line\\(s\\) from 2 writer\\(s\\) verify; 1 writer\\(s\\) without audit\\.closed`)),
+      '',
+    ])
   })
 
   it('mcp-bastion audit verify: OK on a fresh state directory, the line number after an edit', () => {
