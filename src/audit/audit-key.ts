@@ -16,7 +16,7 @@ function configuredKey(loaded: LoadedConfig, env: NodeJS.ProcessEnv): Buffer | u
 /**
  * An audit key file as `<stateDir>/audit.key` holds it (hex text; the text is the key), or
  * undefined when there is no such file. Reads only.
- * @throws ConfigError when the file exists but cannot be read or is empty
+ * @throws ConfigError when the file exists but cannot be read, is empty or is shorter than a key
  */
 export function readAuditKeyFile(file: string): Buffer | undefined {
   let text: string
@@ -28,6 +28,8 @@ export function readAuditKeyFile(file: string): Buffer | undefined {
     throw new ConfigError(`audit key ${file}: cannot read (${code ?? 'error'})`)
   }
   if (text === '') throw new ConfigError(`audit key ${file}: the file is empty`)
+  // A damaged file is named, not reported as a short key somewhere later.
+  if (Buffer.byteLength(text) < 32) throw new ConfigError(`audit key ${file}: ${Buffer.byteLength(text)} bytes, fewer than 32: the file is damaged; restore it from a backup`)
   return Buffer.from(text, 'utf8')
 }
 
@@ -45,7 +47,9 @@ export function auditKey(loaded: LoadedConfig, env: NodeJS.ProcessEnv = process.
     // Another process may create it first: link() then fails and we use theirs.
     writeKeyFile(file, newAuditKey(), { replace: false })
   }
-  return Buffer.from(readFileSync(file, 'utf8').trim(), 'utf8')
+  const key = readAuditKeyFile(file)
+  if (key === undefined) throw new ConfigError(`audit key ${file}: removed while starting`)
+  return key
 }
 
 /** A new audit key: 32 random bytes as hex (the hex text is the key, as the file holds it). */

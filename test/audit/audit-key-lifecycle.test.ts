@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -180,5 +180,16 @@ describe('rotation: a hand-over line MACed by both keys', () => {
     expect(() => rotateAuditKey(embeddedConfig({ audit: { key: { env: 'AUDIT_KEY' } } }, dir))).toThrow(/audit\.key is set in the config/)
     expect(() => rotateAuditKey(embeddedConfig({ audit: { sink: 'postgres', postgres: { url: { env: 'AUDIT_PG' }, table: 't' } } }, dir))).toThrow(/audit\.sink is postgres/)
     expect(existsSync(join(dir, '.bastion'))).toBe(false)
+  })
+})
+
+describe('a damaged audit key file', () => {
+  it('is refused at start with a config error naming the file, not as a short key later', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-shortkey-')))
+    mkdirSync(join(dir, '.bastion'), { recursive: true })
+    writeFileSync(join(dir, '.bastion', 'audit.key'), 'abc123\n', { mode: 0o600 })
+    await expect(createBastion({ baseDir: dir, logger: pino({ level: 'silent' }), announce: false, env: {} })).rejects.toThrow(
+      new RegExp(`audit key ${join(dir, '.bastion', 'audit.key')}: 6 bytes, fewer than 32: the file is damaged`),
+    )
   })
 })
