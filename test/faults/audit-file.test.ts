@@ -31,8 +31,9 @@ describe('a full disk mid-load (a real 256 KiB tmpfs)', () => {
     if (disk !== undefined) spawnSync('umount', [disk])
   })
 
-  it('every write lands whole or not at all; when space returns the refused lines are recorded as a gap and everything verifies', (ctx) => {
-    if (disk === undefined) return ctx.skip('needs root with mount privileges for a real full filesystem')
+  it('every write lands whole or not at all; when space returns the refused lines are recorded as a gap and everything verifies', () => {
+    // A test that cannot build its full disk fails loudly: it must never pass without testing.
+    if (disk === undefined) throw new Error('this test needs root with mount privileges for a real full filesystem (mount -t tmpfs)')
     const filler = join(disk, 'filler')
     writeFileSync(filler, Buffer.alloc(128 * 1024))
     const path = join(disk, 'state', 'audit.jsonl')
@@ -96,8 +97,9 @@ describe('a full disk under a running server (a real 2 MiB tmpfs as its state fo
     if (disk !== undefined) spawnSync('umount', [disk])
   })
 
-  it('requests fail closed with 503 while the disk is full, every answered request has its line, and the trail verifies after', async (ctx) => {
-    if (disk === undefined) return ctx.skip('needs root with mount privileges for a real full filesystem')
+  it('requests fail closed with 503 while the disk is full, every answered request has its line, and the trail verifies after', async () => {
+    // A test that cannot build its full disk fails loudly: it must never pass without testing.
+    if (disk === undefined) throw new Error('this test needs root with mount privileges for a real full filesystem (mount -t tmpfs)')
     const dir = tmp()
     writeFileSync(join(dir, 'bastion.yaml'), `stateDir: ${join(disk, 'state')}\n`)
     const key = cli(dir, ['keys', 'create', '--role', 'admin', '--config', 'bastion.yaml']).stdout.trim()
