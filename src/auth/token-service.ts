@@ -38,6 +38,34 @@ class OAuthError extends Error {
   }
 }
 
+/** A token or revocation form holds a few short parameters: more is refused unread (the client is not authenticated yet). */
+const MAX_FORM_BYTES = 16 * 1024
+
+/**
+ * The form body, read no further than {@link MAX_FORM_BYTES} (413 past it), as strict UTF-8.
+ * Does not check: the parameters (the grant handlers do).
+ */
+async function formText(request: Request): Promise<string> {
+  const declared = Number(request.headers.get('content-length') ?? '0')
+  if (!(declared <= MAX_FORM_BYTES)) throw new OAuthError('invalid_request', 413, 'form body too large')
+  const reader = request.body?.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (let next = await reader?.read(); next !== undefined && !next.done; next = await reader?.read()) {
+    size += next.value.byteLength
+    if (size > MAX_FORM_BYTES) {
+      await reader?.cancel()
+      throw new OAuthError('invalid_request', 413, 'form body too large')
+    }
+    chunks.push(next.value)
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(chunks))
+  } catch {
+    throw new OAuthError('invalid_request', 400, 'form body is not UTF-8')
+  }
+}
+
 const NO_STORE = { 'content-type': 'application/json', 'cache-control': 'no-store', pragma: 'no-cache' }
 
 /**
@@ -82,7 +110,7 @@ export class TokenService {
     if (request.method !== 'POST') throw new OAuthError('invalid_request', 405, 'POST only')
     if (!(request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded'))
       throw new OAuthError('invalid_request', 400, 'form-encoded body required')
-    const form = new URLSearchParams(await request.text())
+    const form = new URLSearchParams(await formText(request))
     for (const [name] of form) if (form.getAll(name).length > 1) throw new OAuthError('invalid_request', 400, `repeated parameter ${name}`)
     const basic = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(request.headers.get('authorization') ?? '')?.[1]
     let id: string | undefined

@@ -37,6 +37,28 @@ async function tokenRequest(body: Record<string, string>, key = server.keys.admi
 }
 
 describe('token service', () => {
+  it('reads no more than 16 KiB of a form from a client not yet authenticated: 413, declared or streamed; a form of that size still works', async () => {
+    const big = { grant_type: 'client_credentials', pad: 'x'.repeat(17 * 1024) }
+    const declared = await tokenRequest(big)
+    expect(declared.status).toBe(413)
+    expect(declared.json.error).toBe('invalid_request')
+    // Streamed without a length: cut once it passes the cap.
+    const chunk = new TextEncoder().encode(new URLSearchParams(big).toString())
+    const streamed = await fetch(`${origin}/oauth/token`, {
+      method: 'POST',
+      headers: { authorization: basic(server.keys.admin), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new ReadableStream({
+        start(c) {
+          c.enqueue(chunk)
+          c.close()
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit)
+    expect(streamed.status).toBe(413)
+    expect((await tokenRequest({ grant_type: 'client_credentials', pad: 'x'.repeat(15 * 1024) })).status).toBe(200)
+  })
+
   it('publishes authorization server metadata (RFC 8414) and its JWKS', async () => {
     const meta = (await (await fetch(`${origin}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>
     expect(meta).toMatchObject({
