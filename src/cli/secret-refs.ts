@@ -1,4 +1,5 @@
-import type { SecretRef } from '../config/schema.js'
+import type { z } from 'zod'
+import { configSchema, type SecretRef, secretRef } from '../config/schema.js'
 
 /** A secret reference found in a parsed config, with its key path (`auth.keys.0.key`). */
 export interface SecretRefAt {
@@ -6,43 +7,44 @@ export interface SecretRefAt {
   readonly ref: SecretRef
 }
 
-/**
- * A secret reference is exactly `{ env: NAME }` or `{ file: PATH }`: the schema's `secretRef` is
- * a strict object. `policy` always holds its defaulted keys beside its `file`; `vault` may hold
- * nothing but its state `file` (with `enabled` unset), so it is not walked, nor are the records
- * whose string values are free text (see {@link FREE_FORM}).
- */
-function asSecretRef(value: unknown): SecretRef | undefined {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
-  const keys = Object.keys(value)
-  if (keys.length !== 1) return undefined
-  const v = value as Record<string, unknown>
-  if (keys[0] === 'env' && typeof v.env === 'string') return { env: v.env }
-  if (keys[0] === 'file' && typeof v.file === 'string') return { file: v.file }
-  return undefined
-}
+type Def = { type: string; [k: string]: unknown }
+const defOf = (schema: unknown): Def => (schema as { _zod: { def: Def } })._zod.def
+/** Schema types that wrap one inner schema and keep the value's shape. */
+const WRAPPERS = new Set(['optional', 'nullable', 'default', 'prefault', 'readonly', 'catch'])
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
 
 /**
- * Records whose keys are chosen by the operator and whose values are strings, so that a single
- * entry named `env` or `file` would look like a reference: `pii.tools` (tool → mode), a policy
- * rule's `output` settings, and an issuer's inline `jwk`.
+ * Every secret reference in a parsed config, in document order, found where the config schema
+ * places `secretRef` (so a free-form record entry named `env` or `file`, or a state file's
+ * `file` setting, is never taken for one). Pure: reads no secret.
  */
-const FREE_FORM: readonly RegExp[] = [/^vault$/, /^pii\.tools$/, /^policy\.rules\.\d+\.output$/, /^auth\.issuers\.\d+\.keys\.\d+\.jwk$/]
-
-/** Every secret reference in a parsed config, in document order. Pure: reads no secret. */
 export function secretRefs(config: unknown): SecretRefAt[] {
   const found: SecretRefAt[] = []
-  const walk = (value: unknown, path: readonly string[]): void => {
-    const at = path.join('.')
-    if (FREE_FORM.some((re) => re.test(at))) return
-    const ref = asSecretRef(value)
-    if (ref !== undefined) {
-      found.push({ path: at, ref })
+  const walk = (schema: unknown, value: unknown, path: readonly string[]): void => {
+    if (value === undefined || value === null) return
+    if (schema === secretRef) {
+      found.push({ path: path.join('.'), ref: value as SecretRef })
       return
     }
-    if (value === null || typeof value !== 'object') return
-    for (const [k, v] of Object.entries(value)) walk(v, [...path, k])
+    const def = defOf(schema)
+    const t = def.type
+    if (WRAPPERS.has(t)) walk(def.innerType, value, path)
+    else if (t === 'pipe') walk(def.in, value, path)
+    else if (t === 'lazy') walk((def.getter as () => unknown)(), value, path)
+    else if (t === 'object' && isRecord(value)) {
+      for (const [k, s] of Object.entries(def.shape as Record<string, z.ZodType>)) walk(s, value[k], [...path, k])
+    } else if (t === 'record' && isRecord(value)) {
+      for (const [k, v] of Object.entries(value)) walk(def.valueType, v, [...path, k])
+    } else if (t === 'array' && Array.isArray(value)) {
+      for (const [i, v] of value.entries()) walk(def.element, v, [...path, String(i)])
+    } else if (t === 'union') {
+      // Options are objects with distinct keys: an option whose keys the value lacks finds nothing.
+      for (const option of def.options as unknown[]) walk(option, value, path)
+    } else if (t === 'intersection') {
+      walk(def.left, value, path)
+      walk(def.right, value, path)
+    }
   }
-  walk(config, [])
+  walk(configSchema, config, [])
   return found
 }
