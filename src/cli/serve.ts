@@ -1,4 +1,5 @@
 import { createBastion } from '../bastion.js'
+import { envPort } from '../compose/first-run.js'
 import { serveStdio } from '../transport/stdio.js'
 import { SERVE } from './commands.js'
 import { configPath } from './config-path.js'
@@ -12,8 +13,10 @@ function parsePort(text: string | undefined, where: string): number | undefined 
 
 /** `serve`: resolves once listening; the process then runs until a signal (or stdin ends, with --stdio). */
 export async function serve(p: Parsed): Promise<void> {
-  const host = p.string('host') ?? (process.env.BASTION_HOST === '' ? undefined : process.env.BASTION_HOST)
-  const port = parsePort(p.string('port'), '--port') ?? parsePort(process.env.BASTION_PORT, 'BASTION_PORT')
+  // Flags here; $BASTION_HOST and $BASTION_PORT are listen()'s (a malformed port refused before any state opens).
+  const host = p.string('host')
+  const port = parsePort(p.string('port'), '--port')
+  envPort(process.env.BASTION_PORT)
   const path = configPath(p.string('config'))
   if (p.flag('stdio')) {
     const bastion = await createBastion({ ...(path === undefined ? {} : { config: path }), announce: false })
