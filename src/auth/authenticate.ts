@@ -1,7 +1,7 @@
 import { SecurityError } from '../errors.js'
 import type { Principal } from '../principal.js'
 import { keyMatchesHash, parseApiKey } from './api-key.js'
-import type { KeyStore } from './key-store.js'
+import type { KeyStore, StoredKey } from './key-store.js'
 
 // RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token. Scheme is case-insensitive (RFC 9110 §11.1).
 const BEARER = /^[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)$/
@@ -47,6 +47,25 @@ export class ApiKeyAuthenticator {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /**
+   * The principal of a key by id, if it is still in force: tokens issued for a key (sign-in at the
+   * authorization endpoint, client credentials) live no longer than the key itself.
+   * @throws SecurityError ERR_AUTH_INVALID (unknown), ERR_AUTH_REVOKED, ERR_AUTH_EXPIRED
+   */
+  current(id: string): Principal {
+    const stored = this.store.get(id)
+    if (stored === undefined) throw new SecurityError('ERR_AUTH_INVALID', `unknown key id ${id}`)
+    return this.#inForce(stored)
+  }
+
+  #inForce(stored: StoredKey): Principal {
+    if (stored.revokedAt !== null) throw new SecurityError('ERR_AUTH_REVOKED', `key ${stored.id} was revoked at ${stored.revokedAt}`)
+    if (stored.expiresAt !== null && Date.parse(stored.expiresAt) <= this.now()) {
+      throw new SecurityError('ERR_AUTH_EXPIRED', `key ${stored.id} expired at ${stored.expiresAt}`)
+    }
+    return { id: `key:${stored.id}`, kind: 'api-key', name: stored.name, roles: stored.roles, ...(stored.tenant === undefined ? {} : { tenant: stored.tenant }) }
+  }
+
   /** @throws SecurityError ERR_AUTH_INVALID, ERR_AUTH_REVOKED, ERR_AUTH_EXPIRED */
   verify(token: string): Principal {
     const parsed = parseApiKey(token)
@@ -56,10 +75,6 @@ export class ApiKeyAuthenticator {
     if (stored === undefined || !matches) {
       throw new SecurityError('ERR_AUTH_INVALID', stored === undefined ? `unknown key id ${parsed.id}` : `wrong secret for key id ${parsed.id}`)
     }
-    if (stored.revokedAt !== null) throw new SecurityError('ERR_AUTH_REVOKED', `key ${stored.id} was revoked at ${stored.revokedAt}`)
-    if (stored.expiresAt !== null && Date.parse(stored.expiresAt) <= this.now()) {
-      throw new SecurityError('ERR_AUTH_EXPIRED', `key ${stored.id} expired at ${stored.expiresAt}`)
-    }
-    return { id: `key:${stored.id}`, kind: 'api-key', name: stored.name, roles: stored.roles, ...(stored.tenant === undefined ? {} : { tenant: stored.tenant }) }
+    return this.#inForce(stored)
   }
 }

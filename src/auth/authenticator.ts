@@ -3,7 +3,7 @@ import type { Principal } from '../principal.js'
 import { parseApiKey } from './api-key.js'
 import type { ApiKeyAuthenticator, CredentialSource } from './authenticate.js'
 import type { Introspector } from './introspection.js'
-import type { JwtVerifier } from './jwt.js'
+import type { JwtVerifier, SelfToken } from './jwt.js'
 import { type TokenCache, tokenKey } from './token-cache.js'
 
 /** Is this token id revoked (bastion's own tokens)? */
@@ -16,6 +16,9 @@ export interface AuthenticatorParts {
   readonly cache: TokenCache
   readonly isRevoked: RevocationCheck
 }
+
+/** The revocation id of a user's grant (`mcp-bastion grants revoke`). */
+export const grantRevocationId = (grant: string): string => `grant:${grant}`
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 
@@ -46,14 +49,24 @@ export class Authenticator {
           p.cache.revoke(cached.jti)
           throw new SecurityError('ERR_AUTH_REVOKED', `token ${cached.jti} is revoked`)
         }
+        await this.#stillInForce(cached.self)
         return cached.principal
       }
       const verified = await p.jwt.verify(token)
       if (verified.jti !== undefined && (await p.isRevoked(verified.jti))) throw new SecurityError('ERR_AUTH_REVOKED', `token ${verified.jti} is revoked`)
-      p.cache.set(key, { principal: verified.principal, expiresAt: verified.expiresAt, jti: verified.jti })
+      await this.#stillInForce(verified.self)
+      p.cache.set(key, { principal: verified.principal, expiresAt: verified.expiresAt, jti: verified.jti, ...(verified.self === undefined ? {} : { self: verified.self }) })
       return verified.principal
     }
     if (p.introspection !== undefined) return (await p.introspection.verify(token)).principal
     throw new SecurityError('ERR_AUTH_INVALID', 'unrecognised credential')
+  }
+
+  /** bastion's own token lives no longer than the key it stands for, or the user's grant. */
+  async #stillInForce(self: SelfToken | undefined): Promise<void> {
+    if (self === undefined) return
+    if (self.keyId !== undefined) this.#parts.apiKeys.current(self.keyId)
+    if (self.grant !== undefined && (await this.#parts.isRevoked(grantRevocationId(self.grant))))
+      throw new SecurityError('ERR_AUTH_REVOKED', `grant ${self.grant} was revoked`)
   }
 }

@@ -103,7 +103,7 @@ export class JwtVerifier {
    * @returns the principal and the token's expiry (ms since the epoch)
    * @throws SecurityError ERR_AUTH_INVALID, ERR_AUTH_EXPIRED, ERR_AUTH_UNAVAILABLE (keys unreachable)
    */
-  async verify(token: string): Promise<{ principal: Principal; expiresAt: number; jti: string | undefined }> {
+  async verify(token: string): Promise<{ principal: Principal; expiresAt: number; jti: string | undefined; self?: SelfToken }> {
     if (token.length > MAX_TOKEN_BYTES) throw new SecurityError('ERR_AUTH_INVALID', `token of ${token.length} bytes is over ${MAX_TOKEN_BYTES}`)
     const unverified = this.#claims(token)
     if (unverified === undefined) throw new SecurityError('ERR_AUTH_INVALID', 'not a JWT')
@@ -134,17 +134,34 @@ export class JwtVerifier {
     if (exp - start > o.maxLifetimeSeconds)
       throw new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: lifetime ${Math.round(exp - start)} s is over the maximum ${o.maxLifetimeSeconds} s`)
     const claims = jwtClaims(payload, o.claims, (why) => new SecurityError('ERR_AUTH_INVALID', `${o.issuer}: ${why}`))
+    const self = trusted === this.#self?.trusted
+    // bastion's own tokens for people who signed in through an OpenID provider name them `user:…`.
+    const person = self && claims.sub.startsWith('user:')
+    const shownName = self && typeof payload.name === 'string' ? payload.name : claims.sub
     const principal: Principal = {
-      id: `${o.name}:${claims.sub}`,
+      id: person ? claims.sub : `${o.name}:${claims.sub}`,
       kind: 'jwt',
-      name: claims.sub,
+      name: shownName,
       roles: [...new Set([...o.defaultRoles, ...claims.roles])],
       scopes: claims.scopes,
       claims: payload,
       ...(claims.tenant === undefined ? {} : { tenant: claims.tenant }),
     }
-    return { principal, expiresAt: exp * 1000, jti: claims.jti }
+    const grant = typeof payload.gid === 'string' ? payload.gid : undefined
+    return {
+      principal,
+      expiresAt: exp * 1000,
+      jti: claims.jti,
+      ...(self ? { self: { keyId: person ? undefined : claims.sub, ...(grant === undefined ? {} : { grant }) } } : {}),
+    }
   }
+}
+
+/** What bastion's own tokens carry besides the principal: the key they stand for, the user's grant. */
+export interface SelfToken {
+  /** The API key whose roles the token carries (undefined for a person from an OpenID provider). */
+  readonly keyId: string | undefined
+  readonly grant?: string
 }
 
 /** jose's errors as bastion's: expired, unavailable keys, or simply invalid. The message is for the audit line. */

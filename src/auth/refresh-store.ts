@@ -10,6 +10,9 @@ export interface RefreshGrant {
   readonly keyId: string
   readonly scopes: readonly string[]
   readonly expiresAt: number
+  /** Issued at the authorization endpoint: the OAuth client, and the user's grant it stands under. */
+  readonly client?: string
+  readonly grant?: string
 }
 
 /**
@@ -36,7 +39,7 @@ export interface RefreshStore {
   use(token: string, retryMs: number): Promise<UseResult>
   revokeFamily(family: string, until: number): Promise<void>
   /** The family of a refresh token and the API key it was issued to. */
-  familyOf(token: string): Promise<{ family: string; keyId: string } | undefined>
+  familyOf(token: string): Promise<{ family: string; keyId: string; client?: string } | undefined>
   revokeJti(jti: string, until: number): Promise<void>
   isRevoked(jti: string): Promise<boolean>
   close(): Promise<void>
@@ -150,7 +153,14 @@ export class FileRefreshStore implements RefreshStore {
       const now = Date.now()
       const entry = file.tokens[hashOf(token)]
       if (entry === undefined || entry.expiresAt <= now) return { status: 'invalid' }
-      const grant: RefreshGrant = { family: entry.family, keyId: entry.keyId, scopes: entry.scopes, expiresAt: entry.expiresAt }
+      const grant: RefreshGrant = {
+        family: entry.family,
+        keyId: entry.keyId,
+        scopes: entry.scopes,
+        expiresAt: entry.expiresAt,
+        ...(entry.client === undefined ? {} : { client: entry.client }),
+        ...(entry.grant === undefined ? {} : { grant: entry.grant }),
+      }
       if (entry.usedAt !== null) {
         const kept = entry.next
         const open = kept !== undefined && kept.retryUntil > now && file.tokens[kept.hash]?.usedAt === null ? unseal(kept.sealed, token) : undefined
@@ -164,9 +174,9 @@ export class FileRefreshStore implements RefreshStore {
     })
   }
 
-  async familyOf(token: string): Promise<{ family: string; keyId: string } | undefined> {
+  async familyOf(token: string): Promise<{ family: string; keyId: string; client?: string } | undefined> {
     const grant = this.#read().tokens[hashOf(token)]
-    return grant === undefined ? undefined : { family: grant.family, keyId: grant.keyId }
+    return grant === undefined ? undefined : { family: grant.family, keyId: grant.keyId, ...(grant.client === undefined ? {} : { client: grant.client }) }
   }
 
   async revokeFamily(family: string, until: number): Promise<void> {
@@ -195,18 +205,20 @@ export class FileRefreshStore implements RefreshStore {
 // the retry record lives (Redis expires it with the window), else 2 with the family. Unused → mark
 // it used, write the successor (the same grant) and the retry record → 1 with the grant.
 const USE_SCRIPT = `
-local v = redis.call('HMGET', KEYS[1], 'family', 'keyId', 'scopes', 'exp', 'used')
+local v = redis.call('HMGET', KEYS[1], 'family', 'keyId', 'scopes', 'exp', 'used', 'client', 'grant')
 if v[1] == false then return {0} end
+local client = v[6] or ''
+local grant = v[7] or ''
 if v[5] == '1' then
   local sealed = redis.call('GET', KEYS[2])
-  if sealed then return {3, v[1], v[2], v[3], v[4], sealed} end
+  if sealed then return {3, v[1], v[2], v[3], v[4], client, grant, sealed} end
   return {2, v[1]}
 end
 redis.call('HSET', KEYS[1], 'used', '1')
-redis.call('HSET', KEYS[3], 'family', v[1], 'keyId', v[2], 'scopes', v[3], 'exp', v[4], 'used', '0')
+redis.call('HSET', KEYS[3], 'family', v[1], 'keyId', v[2], 'scopes', v[3], 'exp', v[4], 'used', '0', 'client', client, 'grant', grant)
 redis.call('PEXPIREAT', KEYS[3], v[4])
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-return {1, v[1], v[2], v[3], v[4]}
+return {1, v[1], v[2], v[3], v[4], client, grant}
 `
 
 type WithUse = Redis & { bastionUseRefresh(token: string, retry: string, next: string, sealed: string, retryMs: string): Promise<[number, ...string[]]> }
@@ -242,7 +254,15 @@ export class RedisRefreshStore implements RefreshStore {
     await this.#call(() =>
       this.#redis
         .multi()
-        .hset(key, { family: grant.family, keyId: grant.keyId, scopes: grant.scopes.join(' '), exp: String(grant.expiresAt), used: '0' })
+        .hset(key, {
+          family: grant.family,
+          keyId: grant.keyId,
+          scopes: grant.scopes.join(' '),
+          exp: String(grant.expiresAt),
+          used: '0',
+          client: grant.client ?? '',
+          grant: grant.grant ?? '',
+        })
         .pexpireat(key, grant.expiresAt)
         .exec(),
     )
@@ -253,10 +273,17 @@ export class RedisRefreshStore implements RefreshStore {
     const key = `${this.#prefix}rt:${hashOf(token)}`
     const fresh = newToken()
     const reply = await this.#call(() => this.#redis.bastionUseRefresh(key, `${key}:retry`, `${this.#prefix}rt:${hashOf(fresh)}`, seal(fresh, token), String(retryMs)))
-    const [status, family = '', keyId = '', scopes = '', exp = '0', sealed = ''] = reply
+    const [status, family = '', keyId = '', scopes = '', exp = '0', client = '', grantId = '', sealed = ''] = reply
     if (status === 2) return { status: 'reused', family }
     if (status !== 1 && status !== 3) return { status: 'invalid' }
-    const grant: RefreshGrant = { family, keyId, scopes: scopes.split(' ').filter((s) => s.length > 0), expiresAt: Number(exp) }
+    const grant: RefreshGrant = {
+      family,
+      keyId,
+      scopes: scopes.split(' ').filter((s) => s.length > 0),
+      expiresAt: Number(exp),
+      ...(client === '' ? {} : { client }),
+      ...(grantId === '' ? {} : { grant: grantId }),
+    }
     if (status === 1) {
       if (grant.expiresAt <= Date.now() || (await this.#call(() => this.#redis.exists(`${this.#prefix}fam:${family}`))) === 1) return { status: 'invalid' }
       return { status: 'ok', grant, next: fresh, retried: false }
@@ -274,9 +301,9 @@ export class RedisRefreshStore implements RefreshStore {
     return { status: 'ok', grant, next, retried: true }
   }
 
-  async familyOf(token: string): Promise<{ family: string; keyId: string } | undefined> {
-    const [family, keyId] = await this.#call(() => this.#redis.hmget(`${this.#prefix}rt:${hashOf(token)}`, 'family', 'keyId'))
-    return family == null || keyId == null ? undefined : { family, keyId }
+  async familyOf(token: string): Promise<{ family: string; keyId: string; client?: string } | undefined> {
+    const [family, keyId, client] = await this.#call(() => this.#redis.hmget(`${this.#prefix}rt:${hashOf(token)}`, 'family', 'keyId', 'client'))
+    return family == null || keyId == null ? undefined : { family, keyId, ...(client == null || client === '' ? {} : { client }) }
   }
 
   async revokeFamily(family: string, until: number): Promise<void> {

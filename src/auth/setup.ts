@@ -5,10 +5,14 @@ import { secureUrl } from '../config/urls.js'
 import type { Keyring } from '../protect/keyring.js'
 import { ApiKeyAuthenticator } from './authenticate.js'
 import { Authenticator } from './authenticator.js'
+import { AuthorizationServer } from './authorization-server.js'
 import { BruteForce } from './brute-force.js'
 import { Introspector } from './introspection.js'
 import { type IssuerOptions, JwtVerifier, jwksFromFile, staticJwks } from './jwt.js'
 import type { KeyStore } from './key-store.js'
+import { ClientRegistry, hashSecret, type OAuthClient } from './oauth-clients.js'
+import { FileOAuthStore, type OAuthStore, RedisOAuthStore } from './oauth-store.js'
+import { redirectKind } from './redirect-uri.js'
 import { FileRefreshStore, RedisRefreshStore, type RefreshStore } from './refresh-store.js'
 import type { ResourceServer } from './resource-metadata.js'
 import { SigningKeys } from './signing-keys.js'
@@ -23,6 +27,8 @@ export interface AuthSetup {
   readonly resourceServer: ResourceServer | undefined
   readonly tokenService: TokenService | undefined
   readonly signingKeys: SigningKeys | undefined
+  /** The authorization endpoint's logic, when the token service is on. */
+  readonly authorization: AuthorizationServer | undefined
   close(): Promise<void>
 }
 
@@ -98,6 +104,62 @@ export async function setupAuth(input: {
       store = redis
     } else store = new FileRefreshStore(statePath(loaded, ts.refreshTokensFile))
   }
+  let oauthStore: OAuthStore | undefined
+  let authorization: AuthorizationServer | undefined
+  const clientsConfig = auth.clients
+  const fetchOptions = { timeoutMs: clientsConfig.metadataTimeoutMs, maxBytes: clientsConfig.metadataMaxBytes, allowLoopback: clientsConfig.dangerouslyAllowLoopbackMetadata }
+  if (ts.enabled) {
+    oauthStore =
+      ts.store === 'redis' && ts.redis !== undefined
+        ? new RedisOAuthStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) => input.log.warn({ err: { message: e.message } }, 'authorization store'))
+        : new FileOAuthStore(statePath(loaded, ts.authorizationFile))
+    const configured = clientsConfig.registered.map((c, i): OAuthClient => {
+      for (const [j, uri] of c.redirectUris.entries()) {
+        const kind = redirectKind(uri)
+        if (typeof kind === 'object') throw new ConfigError(`config ${source}: auth.clients.registered.${i}.redirectUris.${j}: ${kind.refused}`)
+      }
+      const secret = c.secret === undefined ? undefined : readSecret(loaded, c.secret, `auth.clients.registered.${i}.secret`, env)
+      if (secret !== undefined && secret.length < 32) throw new ConfigError(`config ${source}: auth.clients.registered.${i}.secret: at least 32 characters`)
+      return {
+        id: c.clientId,
+        name: c.name,
+        source: 'configured',
+        redirectUris: c.redirectUris,
+        authMethod: secret === undefined ? 'none' : 'client_secret_basic',
+        ...(secret === undefined ? {} : { secretHash: hashSecret(secret) }),
+      }
+    })
+    const audit = input.audit
+    const clients = new ClientRegistry({
+      configured,
+      store: oauthStore,
+      metadataDocuments: clientsConfig.metadataDocuments,
+      allowedDomains: clientsConfig.allowedDomains,
+      fetch: fetchOptions,
+      cacheSeconds: clientsConfig.metadataCacheSeconds,
+      registration: clientsConfig.registration,
+      onFetch: (clientId, outcome) =>
+        audit.record({
+          event: outcome.ok ? 'oauth.client_fetched' : 'oauth.client_fetch_failed',
+          principal: `client:${clientId.slice(0, 200)}`,
+          decision: outcome.ok ? 'allow' : 'deny',
+          reason: outcome.ok ? 'OK' : 'ERR_AUTH_INVALID',
+          ...(outcome.ok ? {} : { cause: outcome.why }),
+        }),
+    })
+    authorization = new AuthorizationServer({
+      issuer: selfIssuer,
+      resource,
+      clients,
+      store: oauthStore,
+      keyring: input.keyring,
+      scopesSupported: auth.scopes.supported,
+      codeSeconds: ts.authorizationCodeSeconds,
+      flowSeconds: auth.login.flowSeconds,
+      rememberConsentSeconds: auth.login.rememberConsentSeconds,
+      grantSeconds: ts.refreshTokenSeconds,
+    })
+  }
   const keysForSelf = signingKeys
   const jwt =
     issuers.length > 0 || keysForSelf !== undefined
@@ -170,6 +232,11 @@ export async function setupAuth(input: {
           scopesSupported: auth.scopes.supported,
           cache,
           audit: input.audit,
+          authorization,
+          oauthStore,
+          fetch: fetchOptions,
+          registration: clientsConfig.registration.mode !== 'off',
+          metadataDocuments: clientsConfig.metadataDocuments,
         })
   return {
     apiKeys,
@@ -179,8 +246,10 @@ export async function setupAuth(input: {
     resourceServer,
     tokenService,
     signingKeys,
+    authorization,
     close: async () => {
       await store?.close()
+      await oauthStore?.close()
     },
   }
 }

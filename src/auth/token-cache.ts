@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto'
 import type { Principal } from '../principal.js'
+import type { SelfToken } from './jwt.js'
 
 export interface CachedToken {
   readonly principal: Principal
   /** ms since the epoch: the token's own expiry, never later. */
   readonly expiresAt: number
   readonly jti: string | undefined
+  /** bastion's own token: its key and grant are checked again on every use. */
+  readonly self?: SelfToken
 }
 
 /** The cache key: a hash, so the cache never holds a usable token. */
