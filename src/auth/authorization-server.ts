@@ -143,7 +143,9 @@ export class AuthorizationServer {
 
   #scopes(requested: string | null, fail: (e: 'invalid_scope', d: string) => never): string[] {
     if (requested === null || requested.trim() === '') return []
-    const asked = [...new Set(requested.split(' ').filter((s) => s.length > 0))]
+    // Refresh tokens are always issued: `offline_access` (asked by some clients though never
+    // advertised here) adds nothing and is left out rather than refused.
+    const asked = [...new Set(requested.split(' ').filter((s) => s.length > 0 && (s !== 'offline_access' || this.#o.scopesSupported.includes(s))))]
     const unknown = asked.filter((s) => !this.#o.scopesSupported.includes(s))
     if (unknown.length > 0) fail('invalid_scope', `scopes not available: ${unknown.join(' ').slice(0, 200)}`)
     return asked
