@@ -8,7 +8,11 @@ export interface FlowResult {
   readonly tokens: { access_token?: string; refresh_token?: string; error?: string; scope?: string }
 }
 
-const form = (fields: Record<string, string>): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields) })
+const form = (fields: Record<string, string>): RequestInit => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  body: new URLSearchParams(fields),
+})
 
 /** The hidden `flow` field of a sign-in or consent page. */
 export function flowField(page: string): string {
