@@ -111,7 +111,11 @@ function runSuite(port: number, outputDir: string, apiKey: string): Promise<Suit
       output += chunk.toString()
       const url = /^(http:\/\/\S+\/oauth\/authorize\?\S+)$/m.exec(output)?.[1]
       // Once the callback server is up too (it logs before the URL is printed, but not always first).
-      if (browsing === undefined && url !== undefined && output.includes('Waiting up to')) browsing = browse(url, apiKey)
+      if (browsing === undefined && url !== undefined && output.includes('Waiting up to')) {
+        browsing = browse(url, apiKey)
+        // A browser step that failed sends no callback: stop the suite now rather than at its timeout.
+        browsing.catch(() => child.kill())
+      }
     }
     child.stdout.on('data', onData)
     child.stderr.on('data', onData)
