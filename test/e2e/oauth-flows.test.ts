@@ -239,7 +239,11 @@ describe('authorization code flow with oauth4webapi, to the MCP clients of both 
     expect(lines.find((l) => l.event === 'oauth.authorized')).toMatchObject({ principal: `key:${keyId}`, consent: 'given', via: 'api-key' })
     expect(lines.find((l) => l.event === 'token.issued')).toMatchObject({ decision: 'allow', client: client.client_id, grant: 'authorization_code', principal: `key:${keyId}` })
     expect(lines.filter((l) => l.tool === 'whoami')).toHaveLength(2)
-    if (client.client_id === cimdUrl) expect(lines.find((l) => l.event === 'oauth.client_fetched')).toMatchObject({ principal: `client:${cimdUrl}` })
+    if (client.client_id === cimdUrl) {
+      // bastion fetched the document from the loopback fixture itself (dangerouslyAllowLoopbackMetadata), and audited it.
+      expect(cimdFetches).toStrictEqual(['/client.json'])
+      expect(lines.find((l) => l.event === 'oauth.client_fetched')).toMatchObject({ principal: `client:${cimdUrl}`, decision: 'allow' })
+    }
 
     // 3. Rotation: every refresh gives a new refresh token; the superseded one presented after its
     // successor was used is a reuse (not a retry): invalid_grant, and the whole family is gone.
