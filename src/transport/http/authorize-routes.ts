@@ -158,7 +158,8 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
       countFailure(o.bruteForce, o.audit, x, [subject])
       x.audit.fail(failure, 'oauth.signin')
       await x.audit.commit({ status: 401 })
-      const response = signInPage(flow, undefined, 'That key was not accepted (wrong, expired or revoked).')
+      const client = await o.as.clients.resolve(flow.request.clientId).catch(() => undefined)
+      const response = signInPage(flow, client, 'That key was not accepted (wrong, expired or revoked).')
       return new Response(response.body, { status: 401, headers: response.headers })
     }
   }
