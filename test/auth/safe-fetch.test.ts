@@ -80,12 +80,11 @@ describe('isPublicAddress', () => {
   })
 
   /**
-   * Known bug (reported): NOT_PUBLIC lists `::ffff:0:0/96`, and node:net's BlockList checks an
+   * Regression (found and fixed): NOT_PUBLIC lists `::ffff:0:0/96`, and node:net's BlockList checks an
    * IPv4 address against IPv6 rules as its IPv4-mapped form, so EVERY IPv4 address is "not
-   * public": no metadata document or client JWKS on an IPv4 host can be fetched. `it.fails`:
-   * these turn red once fixed; then drop `.fails`.
+   * public": no metadata document or client JWKS on an IPv4 host could be fetched.
    */
-  it.fails.each(['8.8.8.8', '1.1.1.1', '93.184.216.34', '172.32.0.1', '::ffff:8.8.8.8'])('known bug: %s → public', (address) => {
+  it.each(['8.8.8.8', '1.1.1.1', '93.184.216.34', '172.32.0.1', '::ffff:8.8.8.8'])('%s → public', (address) => {
     expect(isPublicAddress(address)).toBe(true)
   })
 
@@ -125,8 +124,7 @@ describe('safeFetch refuses before connecting (no allowance)', () => {
     { name: '::ffff:127.0.0.1 (IPv4-mapped)', url: () => 'https://[::ffff:127.0.0.1]/doc', reason: /non-public address/ },
     { name: 'NAT64 of 127.0.0.1', url: () => 'https://[64:ff9b::7f00:1]/doc', reason: /non-public address/ },
     { name: 'localhost (a name that resolves to loopback)', url: () => 'https://localhost/doc', reason: /non-public address/ },
-    // The reason should be "plain http is allowed for loopback only" (see the known bug below).
-    { name: 'plain http to a public address', url: () => 'http://93.184.216.34/doc', reason: /plain http is allowed for loopback only|non-public address/ },
+    { name: 'plain http to a public address', url: () => 'http://93.184.216.34/doc', reason: /^plain http is allowed for loopback only$/ },
     { name: 'plain http to loopback', url: () => `${base}/ok`, reason: /non-public address/ },
     { name: 'file: scheme', url: () => 'file:///etc/passwd', reason: /scheme file: is not https/ },
     { name: 'ftp: scheme', url: () => 'ftp://93.184.216.34/doc', reason: /scheme ftp: is not https/ },
@@ -144,8 +142,8 @@ describe('safeFetch refuses before connecting (no allowance)', () => {
   })
 })
 
-describe('known bug: an IPv4 public address is refused as non-public', () => {
-  it.fails('plain http to a public address is refused for being plain http', async () => {
+describe('a public IPv4 address is public (regression: it was refused as non-public)', () => {
+  it('plain http to a public address is refused for being plain http', async () => {
     const error = await safeFetch(new URL('http://93.184.216.34/doc'), STRICT).catch((e: unknown) => e)
     expect((error as Error).message).toBe('plain http is allowed for loopback only')
   })
