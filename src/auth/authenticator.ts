@@ -66,7 +66,6 @@ export class Authenticator {
   async #stillInForce(self: SelfToken | undefined): Promise<void> {
     if (self === undefined) return
     if (self.keyId !== undefined) this.#parts.apiKeys.current(self.keyId)
-    if (self.grant !== undefined && (await this.#parts.isRevoked(grantRevocationId(self.grant))))
-      throw new SecurityError('ERR_AUTH_REVOKED', `grant ${self.grant} was revoked`)
+    if (self.grant !== undefined && (await this.#parts.isRevoked(grantRevocationId(self.grant)))) throw new SecurityError('ERR_AUTH_REVOKED', `grant ${self.grant} was revoked`)
   }
 }

@@ -155,7 +155,8 @@ export class ClientRegistry {
     for (const uri of redirectUris as string[]) {
       const kind = redirectKind(uri)
       if (typeof kind === 'object') throw new ClientError(`invalid_redirect_uri: ${kind.refused}`)
-      if (mode === 'loopback' && !isNativeRedirect(uri)) throw new ClientError('invalid_redirect_uri: this server registers native clients only (loopback or private-use redirect URIs)')
+      if (mode === 'loopback' && !isNativeRedirect(uri))
+        throw new ClientError('invalid_redirect_uri: this server registers native clients only (loopback or private-use redirect URIs)')
     }
     const method = m.token_endpoint_auth_method ?? 'none'
     if (method !== 'none' && method !== 'client_secret_basic' && method !== 'client_secret_post')

@@ -12,6 +12,7 @@ import { type IssuerOptions, JwtVerifier, jwksFromFile, staticJwks } from './jwt
 import type { KeyStore } from './key-store.js'
 import { ClientRegistry, hashSecret, type OAuthClient } from './oauth-clients.js'
 import { FileOAuthStore, type OAuthStore, RedisOAuthStore } from './oauth-store.js'
+import { OidcLogin } from './oidc-login.js'
 import { redirectKind } from './redirect-uri.js'
 import { FileRefreshStore, RedisRefreshStore, type RefreshStore } from './refresh-store.js'
 import type { ResourceServer } from './resource-metadata.js'
@@ -29,6 +30,10 @@ export interface AuthSetup {
   readonly signingKeys: SigningKeys | undefined
   /** The authorization endpoint's logic, when the token service is on. */
   readonly authorization: AuthorizationServer | undefined
+  /** Sign-in through an OpenID provider (auth.login.oidc). */
+  readonly oidcLogin: OidcLogin | undefined
+  /** The RFC 7591 initial access token, when registrations need one. */
+  readonly registrationToken: string | undefined
   close(): Promise<void>
 }
 
@@ -111,7 +116,9 @@ export async function setupAuth(input: {
   if (ts.enabled) {
     oauthStore =
       ts.store === 'redis' && ts.redis !== undefined
-        ? new RedisOAuthStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) => input.log.warn({ err: { message: e.message } }, 'authorization store'))
+        ? new RedisOAuthStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>
+            input.log.warn({ err: { message: e.message } }, 'authorization store'),
+          )
         : new FileOAuthStore(statePath(loaded, ts.authorizationFile))
     const configured = clientsConfig.registered.map((c, i): OAuthClient => {
       for (const [j, uri] of c.redirectUris.entries()) {
@@ -217,6 +224,24 @@ export async function setupAuth(input: {
         implies: new Map(Object.entries(auth.scopes.implies)),
       }
     : undefined
+  const oidc = auth.login.oidc
+  const oidcLogin =
+    oidc === undefined || authorization === undefined
+      ? undefined
+      : new OidcLogin({
+          name: oidc.name,
+          label: oidc.label,
+          // Checked (HTTPS, or loopback HTTP), then used exactly as configured: it must equal the provider's `issuer`.
+          issuer: secureUrl(loaded, 'auth.login.oidc.issuer', oidc.issuer) && oidc.issuer,
+          clientId: oidc.clientId,
+          clientSecret: oidc.clientSecret === undefined ? undefined : readSecret(loaded, oidc.clientSecret, 'auth.login.oidc.clientSecret', env),
+          scopes: oidc.scopes,
+          claims: oidc.claims,
+          defaultRoles: oidc.defaultRoles,
+          timeoutMs: oidc.timeoutMs,
+        })
+  const iat = clientsConfig.registration.initialAccessToken
+  const registrationToken = iat === undefined ? undefined : readSecret(loaded, iat, 'auth.clients.registration.initialAccessToken', env)
   const tokenService =
     signingKeys === undefined || store === undefined
       ? undefined
@@ -247,6 +272,8 @@ export async function setupAuth(input: {
     tokenService,
     signingKeys,
     authorization,
+    oidcLogin,
+    registrationToken,
     close: async () => {
       await store?.close()
       await oauthStore?.close()

@@ -56,6 +56,14 @@ const keySubject = (principal: Principal, keyId: string): TokenSubject => ({
   ...(principal.tenant === undefined ? {} : { tenant: principal.tenant }),
 })
 
+/** The audit's principal for a user's token request: the same id the user's MCP requests get. */
+const userPrincipal = (user: SignedInUser, roles: readonly string[]): Principal => ({
+  id: user.via === 'api-key' ? `key:${user.sub}` : user.sub,
+  kind: 'jwt',
+  name: user.name,
+  roles,
+})
+
 const NO_STORE = { 'content-type': 'application/json', 'cache-control': 'no-store', pragma: 'no-cache' }
 
 /**
@@ -247,6 +255,7 @@ export class TokenService {
     }
     const g = redeemed.grant
     const subject = await this.#userSubject(g.user, clientId, g.grantId)
+    ctx.principal = userPrincipal(g.user, subject.roles)
     const refreshToken = await this.#o.store.issue({ family, keyId: g.user.sub, scopes: g.scopes, expiresAt: until, client: clientId, grant: g.grantId })
     await as.addFamily(g.grantId, family)
     const body = await this.#respond(subject, g.scopes, refreshToken, jti)
@@ -295,6 +304,7 @@ export class TokenService {
         throw new OAuthError('invalid_grant', 400, 'the grant this token stands under was revoked')
       }
       subject = await this.#userSubject(standing.user, owner, standing.id)
+      ctx.principal = userPrincipal(standing.user, subject.roles)
     }
     const body = await this.#respond(subject, scopes, used.next)
     ctx.audit.allow('token.refreshed')

@@ -127,6 +127,23 @@ export function buildEdge(runtime: Runtime, serving: Serving, at: EdgeAt): Edge 
     bruteForce: auth.bruteForce,
     resourceServer,
     tokenService: auth.tokenService,
+    ...(auth.authorization === undefined
+      ? {}
+      : {
+          authorization: {
+            pages: {
+              as: auth.authorization,
+              apiKeys: auth.apiKeys,
+              bruteForce: auth.bruteForce,
+              audit: runtime.audit,
+              apiKeyLogin: bound.loaded.config.auth.login.apiKey,
+              oidc: auth.oidcLogin,
+              issuer: () => (resource === '' ? '' : new URL(resource).origin),
+              flowSeconds: bound.loaded.config.auth.login.flowSeconds,
+            },
+            registration: { clients: auth.authorization.clients, initialAccessToken: auth.registrationToken, perMinute: bound.loaded.config.auth.clients.registration.perMinute },
+          },
+        }),
     scopes: bound.scopes,
     registry: bound.registry,
     policy: serving.policy,

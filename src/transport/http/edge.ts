@@ -17,10 +17,12 @@ import type { ToolRegistry } from '../../tools/registry.js'
 import { buildServer, type ServerDeps } from '../mcp-server.js'
 import { answerHttp, requestStages } from '../stages.js'
 import { Wire } from '../wire.js'
+import type { AuthorizePagesOptions } from './authorize-routes.js'
 import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
 import { checkHeaders } from './headers.js'
 import { metricsTerminal } from './metrics-route.js'
 import { oauthRouter } from './oauth-routes.js'
+import type { RegistrationOptions } from './register-route.js'
 import { LegacySessions, type SessionLimits } from './sessions.js'
 
 export interface EdgeOptions {
@@ -31,6 +33,8 @@ export interface EdgeOptions {
   /** Set when tokens are accepted: Protected Resource Metadata and OAuth challenges. */
   readonly resourceServer: ResourceServer | undefined
   readonly tokenService: TokenService | undefined
+  /** The authorization endpoint's pages and client registration (with the token service). */
+  readonly authorization?: { readonly pages: AuthorizePagesOptions; readonly registration: RegistrationOptions }
   readonly scopes: ScopeRules
   readonly registry: ToolRegistry
   readonly policy: () => CompiledPolicy
@@ -130,7 +134,16 @@ export function createEdge(options: EdgeOptions): Edge {
     [answer, checkHeaders(), checkHostAndOrigin(options.origins), refuseQueryCredential(), anonymousLimit(options.limits), authenticate(auth)],
     metricsTerminal(options.metrics, options.grants),
   )
-  const oauth = oauthRouter({ audit, origins: options.origins, resourceServer: options.resourceServer, tokenService: options.tokenService, bruteForce: options.bruteForce, wire })
+  const oauth = oauthRouter({
+    audit,
+    origins: options.origins,
+    resourceServer: options.resourceServer,
+    tokenService: options.tokenService,
+    bruteForce: options.bruteForce,
+    wire,
+    pages: options.authorization?.pages,
+    registration: options.authorization?.registration,
+  })
   const notFound = compose<Exchange, Response>([answer, checkHeaders()], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')
   })

@@ -8,11 +8,16 @@ import { compose } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { answerHttp } from '../stages.js'
 import type { Wire } from '../wire.js'
+import { type AuthorizePagesOptions, authorizePages } from './authorize-routes.js'
 import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
 import { checkHeaders } from './headers.js'
+import { type RegistrationOptions, registerTerminal } from './register-route.js'
 
 export interface OAuthRouteOptions {
   readonly audit: AuditLog
+  /** The authorization endpoint's pages and the registration endpoint, with the token service. */
+  readonly pages: AuthorizePagesOptions | undefined
+  readonly registration: RegistrationOptions | undefined
   readonly origins: OriginPolicy
   readonly resourceServer: ResourceServer | undefined
   readonly tokenService: TokenService | undefined
@@ -83,6 +88,22 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: Exchange) => Prom
       '/oauth/revoke',
       guarded((ctx) => ts.revoke(ctx)),
     )
+  }
+  if (options.pages !== undefined) {
+    const pages = authorizePages(options.pages)
+    routes.set(
+      '/oauth/authorize',
+      compose<Exchange, Response>([...base, refuseQueryCredential()], (x) => pages.authorize(x)),
+    )
+    if (options.pages.oidc !== undefined)
+      routes.set(
+        '/oauth/callback',
+        compose<Exchange, Response>(base, (x) => pages.callback(x)),
+      )
+  }
+  const registration = options.registration
+  if (registration !== undefined && registration.clients.registrationMode !== 'off') {
+    routes.set('/oauth/register', compose<Exchange, Response>(base, registerTerminal(registration)))
   }
   return (ctx) => {
     const pathname = ctx.http?.url.pathname ?? ''
