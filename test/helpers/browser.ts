@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { type BrowserContext, chromium, type Page } from 'playwright-core'
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
 
 /** Debian's Chromium: playwright-core downloads no browser of its own, and this machine reaches no browser download site. */
 export const CHROMIUM = '/usr/bin/chromium'
@@ -27,42 +27,45 @@ export const CHROMIUM_ARGS: readonly string[] = [
 export const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url))
 
 export interface TestBrowser {
-  /** One browser profile of its own (a fresh user-data-dir): cookies, storage and cache start empty. */
-  readonly context: BrowserContext
-  /** A new tab in that profile. */
+  /** A tab in a profile of its own: cookies, storage and cache start empty, as in a fresh user-data-dir. */
   newPage(): Promise<Page>
-  /** Close the browser and delete its profile. */
+  /** Close the browser (and so every profile it made). */
   close(): Promise<void>
 }
 
 /**
- * Headless Chromium on a fresh profile. Fails loudly, naming the package to install, where
- * /usr/bin/chromium is missing: a browser test that cannot run a browser is a failure, not a skip.
+ * Headless Chromium on a temporary user-data-dir that playwright-core makes and deletes on close;
+ * each {@link TestBrowser.newPage} is a fresh profile (a new browser context). Fails loudly, naming the
+ * package to install, where /usr/bin/chromium is missing: a browser test that cannot run a
+ * browser is a failure, not a skip.
  */
 export async function launchBrowser(options: { readonly timeoutMs?: number } = {}): Promise<TestBrowser> {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium: apt-get install -y chromium`)
-  const profile = mkdtempSync(join(tmpdir(), 'bastion-chromium-'))
-  let context: BrowserContext
+  const timeout = options.timeoutMs ?? 10_000
+  let browser: Browser
   try {
-    context = await chromium.launchPersistentContext(profile, {
+    browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
       args: [...CHROMIUM_ARGS],
-      timeout: options.timeoutMs ?? 15_000,
-      // The proxy variables of the test's environment must not route loopback traffic elsewhere.
-      env: { HOME: profile, PATH: process.env.PATH ?? '' },
+      timeout: 15_000,
+      // No proxy variables from the test's environment: loopback traffic goes straight to loopback.
+      env: { HOME: tmpdir(), PATH: process.env.PATH ?? '' },
     })
   } catch (error) {
-    rmSync(profile, { recursive: true, force: true })
     throw new Error(`cannot start ${CHROMIUM} headless: ${String(error)}`)
   }
-  context.setDefaultTimeout(options.timeoutMs ?? 10_000)
+  const contexts = new Set<BrowserContext>()
   return {
-    context,
-    newPage: () => context.newPage(),
+    async newPage() {
+      const context = await browser.newContext()
+      context.setDefaultTimeout(timeout)
+      contexts.add(context)
+      return context.newPage()
+    },
     async close() {
-      await context.close()
-      rmSync(profile, { recursive: true, force: true })
+      for (const context of contexts) await context.close()
+      await browser.close()
     },
   }
 }
