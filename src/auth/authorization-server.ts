@@ -1,17 +1,9 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
 import type { Keyring } from '../protect/keyring.js'
+import { parseGrant, type SignedInUser, type StoredGrant } from './grants.js'
 import { ClientError, type ClientRegistry, type OAuthClient } from './oauth-clients.js'
 import type { OAuthStore } from './oauth-store.js'
 import { redirectMatches } from './redirect-uri.js'
-
-/** Who signed in at the authorization endpoint. */
-export interface SignedInUser {
-  /** The token's `sub`: an API key's id, or `user:<provider>:<sub>` for an OpenID provider's user. */
-  readonly sub: string
-  readonly via: 'api-key' | 'oidc'
-  readonly name: string
-  readonly roles: readonly string[]
-}
 
 /** A validated authorization request (RFC 6749 §4.1.1 with PKCE, RFC 8707 and the MCP rules). */
 export interface AuthorizationRequest {
@@ -32,19 +24,6 @@ export interface CodeGrant extends AuthorizationRequest {
   readonly expiresAt: number
 }
 
-/** A user's standing consent to a client: remembered, listed and revoked by operators. */
-export interface StoredGrant {
-  readonly id: string
-  readonly user: SignedInUser
-  readonly clientId: string
-  readonly clientName: string
-  readonly scopes: readonly string[]
-  readonly createdAt: number
-  readonly lastUsedAt: number
-  /** Refresh-token families issued under this grant (revoked with it). */
-  readonly families: readonly string[]
-}
-
 /**
  * An RFC 6749 §4.1.2.1 error. `redirect: false` when the client or redirect URI cannot be trusted:
  * the user sees an error page and nothing is sent anywhere (no open redirect).
@@ -59,6 +38,8 @@ export class AuthorizeError extends Error {
     super(detail)
   }
 }
+
+export type { SignedInUser, StoredGrant }
 
 const PKCE_CHALLENGE = /^[A-Za-z0-9_-]{43}$/
 const PKCE_VERIFIER = /^[A-Za-z0-9._~-]{43,128}$/
@@ -162,7 +143,9 @@ export class AuthorizationServer {
 
   #scopes(requested: string | null, fail: (e: 'invalid_scope', d: string) => never): string[] {
     if (requested === null || requested.trim() === '') return []
-    const asked = [...new Set(requested.split(' ').filter((s) => s.length > 0))]
+    // Refresh tokens are always issued: `offline_access` (asked by some clients though never
+    // advertised here) adds nothing and is left out rather than refused.
+    const asked = [...new Set(requested.split(' ').filter((s) => s.length > 0 && (s !== 'offline_access' || this.#o.scopesSupported.includes(s))))]
     const unknown = asked.filter((s) => !this.#o.scopesSupported.includes(s))
     if (unknown.length > 0) fail('invalid_scope', `scopes not available: ${unknown.join(' ').slice(0, 200)}`)
     return asked
@@ -287,18 +270,6 @@ export class AuthorizationServer {
     const families = [...grant.families.slice(-49), family]
     await this.#o.store.put('grant', grantId, { ...grant, families, lastUsedAt: Date.now() }, Date.now() + this.#o.grantSeconds * 1000)
   }
-
-  async grants(): Promise<StoredGrant[]> {
-    const all = await this.#o.store.list('grant')
-    return all.map((g) => parseGrant(g.value)).filter((g): g is StoredGrant => g !== undefined)
-  }
-
-  /** Forget a grant; returns it (the caller revokes its families) or undefined if unknown. */
-  async revokeGrant(id: string): Promise<StoredGrant | undefined> {
-    const grant = await this.grant(id)
-    if (grant !== undefined) await this.#o.store.delete('grant', id)
-    return grant
-  }
 }
 
 /** What the token endpoint issued for a code: revoked if the code is ever presented again. */
@@ -327,14 +298,6 @@ export interface FlowState {
   readonly user?: SignedInUser
   /** OpenID sign-in in progress: PKCE verifier and nonce for the provider. */
   readonly upstream?: { readonly verifier: string; readonly nonce: string }
-}
-
-function parseGrant(value: unknown): StoredGrant | undefined {
-  if (value === null || typeof value !== 'object') return undefined
-  const g = value as StoredGrant
-  if (typeof g.id !== 'string' || typeof g.clientId !== 'string' || typeof g.user !== 'object' || g.user === null || typeof g.user.sub !== 'string') return undefined
-  if (!Array.isArray(g.scopes) || !Array.isArray(g.families) || !Array.isArray(g.user.roles)) return undefined
-  return g
 }
 
 function parseRedemption(value: unknown): RedemptionRecord | undefined {

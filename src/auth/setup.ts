@@ -38,6 +38,29 @@ export interface AuthSetup {
 }
 
 /**
+ * The token service's stores, from config: refresh tokens and the authorization server's records,
+ * in the state folder or in Redis (shared by replicas). The CLI opens the same ones.
+ */
+export function authorizationStores(
+  loaded: LoadedConfig,
+  env: NodeJS.ProcessEnv,
+  onError?: (e: Error, what: string) => void,
+): { refresh: RefreshStore; oauth: OAuthStore; ready(timeoutMs: number): Promise<boolean> } {
+  const ts = loaded.config.auth.tokenService
+  if (ts.store === 'redis' && ts.redis !== undefined) {
+    const url = readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env)
+    const refresh = new RedisRefreshStore(url, ts.redis.keyPrefix, (e) => onError?.(e, 'token store'))
+    const oauth = new RedisOAuthStore(url, ts.redis.keyPrefix, (e) => onError?.(e, 'authorization store'))
+    return { refresh, oauth, ready: async (ms) => (await Promise.all([refresh.ready(ms), oauth.ready(ms)])).every(Boolean) }
+  }
+  return {
+    refresh: new FileRefreshStore(statePath(loaded, ts.refreshTokensFile)),
+    oauth: new FileOAuthStore(statePath(loaded, ts.authorizationFile)),
+    ready: async () => true,
+  }
+}
+
+/**
  * Everything that turns a credential into a principal, from config: API keys, trusted JWT issuers,
  * introspection, bastion's own token service, the verified-token cache and brute-force counters.
  * @throws ConfigError naming the key, for unusable settings (short HS256 secrets, plain-HTTP key
@@ -94,6 +117,7 @@ export async function setupAuth(input: {
   const ts = auth.tokenService
   let signingKeys: SigningKeys | undefined
   let store: RefreshStore | undefined
+  let oauthStore: OAuthStore | undefined
   const selfIssuer = (): string => {
     const r = resource()
     return r === '' ? '' : new URL(r).origin
@@ -101,15 +125,11 @@ export async function setupAuth(input: {
   if (ts.enabled) {
     signingKeys = new SigningKeys(statePath(loaded, ts.signingKeysFile), ts.accessTokenSeconds, input.keyring)
     await signingKeys.init()
-    if (ts.store === 'redis' && ts.redis !== undefined) {
-      const redis = new RedisRefreshStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>
-        input.log.warn({ err: { message: e.message } }, 'token store'),
-      )
-      if (!(await redis.ready(2000))) input.log.warn('token store: Redis is not reachable; the token endpoints fail closed until it is')
-      store = redis
-    } else store = new FileRefreshStore(statePath(loaded, ts.refreshTokensFile))
+    const stores = authorizationStores(loaded, env, (e, what) => input.log.warn({ err: { message: e.message } }, what))
+    if (!(await stores.ready(2000))) input.log.warn('token store: Redis is not reachable; the token endpoints fail closed until it is')
+    store = stores.refresh
+    oauthStore = stores.oauth
   }
-  let oauthStore: OAuthStore | undefined
   let authorization: AuthorizationServer | undefined
   const clientsConfig = auth.clients
   const fetchOptions = { timeoutMs: clientsConfig.metadataTimeoutMs, maxBytes: clientsConfig.metadataMaxBytes, allowLoopback: clientsConfig.dangerouslyAllowLoopbackMetadata }

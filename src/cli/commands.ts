@@ -50,6 +50,25 @@ export const KEYS_REVOKE: CommandSpec = {
   examples: ['mcp-bastion keys revoke 3f9a0c1d2e4b5a69'],
 }
 
+export const GRANTS_LIST: CommandSpec = {
+  name: 'grants list',
+  brief: "list users' grants to OAuth clients",
+  usage: ['grants list [--config FILE] [--json]'],
+  summary: 'List the grants users gave OAuth clients at the sign-in pages: who, which client, which scopes, since when. Writes nothing.',
+  flags: [CONFIG, JSON_OUT],
+  examples: ['mcp-bastion grants list --json'],
+}
+
+export const GRANTS_REVOKE: CommandSpec = {
+  name: 'grants revoke',
+  brief: "revoke a user's grant to a client",
+  usage: ['grants revoke ID [--config FILE]'],
+  summary: 'Revoke a grant by its id (see grants list): its refresh tokens stop working at once, its access tokens are refused, and the user is asked to consent again.',
+  flags: [CONFIG],
+  positionals: { name: 'ID', min: 1, max: 1 },
+  examples: ['mcp-bastion grants revoke 8bT2qv0s1dJmXo9aYcPzLw3eRkFhNuQi'],
+}
+
 export const KEYS_ROTATE_SIGNING: CommandSpec = {
   name: 'keys rotate-signing',
   brief: 'token service: a new signing key',
@@ -175,6 +194,7 @@ const group = (name: string, summary: string, specs: readonly CommandSpec[]): Co
 export const GROUPS: ReadonlyMap<string, CommandGroup> = new Map(
   [
     group('keys', 'API keys', [KEYS_CREATE, KEYS_LIST, KEYS_REVOKE, KEYS_ROTATE_SIGNING]),
+    group('grants', 'OAuth grants users gave clients', [GRANTS_LIST, GRANTS_REVOKE]),
     group('config', 'the config file', [CONFIG_CHECK]),
     group('audit', 'the audit trail', [AUDIT_VERIFY, AUDIT_ROTATE_KEY]),
     group('secrets', 'encryption keys', [SECRETS_ROTATE]),

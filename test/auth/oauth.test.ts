@@ -37,7 +37,8 @@ describe('OAuth 2.1 resource server (MCP authorization spec)', () => {
       expect(res.status).toBe(200)
       expect(await res.json()).toStrictEqual({
         resource: RESOURCE,
-        authorization_servers: [idp.issuer],
+        // The trusted issuer first, then bastion's own authorization server (on by default).
+        authorization_servers: [idp.issuer, new URL(RESOURCE).origin],
         scopes_supported: ['mcp:tools', 'mcp:read', 'mcp:admin'],
         bearer_methods_supported: ['header'],
         resource_name: 'mcp-bastion',

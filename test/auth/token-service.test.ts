@@ -66,8 +66,18 @@ describe('token service', () => {
       token_endpoint: 'https://mcp.test/oauth/token',
       revocation_endpoint: 'https://mcp.test/oauth/revoke',
       jwks_uri: 'https://mcp.test/.well-known/jwks.json',
-      grant_types_supported: ['client_credentials', 'refresh_token'],
+      authorization_endpoint: 'https://mcp.test/oauth/authorize',
+      registration_endpoint: 'https://mcp.test/oauth/register',
+      grant_types_supported: ['authorization_code', 'client_credentials', 'refresh_token'],
+      response_types_supported: ['code'],
+      code_challenge_methods_supported: ['S256'],
+      client_id_metadata_document_supported: true,
+      authorization_response_iss_parameter_supported: true,
     })
+    // OAuth 2.1 and the MCP authorization spec: no implicit grant, no plain PKCE, no password grant.
+    expect(meta.code_challenge_methods_supported).toStrictEqual(['S256'])
+    expect(meta.grant_types_supported).not.toContain('implicit')
+    expect(meta.grant_types_supported).not.toContain('password')
     const jwks = (await (await fetch(`${origin}/.well-known/jwks.json`)).json()) as { keys: Record<string, unknown>[] }
     expect(jwks.keys).toHaveLength(1)
     expect(jwks.keys[0]).toMatchObject({ kty: 'EC', crv: 'P-256', alg: 'ES256', use: 'sig' })

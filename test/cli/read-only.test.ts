@@ -24,6 +24,8 @@ function readOnlyCommands(inputs: { trail: string; keyless: string; candidate: s
     { name: 'config check', args: ['config', 'check', configFile], status: 0 },
     { name: 'keys list', args: ['keys', 'list', ...config], status: 0 },
     { name: 'keys list --json', args: ['keys', 'list', '--json', ...config], status: 0 },
+    { name: 'grants list', args: ['grants', 'list', ...config], status: 0 },
+    { name: 'grants list --json', args: ['grants', 'list', '--json', ...config], status: 0 },
   ]
 }
 

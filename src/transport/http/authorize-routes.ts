@@ -91,7 +91,8 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
         : html`${o.apiKeyLogin ? html`<hr>` : html``}<div class="row"><button id="signin-oidc" name="action" value="oidc" type="submit" formnovalidate>${o.oidc.label}</button></div>`
     return page({
       title: 'Sign in — mcp-bastion',
-      formTargets: o.oidc === undefined ? [] : [o.oidc.issuer],
+      // A remembered consent answers the sign-in form with the redirect itself.
+      formTargets: [flow.request.redirectUri, ...(o.oidc === undefined ? [] : [o.oidc.issuer])],
       body: html`<main><h1>Sign in to mcp-bastion</h1><p>An application asks to use this MCP server on your behalf:</p>${clientLine(flow.request, client)}${notice === undefined ? html`` : html`<p class="bad" id="notice">${notice}</p>`}<form id="signin" method="post" action="/oauth/authorize"><input type="hidden" name="flow" value="${sealed}">${key}${sso}</form></main>`,
     })
   }
