@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { launchBrowser, type TestBrowser } from '../helpers/browser.js'
 import { type CallbackServer, callbackServer, landedAt, MemoryOAuthProvider, signInAndConsent, watchConsole } from '../helpers/oauth-browser.js'
 import { freePort, serveProcess } from '../helpers/processes.js'
+import { readmeBlock } from '../helpers/readme.js'
 import { connect } from '../helpers/server.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -21,7 +22,7 @@ import { waitFor } from '../helpers/wait.js'
 // nothing here is skipped, and a missing /usr/bin/chromium is a failure.
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
-const MCP_REMOTE = join(ROOT, 'node_modules', 'mcp-remote', 'dist', 'proxy.js')
+const README_URL = 'http://127.0.0.1:8080/mcp'
 const TODO = '- try read_file on notes/todo.txt\n- try list_files on data\n- try ../ and watch it be refused\n'
 const TOOLS = ['delete_records', 'get_secret', 'list_files', 'query', 'read_file', 'run_query', 'store_secret', 'write_file']
 const READ_TODO = { name: 'read_file', arguments: { path: 'notes/todo.txt' } }
@@ -95,7 +96,9 @@ function v1SignIn(): NonNullable<typeof v1> {
 }
 
 describe('OAuth-capable MCP clients sign in through the browser (Chromium) and use their token', () => {
-  it('mcp-remote with no --header: opens the sign-in page, gets a code at its loopback callback, then serves MCP over stdio', { timeout: 30_000 }, async () => {
+  it('mcp-remote as "Sign in with OAuth" shows it (no --header): opens the sign-in page, gets a code at its loopback callback, then serves MCP over stdio', {
+    timeout: 30_000,
+  }, async () => {
     const home = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-mcp-remote-')))
     // The browser mcp-remote opens (through `open`, xdg-open and $BROWSER): it only writes the URL down.
     const bin = join(home, 'bin')
@@ -105,12 +108,24 @@ describe('OAuth-capable MCP clients sign in through the browser (Chromium) and u
       writeFileSync(join(bin, name), `#!/bin/sh\nprintf '%s\\n' "$1" >> '${opened}'\n`)
       chmodSync(join(bin, name), 0o755)
     }
+    // The README's mcpServers entry, by URL only; npm runs offline, so the pinned dev dependency is
+    // the one run. A free callback port (mcp-remote's second argument) instead of the one it derives
+    // from the URL, so that no other process on the machine can hold it.
+    const entry = (JSON.parse(readmeBlock('connect-oauth')) as { mcpServers: { bastion: { command: string; args: string[] } } }).mcpServers.bastion
+    expect(entry).toStrictEqual({ command: 'npx', args: ['-y', 'mcp-remote@0.15.1', README_URL] })
     const port = await freePort()
     const transport = new StdioClientTransport({
-      command: process.execPath,
-      args: [MCP_REMOTE, url, String(port), '--transport', 'http-only'],
-      env: { PATH: `${bin}:${process.env.PATH ?? ''}`, HOME: home, BROWSER: join(bin, 'test-browser'), MCP_REMOTE_CONFIG_DIR: join(home, '.mcp-auth') },
-      cwd: home,
+      command: entry.command,
+      args: [...entry.args.map((a) => a.replace(README_URL, url)), String(port)],
+      env: {
+        PATH: `${bin}:${process.env.PATH ?? ''}`,
+        HOME: home,
+        BROWSER: join(bin, 'test-browser'),
+        MCP_REMOTE_CONFIG_DIR: join(home, '.mcp-auth'),
+        npm_config_offline: 'true',
+        npm_config_update_notifier: 'false',
+      },
+      cwd: ROOT,
       stderr: 'pipe',
     })
     let stderr = ''
