@@ -109,8 +109,8 @@ describe('OAuth-capable MCP clients sign in through the browser (Chromium) and u
       chmodSync(join(bin, name), 0o755)
     }
     // The README's mcpServers entry, by URL only; npm runs offline, so the pinned dev dependency is
-    // the one run. A free callback port (mcp-remote's second argument) instead of the one it derives
-    // from the URL, so that no other process on the machine can hold it.
+    // the one run. Plus a callback port just found free (mcp-remote's second argument): the one it
+    // derives from the URL may be held by another process.
     const entry = (JSON.parse(readmeBlock('connect-oauth')) as { mcpServers: { bastion: { command: string; args: string[] } } }).mcpServers.bastion
     expect(entry).toStrictEqual({ command: 'npx', args: ['-y', 'mcp-remote@0.15.1', README_URL] })
     const port = await freePort()
