@@ -53,8 +53,13 @@ describe('embedded default', () => {
     expect(config.sql.url).toBeUndefined()
     expect(config.commands).toStrictEqual({})
     expect(config.auth).toMatchObject({ keysFile: 'keys.json', reloadIntervalMs: 1000, keys: [], issuers: [], introspection: [] })
-    // Tokens are off until configured: API keys only, and no token endpoint.
-    expect(config.auth.tokenService.enabled).toBe(false)
+    // The authorization server is on, so that interactive MCP clients can sign in; registration
+    // only for native clients (codes reach only the user's own machine); no pre-registered clients.
+    expect(config.auth.tokenService.enabled).toBe(true)
+    expect(config.auth.login).toMatchObject({ apiKey: true, flowSeconds: 600 })
+    expect(config.auth.login.oidc).toBeUndefined()
+    expect(config.auth.clients).toMatchObject({ metadataDocuments: true, allowedDomains: [], dangerouslyAllowLoopbackMetadata: false, registered: [] })
+    expect(config.auth.clients.registration.mode).toBe('loopback')
     expect(config.auth.resource).toBeUndefined()
     expect(config.workspace).toStrictEqual({ root: 'workspace', maxFileBytes: 1024 * 1024 })
     expect(config.stateDir).toBe('.bastion')

@@ -178,10 +178,16 @@ describe('"Try it" and the clients of "Connect a client", as the README shows th
     expect(stderr).toContain('Connected to remote server using StreamableHTTPClientTransport')
   })
 
-  it('mcp-remote with a wrong key: it tries OAuth, and says "Dynamic Client Registration rejected (HTTP 404)"', async () => {
-    const r = await run('npx', ['-y', MCP_REMOTE, url, '--header', `Authorization:Bearer bst_${'0'.repeat(16)}_${'A'.repeat(43)}`, '--transport', 'http-only'])
-    expect(r.code).not.toBe(0)
-    expect(r.stderr).toContain('Dynamic Client Registration rejected (HTTP 404)')
+  it('mcp-remote with a wrong key: it falls back to OAuth, registers itself and asks the user to sign in at bastion', async () => {
+    // It then waits for the browser step (test/e2e/oauth-clients.test.ts completes it): stopped here.
+    const r = await run('npx', ['-y', MCP_REMOTE, url, '--header', `Authorization:Bearer bst_${'0'.repeat(16)}_${'A'.repeat(43)}`, '--transport', 'http-only'], 12_000)
+    expect(r.stderr).toContain('Please authorize this client by visiting:')
+    const at = /(\S+\/oauth\/authorize\?\S+)/.exec(r.stderr)?.[1] ?? ''
+    const authorize = new URL(at)
+    expect(authorize.origin).toBe(new URL(url).origin)
+    expect(authorize.searchParams.get('code_challenge_method')).toBe('S256')
+    expect(authorize.searchParams.get('resource')).toBe(url)
+    expect(authorize.searchParams.get('client_id')).toMatch(/^dcr_/)
   })
 
   it('Connect a client, the SDK v1 example (@modelcontextprotocol/sdk 1.x): lists tools and reads the file', async () => {

@@ -83,8 +83,9 @@ describe("the README's library example, from the packed tarball", () => {
       expect(refused.isError).toBe(true)
       await client.close()
     }
-    // No demo workspace, database or vault was made.
-    expect(readdirSync(join(dir, '.bastion')).sort()).toStrictEqual(['audit.jsonl', 'audit.key', 'keys.json'])
+    // No demo workspace, database or vault was made: the key store, the audit trail, and the
+    // authorization server's signing key (sealed under the keyring) for interactive sign-in.
+    expect(readdirSync(join(dir, '.bastion')).sort()).toStrictEqual(['audit.jsonl', 'audit.key', 'keyring.json', 'keys.json', 'signing-keys.json'])
     const lines = readFileSync(join(dir, '.bastion/audit.jsonl'), 'utf8')
       .trim()
       .split('\n')

@@ -59,7 +59,8 @@ export function runProcess(
   options: { readonly cwd?: string; readonly env?: NodeJS.ProcessEnv; readonly timeoutMs?: number } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] })
+    // Its own process group: at the deadline the whole group goes (npx leaves its child running otherwise, holding the pipes).
+    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => {
@@ -68,7 +69,13 @@ export function runProcess(
     child.stderr.on('data', (c: Buffer) => {
       stderr += c.toString()
     })
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 15_000)
+    const timer = setTimeout(() => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        child.kill('SIGKILL')
+      }
+    }, options.timeoutMs ?? 15_000)
     child.once('error', reject)
     child.once('close', (code) => {
       clearTimeout(timer)

@@ -72,7 +72,7 @@ function formSource(target: string): string | undefined {
 
 /**
  * A page: strict CSP (`default-src 'none'`, the one stylesheet by hash, no script, forms to this
- * origin and the named targets only, `frame-ancestors 'none'`), no caching, no referrer, no
+ * origin and the named targets only, `frame-ancestors 'none'`), no caching, no referrer to other sites, no
  * framing (also `X-Frame-Options` for older browsers), no MIME sniffing.
  */
 export function page(options: PageOptions): Response {
@@ -85,7 +85,7 @@ export function page(options: PageOptions): Response {
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ].join('; ')
-  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>${escapeHtml(options.title)}</title><style>${STYLE}</style></head><body>${options.body.value}</body></html>`
+  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="same-origin"><title>${escapeHtml(options.title)}</title><style>${STYLE}</style></head><body>${options.body.value}</body></html>`
   return new Response(body, {
     status: options.status ?? 200,
     headers: {
@@ -93,7 +93,8 @@ export function page(options: PageOptions): Response {
       'content-security-policy': csp,
       'x-frame-options': 'DENY',
       'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
+      // Not no-referrer: under it browsers send `Origin: null` on the page's own forms (Fetch), which the Origin check refuses.
+      'referrer-policy': 'same-origin',
       'cache-control': 'no-store',
       pragma: 'no-cache',
       'cross-origin-opener-policy': 'same-origin',
