@@ -23,11 +23,13 @@ export const CHROMIUM_ARGS: readonly string[] = [
   '--disable-sync',
 ]
 
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]'])
+
 /** Where screenshots go (git ignores it); CI can keep the folder as the run's artifacts. */
 export const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url))
 
 export interface TestBrowser {
-  /** A tab in a profile of its own: cookies, storage and cache start empty, as in a fresh user-data-dir. */
+  /** A tab in a profile of its own (cookies, storage and cache start empty, as in a fresh user-data-dir) that reaches loopback only. */
   newPage(): Promise<Page>
   /** Close the browser (and so every profile it made). */
   close(): Promise<void>
@@ -60,6 +62,11 @@ export async function launchBrowser(options: { readonly timeoutMs?: number } = {
     async newPage() {
       const context = await browser.newContext()
       context.setDefaultTimeout(timeout)
+      // Loopback only: a page that asks for anything else is refused at once, never waited on.
+      await context.route(
+        (u) => !LOOPBACK.has(u.hostname),
+        (route) => route.abort(),
+      )
       contexts.add(context)
       return context.newPage()
     },
