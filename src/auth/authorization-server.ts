@@ -10,6 +10,8 @@ export interface AuthorizationRequest {
   readonly clientId: string
   readonly clientName: string
   readonly redirectUri: string
+  /** Whether the request named it (OAuth 2.1 §4.1.3: then the token request must repeat it). */
+  readonly redirectUriPresented: boolean
   readonly state: string
   readonly codeChallenge: string
   readonly scopes: readonly string[]
@@ -133,6 +135,7 @@ export class AuthorizationServer {
         clientId: client.id,
         clientName: client.name,
         redirectUri,
+        redirectUriPresented: presented !== null,
         state: state ?? '',
         codeChallenge: challenge ?? '',
         scopes,
@@ -247,7 +250,8 @@ export class AuthorizationServer {
     }
     if (grant.clientId !== clientId) throw new GrantError('invalid_grant', 'code issued to another client')
     if (grant.expiresAt <= Date.now()) throw new GrantError('invalid_grant', 'authorization code expired')
-    if (redirectUri !== grant.redirectUri) throw new GrantError('invalid_grant', 'redirect_uri does not match the authorization request')
+    if (redirectUri === null ? grant.redirectUriPresented !== false : redirectUri !== grant.redirectUri)
+      throw new GrantError('invalid_grant', 'redirect_uri does not match the authorization request')
     if (verifier === null || !PKCE_VERIFIER.test(verifier)) throw new GrantError('invalid_grant', 'code_verifier missing or malformed')
     const a = Buffer.from(s256(verifier))
     const b = Buffer.from(grant.codeChallenge)

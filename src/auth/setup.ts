@@ -132,14 +132,10 @@ export async function setupAuth(input: {
   }
   let authorization: AuthorizationServer | undefined
   const clientsConfig = auth.clients
+  if (clientsConfig.dangerouslyAllowLoopbackMetadata)
+    input.log.warn('auth.clients.dangerouslyAllowLoopbackMetadata: client metadata documents are fetched from loopback addresses, over plain HTTP too (development only)')
   const fetchOptions = { timeoutMs: clientsConfig.metadataTimeoutMs, maxBytes: clientsConfig.metadataMaxBytes, allowLoopback: clientsConfig.dangerouslyAllowLoopbackMetadata }
-  if (ts.enabled) {
-    oauthStore =
-      ts.store === 'redis' && ts.redis !== undefined
-        ? new RedisOAuthStore(readSecret(loaded, ts.redis.url, 'auth.tokenService.redis.url', env), ts.redis.keyPrefix, (e) =>
-            input.log.warn({ err: { message: e.message } }, 'authorization store'),
-          )
-        : new FileOAuthStore(statePath(loaded, ts.authorizationFile))
+  if (oauthStore !== undefined) {
     const configured = clientsConfig.registered.map((c, i): OAuthClient => {
       for (const [j, uri] of c.redirectUris.entries()) {
         const kind = redirectKind(uri)

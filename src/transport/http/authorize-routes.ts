@@ -1,4 +1,5 @@
 import type { AuditLog } from '../../audit/audit-log.js'
+import { parseApiKey } from '../../auth/api-key.js'
 import type { ApiKeyAuthenticator } from '../../auth/authenticate.js'
 import { type AuthorizationRequest, type AuthorizationServer, AuthorizeError, type FlowState, type SignedInUser } from '../../auth/authorization-server.js'
 import type { BruteForce } from '../../auth/brute-force.js'
@@ -52,7 +53,9 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
     x.audit.fail(failure, 'oauth.authorize')
     const shown =
       error instanceof AuthorizeError
-        ? error.detail
+        ? error.error === 'unauthorized_client'
+          ? 'this application could not be identified'
+          : error.detail
         : failure.code === 'ERR_AUTH_UNAVAILABLE'
           ? 'the sign-in service is unavailable; try again later'
           : 'the request could not be completed'
@@ -146,19 +149,21 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
 
   const signInWithKey = async (x: Exchange, flow: FlowState, form: URLSearchParams): Promise<Response> => {
     if (!o.apiKeyLogin) throw new AuthorizeError('invalid_request', 'sign-in with an API key is off')
-    const subject = addressSubject(x)
-    refuseIfBlocked(o.bruteForce, subject)
     const key = (form.get('api_key') ?? '').trim()
+    const keyId = parseApiKey(key)?.id
+    const subjects = [addressSubject(x), ...(keyId === undefined ? [] : [`key:${keyId}`])]
+    for (const subject of subjects) refuseIfBlocked(o.bruteForce, subject)
     try {
       const principal = o.apiKeys.verify(key)
       return await signedIn(x, flow, { sub: principal.id.replace(/^key:/, ''), via: 'api-key', name: principal.name, roles: principal.roles })
     } catch (error) {
       const failure = toSecurityError(error)
       if (!failure.code.startsWith('ERR_AUTH_')) throw error
-      countFailure(o.bruteForce, o.audit, x, [subject])
+      countFailure(o.bruteForce, o.audit, x, subjects)
       x.audit.fail(failure, 'oauth.signin')
       await x.audit.commit({ status: 401 })
-      const response = signInPage(flow, undefined, 'That key was not accepted (wrong, expired or revoked).')
+      const client = await o.as.clients.resolve(flow.request.clientId).catch(() => undefined)
+      const response = signInPage(flow, client, 'That key was not accepted (wrong, expired or revoked).')
       return new Response(response.body, { status: 401, headers: response.headers })
     }
   }
