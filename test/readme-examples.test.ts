@@ -18,6 +18,7 @@ const RUN_BY: Record<string, string> = {
   'connect-inspector': 'test/e2e/clients.test.ts',
   'connect-mcp-remote': 'test/e2e/clients.test.ts',
   'connect-sdk-v1': 'test/e2e/clients.test.ts',
+  'connect-oauth': 'test/e2e/oauth-clients.test.ts',
   'library-setup': 'test/e2e/library-package.test.ts',
   library: 'test/e2e/library-package.test.ts',
   'cli-synopsis': 'test/readme-examples.test.ts',
