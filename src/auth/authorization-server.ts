@@ -68,7 +68,8 @@ const CODE = 'oauth-code'
 export const s256 = (verifier: string): string => createHash('sha256').update(verifier, 'ascii').digest('base64url')
 
 /** A grant's id: one per user and client, so consent is remembered per user × client. */
-export const grantIdOf = (sub: string, clientId: string): string => createHash('sha256').update(`${sub}\n${clientId}`).digest('base64url').slice(0, 32)
+// Hex: an id an operator passes on a command line must never start with '-'.
+export const grantIdOf = (sub: string, clientId: string): string => createHash('sha256').update(`${sub}\n${clientId}`).digest('hex').slice(0, 32)
 
 /**
  * bastion's authorization endpoint logic, without HTTP: validating the request, carrying a flow
@@ -186,7 +187,8 @@ export class AuthorizationServer {
     } catch {
       throw new AuthorizeError('invalid_request', 'flow is not one this server made')
     }
-    if (typeof flow.expiresAt !== 'number' || flow.expiresAt <= Date.now()) throw new AuthorizeError('invalid_request', 'sign-in took too long: start again from the application')
+    if (typeof flow.id !== 'string' || typeof flow.expiresAt !== 'number' || flow.expiresAt <= Date.now())
+      throw new AuthorizeError('invalid_request', 'sign-in took too long: start again from the application')
     const presented = createHash('sha256')
       .update(cookie ?? '')
       .digest()
@@ -198,7 +200,16 @@ export class AuthorizationServer {
 
   /** A fresh flow for a validated request. */
   startFlow(request: AuthorizationRequest, binding: string): FlowState {
-    return { request, binding, expiresAt: Date.now() + this.#o.flowSeconds * 1000 }
+    return { id: randomUUID(), request, binding, expiresAt: Date.now() + this.#o.flowSeconds * 1000 }
+  }
+
+  /**
+   * A flow ends with one code: a consent (or sign-in) page posted again gets nothing more.
+   * @throws AuthorizeError (shown) when this flow already issued its code
+   */
+  async spend(flow: FlowState): Promise<void> {
+    const earlier = await this.#o.store.once('flow', flow.id, 1, flow.expiresAt + 60_000)
+    if (earlier !== undefined) throw new AuthorizeError('invalid_request', 'this sign-in was already completed: start again from the application')
   }
 
   /** Has this user already consented to this client for (at least) these scopes? */
@@ -295,6 +306,8 @@ export class GrantError extends Error {
 
 /** The state a flow carries between pages; sealed, never trusted from the browser otherwise. */
 export interface FlowState {
+  /** Spent once, when the flow's code is issued. */
+  readonly id: string
   readonly request: AuthorizationRequest
   /** base64url SHA-256 of the browser's flow cookie. */
   readonly binding: string

@@ -4,7 +4,7 @@ import { connectRedis, redisReady } from '../config/redis.js'
 import { SecurityError } from '../errors.js'
 
 /** What the authorization server keeps: registered clients, users' grants, redeemed codes. */
-export type OAuthRecordKind = 'client' | 'grant' | 'code' | 'assertion'
+export type OAuthRecordKind = 'client' | 'grant' | 'code' | 'assertion' | 'flow'
 
 /**
  * Small JSON records with an expiry, shared by every replica when the token store is Redis.

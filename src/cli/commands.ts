@@ -63,10 +63,11 @@ export const GRANTS_REVOKE: CommandSpec = {
   name: 'grants revoke',
   brief: "revoke a user's grant to a client",
   usage: ['grants revoke ID [--config FILE]'],
-  summary: 'Revoke a grant by its id (see grants list): its refresh tokens stop working at once, its access tokens are refused, and the user is asked to consent again.',
+  summary:
+    'Revoke a grant by its id (32 hex characters, see grants list): its refresh tokens stop working at once, its access tokens are refused, and the user is asked to consent again.',
   flags: [CONFIG],
   positionals: { name: 'ID', min: 1, max: 1 },
-  examples: ['mcp-bastion grants revoke 8bT2qv0s1dJmXo9aYcPzLw3eRkFhNuQi'],
+  examples: ['mcp-bastion grants revoke 3f9a0c1d2e4b5a697c8d9e0f1a2b3c4d'],
 }
 
 export const KEYS_ROTATE_SIGNING: CommandSpec = {

@@ -40,7 +40,7 @@ export async function grantsList(p: Parsed): Promise<number> {
 
 export async function grantsRevoke(p: Parsed): Promise<number> {
   const id = p.positionals[0] ?? ''
-  if (!/^[A-Za-z0-9_-]{32}$/.test(id)) throw new UsageError(GRANTS_REVOKE, `${JSON.stringify(id.slice(0, 40))} is not a grant id (32 characters, see grants list)`)
+  if (!/^[0-9a-f]{32}$/.test(id)) throw new UsageError(GRANTS_REVOKE, `${JSON.stringify(id.slice(0, 40))} is not a grant id (32 hex characters, see grants list)`)
   const loaded = loadConfig(p.string('config'))
   const stores = authorizationStores(loaded, process.env)
   try {

@@ -537,7 +537,21 @@ describe('CSRF on the sign-in and consent forms: the flow is bound to this brows
     const text = await res.text()
     assertNoLeak(main, text)
     expect(text).not.toMatch(/code=/)
+    // A person sees it: the refusal of the shared Origin stage is the error page, not JSON.
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/)
+    expect(text).toContain('<main id="error">')
+    expect(text).toContain('ERR_ORIGIN_FORBIDDEN')
+    expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'")
     expect(lineOf(since(), res)).toMatchObject({ decision: 'deny', reason: 'ERR_ORIGIN_FORBIDDEN', status: 403 })
+  })
+
+  it('a consent posted again (replayed) issues no second code', async () => {
+    const x = await scene()
+    const first = await postForm(main, '/oauth/authorize', { flow: x.a.flow, action: 'allow' }, { cookie: x.a.cookie })
+    expect(first.status).toBe(303)
+    const since = main.mark()
+    const again = await postForm(main, '/oauth/authorize', { flow: x.a.flow, action: 'allow' }, { cookie: x.a.cookie })
+    await expectErrorPage(main, again, since(), /already completed/)
   })
 
   it('the flow cookie is HttpOnly, SameSite=Lax, host-only, path /, and cleared when the code is issued', async () => {

@@ -70,9 +70,9 @@ describe('mcp-bastion grants list | revoke', () => {
 
   it('an unknown or malformed grant id is a usage error naming it, and changes nothing', () => {
     const before = grants()
-    const unknown = cli(server.dir, ['grants', 'revoke', 'A'.repeat(32)])
+    const unknown = cli(server.dir, ['grants', 'revoke', 'a'.repeat(32)])
     expect(unknown.status).toBe(2)
-    expect(unknown.stderr).toContain(`no grant with id ${'A'.repeat(32)}`)
+    expect(unknown.stderr).toContain(`no grant with id ${'a'.repeat(32)}`)
     const malformed = cli(server.dir, ['grants', 'revoke', '../etc'])
     expect(malformed.status).toBe(2)
     expect(malformed.stderr).toContain('is not a grant id')

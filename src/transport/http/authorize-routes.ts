@@ -9,6 +9,7 @@ import type { OAuthClient } from '../../auth/oauth-clients.js'
 import type { OidcLogin } from '../../auth/oidc-login.js'
 import { isNativeRedirect } from '../../auth/redirect-uri.js'
 import { SecurityError, toSecurityError } from '../../errors.js'
+import type { Guard } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { html, page, readCookie, type SafeHtml, setCookie } from './pages.js'
 
@@ -25,6 +26,39 @@ export interface AuthorizePagesOptions {
 }
 
 const FLOW_COOKIE = 'bastion_flow'
+
+/**
+ * Outermost on the page routes: a refusal the shared stages rendered as JSON (a foreign Origin, a
+ * Host not allowed, a blocked address, the audit sink down) reaches a person, so it is shown as
+ * the error page, with the same status, code, text and request id (already audited once).
+ * Does not check: anything.
+ */
+export function pageRefusals(): Guard<Exchange, Response> {
+  return async function pageRefusalsStage(x, next) {
+    const response = await next()
+    if (response.status < 400 || !(response.headers.get('content-type') ?? '').startsWith('application/json')) return response
+    let text = 'the request was refused'
+    let code = ''
+    try {
+      const body = (await response.clone().json()) as { error?: { message?: unknown; data?: { code?: unknown } } }
+      if (typeof body.error?.message === 'string') text = body.error.message
+      if (typeof body.error?.data?.code === 'string') code = body.error.data.code
+    } catch {
+      // Not the wire's JSON: the generic text.
+    }
+    const headers: Record<string, string> = {}
+    for (const name of ['retry-after', 'x-request-id']) {
+      const value = response.headers.get(name)
+      if (value !== null) headers[name] = value
+    }
+    return page({
+      status: response.status,
+      title: 'Sign-in failed',
+      headers,
+      body: html`<main id="error"><h1>This sign-in cannot continue</h1><p class="bad">${text}${code === '' ? '' : ` (${code})`}.</p><p class="muted">Request id <code>${x.requestId}</code>.</p></main>`,
+    })
+  }
+}
 const SEE_OTHER = (location: string, extra: Record<string, string> = {}): Response =>
   new Response(null, { status: 303, headers: { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', ...extra } })
 
@@ -118,14 +152,16 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
   /** Signed in: straight back with a code if consent stands, else the consent page. */
   const signedIn = async (x: Exchange, flow: FlowState, user: SignedInUser): Promise<Response> => {
     x.principal = { id: user.via === 'api-key' ? `key:${user.sub}` : user.sub, kind: user.via === 'api-key' ? 'api-key' : 'jwt', name: user.name, roles: user.roles }
-    if (await o.as.consented(user, flow.request)) return grant(x, flow.request, user, 'remembered')
+    if (await o.as.consented(user, flow.request)) return grant(x, flow, user, 'remembered')
     x.audit.allow('oauth.signin')
     x.audit.note({ via: user.via })
     await x.audit.commit({ status: 200 })
     return consentPage({ ...flow, user }, await o.as.clients.resolve(flow.request.clientId).catch(() => undefined))
   }
 
-  const grant = async (x: Exchange, request: AuthorizationRequest, user: SignedInUser, consent: 'given' | 'remembered'): Promise<Response> => {
+  const grant = async (x: Exchange, flow: FlowState, user: SignedInUser, consent: 'given' | 'remembered'): Promise<Response> => {
+    const request = flow.request
+    await o.as.spend(flow)
     const code = await o.as.issueCode(user, request)
     x.audit.allow('oauth.authorized')
     x.audit.note({ consent, via: user.via })
@@ -187,7 +223,7 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
     const user = flow.user
     if (user === undefined) throw new AuthorizeError('invalid_request', 'not signed in')
     x.principal = { id: user.via === 'api-key' ? `key:${user.sub}` : user.sub, kind: user.via === 'api-key' ? 'api-key' : 'jwt', name: user.name, roles: user.roles }
-    if (action === 'allow') return grant(x, flow.request, user, 'given')
+    if (action === 'allow') return grant(x, flow, user, 'given')
     if (action === 'deny') throw new AuthorizeError('access_denied', 'the user denied access', { redirectUri: flow.request.redirectUri, state: flow.request.state })
     throw new AuthorizeError('invalid_request', 'unknown action')
   }

@@ -8,7 +8,7 @@ import { compose } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { answerHttp } from '../stages.js'
 import type { Wire } from '../wire.js'
-import { type AuthorizePagesOptions, authorizePages } from './authorize-routes.js'
+import { type AuthorizePagesOptions, authorizePages, pageRefusals } from './authorize-routes.js'
 import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
 import { checkHeaders } from './headers.js'
 import { type RegistrationOptions, registerTerminal } from './register-route.js'
@@ -93,12 +93,12 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: Exchange) => Prom
     const pages = authorizePages(options.pages)
     routes.set(
       '/oauth/authorize',
-      compose<Exchange, Response>([...base, refuseQueryCredential()], (x) => pages.authorize(x)),
+      compose<Exchange, Response>([pageRefusals(), ...base, refuseQueryCredential()], (x) => pages.authorize(x)),
     )
     if (options.pages.oidc !== undefined)
       routes.set(
         '/oauth/callback',
-        compose<Exchange, Response>(base, (x) => pages.callback(x)),
+        compose<Exchange, Response>([pageRefusals(), ...base], (x) => pages.callback(x)),
       )
   }
   const registration = options.registration
