@@ -115,7 +115,8 @@ describe('HTTP refusals: status, code, no leak, exactly one audit line', () => {
     assertNoLeak(text)
     const json = JSON.parse(text) as { error: { data: { code: string; requestId: string } } }
     expect(json.error.data).toEqual({ code, requestId })
-    if (status === 401) expect(res.headers.get('www-authenticate')).toMatch(/^Bearer realm="mcp-bastion"/)
+    // The authorization server is on by default: every 401 points at the Protected Resource Metadata (RFC 9728 §5.1).
+    if (status === 401) expect(res.headers.get('www-authenticate')).toContain(`resource_metadata="${new URL(server.url).origin}/.well-known/oauth-protected-resource/mcp"`)
     const lines = since()
     expect(lines).toHaveLength(1)
     expect(lines[0]).toMatchObject({ event, decision: 'deny', reason: code, requestId })
