@@ -1,4 +1,5 @@
 import { createLocalJWKSet, decodeJwt, type JSONWebKeySet, jwtVerify } from 'jose'
+import type { SecurityErrorCode } from '../errors.js'
 import type { Exchange } from '../pipeline/exchange.js'
 import type { Principal } from '../principal.js'
 import { parseApiKey } from './api-key.js'
@@ -13,6 +14,8 @@ export class OAuthError extends Error {
     readonly error: 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_scope' | 'invalid_target' | 'unauthorized_client',
     readonly status: number,
     readonly detail: string,
+    /** The audit's reason, where it says more than the OAuth error (a revoked key, a revoked grant). */
+    readonly reason?: SecurityErrorCode,
   ) {
     super(detail)
   }

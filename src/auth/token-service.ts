@@ -212,7 +212,8 @@ export class TokenService {
       try {
         principal = this.#o.apiKeys.current(user.sub)
       } catch (error) {
-        throw new OAuthError('invalid_grant', 400, `the key the user signed in with is no longer in force: ${error instanceof Error ? error.message : ''}`)
+        const reason = error instanceof SecurityError ? error.code : 'ERR_AUTH_REVOKED'
+        throw new OAuthError('invalid_grant', 400, `the key the user signed in with is no longer in force: ${error instanceof Error ? error.message : ''}`, reason)
       }
       return { sub: user.sub, clientId, roles: principal.roles, name: principal.name, grant: grantId, ...(principal.tenant === undefined ? {} : { tenant: principal.tenant }) }
     }
@@ -301,7 +302,7 @@ export class TokenService {
       const standing = used.grant.grant === undefined ? undefined : await this.#o.authorization?.grant(used.grant.grant)
       if (standing === undefined || standing.user.sub !== used.grant.keyId) {
         await this.#o.store.revokeFamily(used.grant.family, used.grant.expiresAt)
-        throw new OAuthError('invalid_grant', 400, 'the grant this token stands under was revoked')
+        throw new OAuthError('invalid_grant', 400, 'the grant this token stands under was revoked', 'ERR_AUTH_REVOKED')
       }
       subject = await this.#userSubject(standing.user, owner, standing.id)
       ctx.principal = userPrincipal(standing.user, subject.roles)
@@ -360,7 +361,7 @@ export class TokenService {
       const failure = error instanceof SecurityError ? error : new SecurityError('ERR_INTERNAL', error instanceof Error ? error.message : 'token endpoint failure')
       throw failure
     }
-    const code = error.error === 'invalid_client' ? 'ERR_AUTH_INVALID' : 'ERR_INVALID_REQUEST'
+    const code = error.reason ?? (error.error === 'invalid_client' ? 'ERR_AUTH_INVALID' : 'ERR_INVALID_REQUEST')
     if (error.status === 413) ctx.audit.note({ tooLarge: true })
     ctx.audit.fail(new SecurityError(code, `${error.error}: ${error.detail}`), event)
     ctx.audit.note({ oauthError: error.error })

@@ -29,9 +29,11 @@ beforeAll(async () => {
   const publicJwk = { ...(await exportJWK(keys.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }
   fixture = createServer((req, res) => {
     if (req.url !== '/client.json') return void res.writeHead(404).end()
-    res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({ client_id: documentUrl, client_name: 'Connector', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [publicJwk] } }),
-    )
+    res
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(
+        JSON.stringify({ client_id: documentUrl, client_name: 'Connector', redirect_uris: [REDIRECT], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [publicJwk] } }),
+      )
   })
   await new Promise<void>((resolve) => fixture.listen(0, '127.0.0.1', resolve))
   documentUrl = `http://127.0.0.1:${(fixture.address() as AddressInfo).port}/client.json`
@@ -68,7 +70,12 @@ async function authorize(clientId: string): Promise<{ code: string; verifier: st
   expect(opened.status).toBe(200)
   const cookie = (opened.headers.get('set-cookie') ?? '').split(';')[0] ?? ''
   const post = (body: Record<string, string>) =>
-    fetch(`${origin}/oauth/authorize`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/x-www-form-urlencoded', cookie, origin }, body: new URLSearchParams(body) })
+    fetch(`${origin}/oauth/authorize`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', cookie, origin },
+      body: new URLSearchParams(body),
+    })
   const consent = await post({ flow: flowField(await opened.text()), action: 'key', api_key: server.keys.admin })
   const back = consent.status === 303 ? consent : await post({ flow: flowField(await consent.text()), action: 'allow' })
   const code = new URL(back.headers.get('location') ?? '').searchParams.get('code')
@@ -111,9 +118,18 @@ describe('private_key_jwt with the keys of a Client ID Metadata Document', () =>
 
   const ROWS = [
     { name: 'no assertion at all (a public client_id only)', fields: async () => ({ client_id: documentUrl }), detail: /private_key_jwt/ },
-    { name: 'signed with a key not in the document', fields: async () => ({ client_assertion: await assertion({ aud: `${origin}/oauth/token` }, otherKeys.privateKey) }), detail: /client_assertion/ },
+    {
+      name: 'signed with a key not in the document',
+      fields: async () => ({ client_assertion: await assertion({ aud: `${origin}/oauth/token` }, otherKeys.privateKey) }),
+      detail: /client_assertion/,
+    },
     { name: 'audience of another server', fields: async () => ({ client_assertion: await assertion({ aud: 'https://elsewhere.example/oauth/token' }) }), detail: /aud/ },
-    { name: 'a secret besides the assertion', fields: async () => ({ client_assertion: await assertion({ aud: `${origin}/oauth/token` }), client_secret: 'x' }), status: 400, detail: /two client authentication methods/ },
+    {
+      name: 'a secret besides the assertion',
+      fields: async () => ({ client_assertion: await assertion({ aud: `${origin}/oauth/token` }), client_secret: 'x' }),
+      status: 400,
+      detail: /two client authentication methods/,
+    },
   ]
 
   it.each(ROWS)('$name → invalid_client, no token', async ({ fields, status, detail }) => {

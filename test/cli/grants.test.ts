@@ -53,7 +53,10 @@ describe('mcp-bastion grants list | revoke', () => {
     const after = await callModern(server.url, access, 'read_file', { path: 'notes/none.txt' })
     expect(after.res.status).toBe(401)
     expect(JSON.stringify(after.body)).not.toContain(grant?.id ?? '-')
+    const refused = server.mark()
     expect((await refresh(origin, flow.clientId, flow.tokens.refresh_token ?? '')).body).toStrictEqual({ error: 'invalid_grant' })
+    // Its family was revoked with the grant: the store no longer knows the token.
+    expect(refused().find((l) => l.event === 'token.denied')).toMatchObject({ decision: 'deny', oauthError: 'invalid_grant' })
   })
 
   it('revoking the API key the user signed in with ends the tokens of every grant it made', async () => {

@@ -274,7 +274,14 @@ describe('authorization code flow with oauth4webapi, to the MCP clients of both 
     const refreshMark = server.mark()
     expect(await refused(as, client, auth, again.tokens.refresh_token ?? '')).toStrictEqual({ status: 400, error: 'invalid_grant' })
     expect(refreshMark()).toMatchObject([
-      { event: 'token.denied', decision: 'deny', client: client.client_id, oauthError: 'invalid_grant', detail: expect.stringContaining('no longer in force') },
+      {
+        event: 'token.denied',
+        decision: 'deny',
+        reason: 'ERR_AUTH_REVOKED',
+        client: client.client_id,
+        oauthError: 'invalid_grant',
+        detail: expect.stringContaining('no longer in force'),
+      },
     ])
 
     // Nothing secret reached the audit log.
