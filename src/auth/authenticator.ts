@@ -15,6 +15,8 @@ export interface AuthenticatorParts {
   readonly introspection: Introspector | undefined
   readonly cache: TokenCache
   readonly isRevoked: RevocationCheck
+  /** Is this refresh family revoked (bastion's own tokens)? */
+  readonly isFamilyRevoked: RevocationCheck
 }
 
 /** The revocation id of a user's grant (`mcp-bastion grants revoke`). */
@@ -66,6 +68,7 @@ export class Authenticator {
   async #stillInForce(self: SelfToken | undefined): Promise<void> {
     if (self === undefined) return
     if (self.keyId !== undefined) this.#parts.apiKeys.current(self.keyId)
+    if (self.family !== undefined && (await this.#parts.isFamilyRevoked(self.family))) throw new SecurityError('ERR_AUTH_REVOKED', `refresh family ${self.family} was revoked`)
     if (self.grant !== undefined && (await this.#parts.isRevoked(grantRevocationId(self.grant)))) throw new SecurityError('ERR_AUTH_REVOKED', `grant ${self.grant} was revoked`)
   }
 }

@@ -148,11 +148,12 @@ export class JwtVerifier {
       ...(claims.tenant === undefined ? {} : { tenant: claims.tenant }),
     }
     const grant = typeof payload.gid === 'string' ? payload.gid : undefined
+    const family = typeof payload.fam === 'string' ? payload.fam : undefined
     return {
       principal,
       expiresAt: exp * 1000,
       jti: claims.jti,
-      ...(self ? { self: { keyId: person ? undefined : claims.sub, ...(grant === undefined ? {} : { grant }) } } : {}),
+      ...(self ? { self: { keyId: person ? undefined : claims.sub, ...(grant === undefined ? {} : { grant }), ...(family === undefined ? {} : { family }) } } : {}),
     }
   }
 }
@@ -162,6 +163,8 @@ export interface SelfToken {
   /** The API key whose roles the token carries (undefined for a person from an OpenID provider). */
   readonly keyId: string | undefined
   readonly grant?: string
+  /** The refresh family it was issued with: revoked together (reuse of a refresh token or a code). */
+  readonly family?: string
 }
 
 /** jose's errors as bastion's: expired, unavailable keys, or simply invalid. The message is for the audit line. */

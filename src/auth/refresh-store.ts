@@ -42,6 +42,8 @@ export interface RefreshStore {
   familyOf(token: string): Promise<{ family: string; keyId: string; client?: string } | undefined>
   revokeJti(jti: string, until: number): Promise<void>
   isRevoked(jti: string): Promise<boolean>
+  /** Was this refresh family revoked (reuse, a revoked grant)? Its access tokens are refused too. */
+  isFamilyRevoked(family: string): Promise<boolean>
   close(): Promise<void>
 }
 
@@ -197,6 +199,11 @@ export class FileRefreshStore implements RefreshStore {
     return until !== undefined && until > Date.now()
   }
 
+  async isFamilyRevoked(family: string): Promise<boolean> {
+    const until = this.#read().families[family]
+    return until !== undefined && until > Date.now()
+  }
+
   async close(): Promise<void> {}
 }
 
@@ -316,6 +323,10 @@ export class RedisRefreshStore implements RefreshStore {
 
   async isRevoked(jti: string): Promise<boolean> {
     return (await this.#call(() => this.#redis.exists(`${this.#prefix}jti:${jti}`))) === 1
+  }
+
+  async isFamilyRevoked(family: string): Promise<boolean> {
+    return (await this.#call(() => this.#redis.exists(`${this.#prefix}fam:${family}`))) === 1
   }
 
   async close(): Promise<void> {

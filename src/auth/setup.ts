@@ -230,6 +230,7 @@ export async function setupAuth(input: {
     introspection: introspector,
     cache,
     isRevoked: revocations === undefined ? async () => false : (jti) => revocations.isRevoked(jti),
+    isFamilyRevoked: revocations === undefined ? async () => false : (family) => revocations.isFamilyRevoked(family),
   })
   const tokensAccepted = jwt !== undefined || introspector !== undefined
   const resourceServer: ResourceServer | undefined = tokensAccepted

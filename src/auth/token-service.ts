@@ -136,7 +136,7 @@ export class TokenService {
    * The token response: a new access token with the refresh token it goes with. `sub` is the API
    * key's id or the signed-in user; `client_id` the key's id or the OAuth client (RFC 9068 §2.2).
    */
-  async #respond(subject: TokenSubject, scopes: readonly string[], refreshToken: string, jti = randomUUID()): Promise<Record<string, unknown>> {
+  async #respond(subject: TokenSubject, scopes: readonly string[], refreshToken: string, family: string, jti = randomUUID()): Promise<Record<string, unknown>> {
     const o = this.#o
     const { kid, key } = await o.keys.signer()
     const accessToken = await new SignJWT({
@@ -146,6 +146,7 @@ export class TokenService {
       ...(subject.tenant === undefined ? {} : { tenant: subject.tenant }),
       ...(subject.name === undefined ? {} : { name: subject.name }),
       ...(subject.grant === undefined ? {} : { gid: subject.grant }),
+      fam: family,
     })
       .setProtectedHeader({ alg: SIGNING_ALG, kid, typ: 'at+jwt' })
       .setIssuer(o.issuer())
@@ -189,7 +190,7 @@ export class TokenService {
         const scopes = this.#scopes(form.get('scope'), this.#o.scopesSupported)
         const family = newFamily()
         const refreshToken = await this.#o.store.issue({ family, keyId: client.keyId, scopes, expiresAt: Date.now() + this.#o.refreshTokenSeconds * 1000 })
-        const body = await this.#respond(keySubject(client.principal, client.keyId), scopes, refreshToken)
+        const body = await this.#respond(keySubject(client.principal, client.keyId), scopes, refreshToken, family)
         ctx.audit.allow('token.issued')
         ctx.audit.note({ grant, family, scope: scopes.join(' ') })
         return new Response(JSON.stringify(body), { headers: NO_STORE })
@@ -259,7 +260,7 @@ export class TokenService {
     ctx.principal = userPrincipal(g.user, subject.roles)
     const refreshToken = await this.#o.store.issue({ family, keyId: g.user.sub, scopes: g.scopes, expiresAt: until, client: clientId, grant: g.grantId })
     await as.addFamily(g.grantId, family)
-    const body = await this.#respond(subject, g.scopes, refreshToken, jti)
+    const body = await this.#respond(subject, g.scopes, refreshToken, family, jti)
     ctx.audit.allow('token.issued')
     ctx.audit.note({ grant: 'authorization_code', family, scope: g.scopes.join(' '), user: g.user.sub, via: g.user.via })
     return new Response(JSON.stringify(body), { headers: NO_STORE })
@@ -307,7 +308,7 @@ export class TokenService {
       subject = await this.#userSubject(standing.user, owner, standing.id)
       ctx.principal = userPrincipal(standing.user, subject.roles)
     }
-    const body = await this.#respond(subject, scopes, used.next)
+    const body = await this.#respond(subject, scopes, used.next, used.grant.family)
     ctx.audit.allow('token.refreshed')
     ctx.audit.note({ grant: 'refresh_token', family: used.grant.family, scope: scopes.join(' '), ...(used.retried ? { retried: true } : {}) })
     return new Response(JSON.stringify(body), { headers: NO_STORE })

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BruteForce } from '../../src/auth/brute-force.js'
 import { type BastionConfigInput, createBastion } from '../../src/index.js'
 import { BIN } from '../helpers/processes.js'
-import { callModern, connect, startServer, type TestServer } from '../helpers/server.js'
+import { callModern, connect, JSON_HEADERS, modernCall, modernHeaders, startServer, type TestServer } from '../helpers/server.js'
 
 const RESOURCE = 'https://mcp.test/mcp'
 const CONFIG: BastionConfigInput = {
@@ -112,8 +112,17 @@ describe('token service', () => {
     expect(reuse.status).toBe(400)
     expect(reuse.json).toStrictEqual({ error: 'invalid_grant' })
     expect(since().find((l) => l.event === 'alert')).toMatchObject({ alert: 'token.refresh_reused', decision: 'deny' })
-    // The whole family is gone, including the token issued by the legitimate rotation.
+    // The whole family is gone, including the token issued by the legitimate rotation, and every
+    // access token issued with it (they carry the family), not only until they expire.
     expect((await tokenRequest({ grant_type: 'refresh_token', refresh_token: third.json.refresh_token ?? '' })).status).toBe(400)
+    expect(decodeJwt(third.json.access_token ?? '').fam).toBe(decodeJwt(first.json.access_token ?? '').fam)
+    const latest = await fetch(server.url, {
+      method: 'POST',
+      headers: { ...JSON_HEADERS, ...modernHeaders('tools/call', 'read_file'), authorization: `Bearer ${third.json.access_token}` },
+      body: JSON.stringify(modernCall('read_file', { path: 'README.md' })),
+    })
+    expect(latest.status).toBe(401)
+    expect(since().at(-1)).toMatchObject({ decision: 'deny', reason: 'ERR_AUTH_REVOKED' })
     const stored = readFileSync(join(server.dir, '.bastion', 'refresh-tokens.json'), 'utf8')
     for (const t of [first, second, third]) expect(stored).not.toContain(t.json.refresh_token ?? 'never')
     expect(JSON.stringify(server.audit())).not.toContain(first.json.access_token ?? 'never')
