@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import { JsonFileView } from '../config/json-file.js'
-import { connectRedis, redisReady } from '../config/redis.js'
+import { connectRedis, redisReady, storeCall } from '../config/redis.js'
 import { SecurityError } from '../errors.js'
 
 /** What the authorization server keeps: registered clients, users' grants, redeemed codes. */
@@ -121,12 +121,8 @@ export class RedisOAuthStore implements OAuthStore {
     return redisReady(this.#redis, timeoutMs)
   }
 
-  async #call<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run()
-    } catch (error) {
-      throw new SecurityError('ERR_AUTH_UNAVAILABLE', `authorization server store unavailable: ${error instanceof Error ? error.message : 'error'}`, { cause: error })
-    }
+  #call<T>(run: () => Promise<T>): Promise<T> {
+    return storeCall('authorization server store', run)
   }
 
   #parse(text: string | null): unknown {

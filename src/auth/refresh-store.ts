@@ -1,8 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { JsonFileView } from '../config/json-file.js'
-import { connectRedis, redisReady } from '../config/redis.js'
-import { SecurityError } from '../errors.js'
+import { connectRedis, redisReady, storeCall } from '../config/redis.js'
 
 /** What a refresh token stands for. Stored under the token's hash, never the token. */
 export interface RefreshGrant {
@@ -247,12 +246,8 @@ export class RedisRefreshStore implements RefreshStore {
     return redisReady(this.#redis, timeoutMs)
   }
 
-  async #call<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run()
-    } catch (error) {
-      throw new SecurityError('ERR_AUTH_UNAVAILABLE', `token store unavailable: ${error instanceof Error ? error.message : 'error'}`, { cause: error })
-    }
+  #call<T>(run: () => Promise<T>): Promise<T> {
+    return storeCall('token store', run)
   }
 
   async issue(grant: RefreshGrant): Promise<string> {

@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis'
+import { SecurityError } from '../errors.js'
 
 /**
  * A Redis connection as bastion uses it everywhere it fails closed: no command queue while
@@ -36,4 +37,16 @@ export function redisReady(redis: Redis, timeoutMs: number): Promise<boolean> {
 /** Connection errors may quote the URL; never let a password reach a log. */
 export function redactRedisUrl(text: string): string {
   return text.replace(/(rediss?:\/\/)[^@\s/]*@/gi, '$1[redacted]@')
+}
+
+/**
+ * Run one Redis command of a store that fails closed: any failure (down, timed out, refused)
+ * becomes ERR_AUTH_UNAVAILABLE naming the store, a 503 to retry, never a pass or a "not found".
+ */
+export async function storeCall<T>(store: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run()
+  } catch (error) {
+    throw new SecurityError('ERR_AUTH_UNAVAILABLE', `${store} unavailable: ${error instanceof Error ? redactRedisUrl(error.message) : 'error'}`, { cause: error })
+  }
 }

@@ -8,7 +8,7 @@ import { addressSubject, countFailure, refuseIfBlocked } from '../../auth/http-a
 import type { OAuthClient } from '../../auth/oauth-clients.js'
 import type { OidcLogin } from '../../auth/oidc-login.js'
 import { isNativeRedirect } from '../../auth/redirect-uri.js'
-import { SecurityError, toSecurityError } from '../../errors.js'
+import { isSecurityErrorCode, SecurityError, toSecurityError, WIRE } from '../../errors.js'
 import type { Guard } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { html, page, readCookie, type SafeHtml, setCookie } from './pages.js'
@@ -37,12 +37,16 @@ export function pageRefusals(): Guard<Exchange, Response> {
   return async function pageRefusalsStage(x, next) {
     const response = await next()
     if (response.status < 400 || !(response.headers.get('content-type') ?? '').startsWith('application/json')) return response
+    // The text comes from the wire table by the code the answer carries, never from the body's words.
     let text = 'the request was refused'
     let code = ''
     try {
-      const body = (await response.clone().json()) as { error?: { message?: unknown; data?: { code?: unknown } } }
-      if (typeof body.error?.message === 'string') text = body.error.message
-      if (typeof body.error?.data?.code === 'string') code = body.error.data.code
+      const body = (await response.clone().json()) as { error?: { data?: { code?: unknown } } }
+      const carried = body.error?.data?.code
+      if (isSecurityErrorCode(carried)) {
+        code = carried
+        text = WIRE[carried].text
+      }
     } catch {
       // Not the wire's JSON: the generic text.
     }
