@@ -176,10 +176,11 @@ export class AuthorizationServer {
   }
 
   /**
-   * Open a sealed flow; it must be unexpired and bound to this browser's cookie.
+   * Open a sealed flow; it must be unexpired and bound to this browser's cookie for it (`cookieOf`
+   * finds the cookie of a flow id, which is known only once the flow is open: it is sealed).
    * @throws AuthorizeError (shown, never redirected: the flow cannot be trusted)
    */
-  open(sealed: string | null, cookie: string | undefined): FlowState {
+  open(sealed: string | null, cookieOf: (flowId: string) => string | undefined): FlowState {
     if (sealed === null || sealed.length > 16_384) throw new AuthorizeError('invalid_request', 'flow missing')
     let flow: FlowState
     try {
@@ -189,8 +190,9 @@ export class AuthorizationServer {
     }
     if (typeof flow.id !== 'string' || typeof flow.expiresAt !== 'number' || flow.expiresAt <= Date.now())
       throw new AuthorizeError('invalid_request', 'sign-in took too long: start again from the application')
+    // Each flow has a cookie of its own: two sign-ins at once in one browser do not undo each other.
     const presented = createHash('sha256')
-      .update(cookie ?? '')
+      .update(cookieOf(flow.id) ?? '')
       .digest()
     const bound = Buffer.from(typeof flow.binding === 'string' ? flow.binding : '', 'base64url')
     if (bound.length !== presented.length || !timingSafeEqual(bound, presented))

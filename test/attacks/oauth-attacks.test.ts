@@ -162,7 +162,7 @@ function postForm(s: TestServer, path: string, form: Record<string, string>, hea
 
 function cookieOf(res: Response): string {
   const set = res.headers.get('set-cookie') ?? ''
-  expect(set).toMatch(/^bastion_flow=[A-Za-z0-9_-]{43};/)
+  expect(set).toMatch(/^bastion_flow_[0-9a-f]{16}=[A-Za-z0-9_-]{43};/)
   return set.split(';')[0] ?? ''
 }
 
@@ -476,10 +476,19 @@ describe('CSRF on the sign-in and consent forms: the flow is bound to this brows
     { name: "another browser's flow with this cookie", post: (x) => ({ form: { flow: x.b.flow, action: 'allow' }, cookie: x.a.cookie }), detail: /another browser/ },
     {
       name: 'the cookie sent twice (right and wrong)',
-      post: (x) => ({ form: { flow: x.a.flow, action: 'allow' }, cookie: `${x.a.cookie}; ${x.b.cookie}` }),
+      post: (x) => ({ form: { flow: x.a.flow, action: 'allow' }, cookie: `${x.a.cookie}; ${x.a.cookie.split('=')[0]}=${'A'.repeat(43)}` }),
       detail: /cookie is missing/,
     },
-    { name: 'a forged cookie value', post: (x) => ({ form: { flow: x.a.flow, action: 'allow' }, cookie: `bastion_flow=${'A'.repeat(43)}` }), detail: /another browser/ },
+    {
+      name: 'a forged cookie value under the flow cookie name',
+      post: (x) => ({ form: { flow: x.a.flow, action: 'allow' }, cookie: `${x.a.cookie.split('=')[0]}=${'A'.repeat(43)}` }),
+      detail: /another browser/,
+    },
+    {
+      name: 'a forged cookie of the old single name',
+      post: (x) => ({ form: { flow: x.a.flow, action: 'allow' }, cookie: `bastion_flow=${'A'.repeat(43)}` }),
+      detail: /another browser/,
+    },
     {
       name: 'tampered flow (one character)',
       post: (x) => ({ form: { flow: flip(x.a.flow, Math.floor(x.a.flow.length / 2)), action: 'allow' }, cookie: x.a.cookie }),
@@ -545,6 +554,16 @@ describe('CSRF on the sign-in and consent forms: the flow is bound to this brows
     expect(lineOf(since(), res)).toMatchObject({ decision: 'deny', reason: 'ERR_ORIGIN_FORBIDDEN', status: 403 })
   })
 
+  it('two sign-ins at once in one browser (both cookies sent) each complete', async () => {
+    const x = await scene()
+    const both = `${x.a.cookie}; ${x.b.cookie}`
+    for (const flow of [x.a.flow, x.b.flow]) {
+      const res = await postForm(main, '/oauth/authorize', { flow, action: 'allow' }, { cookie: both })
+      expect(res.status).toBe(303)
+      expect(new URL(res.headers.get('location') ?? '').searchParams.get('code')).toMatch(/./)
+    }
+  })
+
   it('a consent posted again (replayed) issues no second code', async () => {
     const x = await scene()
     const first = await postForm(main, '/oauth/authorize', { flow: x.a.flow, action: 'allow' }, { cookie: x.a.cookie })
@@ -557,12 +576,12 @@ describe('CSRF on the sign-in and consent forms: the flow is bound to this brows
   it('the flow cookie is HttpOnly, SameSite=Lax, host-only, path /, and cleared when the code is issued', async () => {
     const res = await getAuthorize(main, authorizeQuery(main))
     const set = res.headers.get('set-cookie') ?? ''
-    expect(set).toMatch(/^bastion_flow=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Lax; Max-Age=600$/)
+    expect(set).toMatch(/^bastion_flow_[0-9a-f]{16}=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Lax; Max-Age=600$/)
     expect(set).not.toMatch(/Domain=/i)
     const b = await signIn(main, { cookie: cookieOf(res), flow: flowOf(await res.text()), verifier: '' })
     const done = await postForm(main, '/oauth/authorize', { flow: b.flow, action: 'allow' }, { cookie: b.cookie })
     expect(done.status).toBe(303)
-    expect(done.headers.get('set-cookie')).toMatch(/^bastion_flow=; .*Max-Age=0/)
+    expect(done.headers.get('set-cookie')).toMatch(/^bastion_flow_[0-9a-f]{16}=; .*Max-Age=0/)
   })
 })
 

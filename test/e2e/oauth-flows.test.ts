@@ -106,7 +106,7 @@ async function browse(authorizationUrl: URL, apiKey: string): Promise<{ location
   const opened = await fetch(authorizationUrl, { redirect: 'manual' })
   expect(opened.status).toBe(200)
   const cookie = opened.headers.getSetCookie()[0]?.split(';')[0] ?? ''
-  expect(cookie).toMatch(/^bastion_flow=/)
+  expect(cookie).toMatch(/^bastion_flow_[0-9a-f]{16}=/)
   const post = (body: Record<string, string>) =>
     fetch(`${issuer}/oauth/authorize`, {
       method: 'POST',

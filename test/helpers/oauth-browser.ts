@@ -19,7 +19,7 @@ export interface BrowserStep {
 
 /**
  * Opens an authorization URL in `page`, checks the sign-in page's contract (200 text/html,
- * `form#signin`, `#api_key`, `#signin-key`, the `bastion_flow` cookie HttpOnly and SameSite=Lax),
+ * `form#signin`, `#api_key`, `#signin-key`, the flow's `bastion_flow_<id>` cookie HttpOnly and SameSite=Lax),
  * signs in with the key, checks the consent page (`form#consent`, `#allow`, `#deny`), presses one,
  * and resolves with the URL the browser was sent to: the client's redirect URI with code or error.
  * Fails with what the browser said (the CSP violation, the error page) when it lands elsewhere.
@@ -34,7 +34,7 @@ export async function signInAndConsent(page: Page, authorizationUrl: string, ste
   await expect.poll(() => page.locator('form#signin').getAttribute('action')).toBe('/oauth/authorize')
   expect(await page.locator('form#signin').getAttribute('method')).toBe('post')
   expect(await page.locator('#api_key').getAttribute('type')).toBe('password')
-  const flow = (await page.context().cookies()).find((c) => c.name === 'bastion_flow')
+  const flow = (await page.context().cookies()).find((c) => /^bastion_flow_[0-9a-f]{16}$/.test(c.name))
   expect(flow, 'the sign-in page sets the flow cookie').toMatchObject({ httpOnly: true, sameSite: 'Lax' })
   if (step.screenshots !== undefined) await saveScreenshot(page, `${step.screenshots}-signin`)
   await page.locator('#api_key').fill(step.key)

@@ -25,7 +25,8 @@ export interface AuthorizePagesOptions {
   readonly flowSeconds: number
 }
 
-const FLOW_COOKIE = 'bastion_flow'
+/** The cookie that binds one flow to the browser it started in: one per flow. */
+const flowCookie = (flowId: string): string => `bastion_flow_${flowId.replace(/[^0-9a-f]/g, '').slice(0, 16)}`
 
 /**
  * Outermost on the page routes: a refusal the shared stages rendered as JSON (a foreign Origin, a
@@ -171,7 +172,7 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
     x.audit.note({ consent, via: user.via })
     await x.audit.commit({ status: 303 })
     return SEE_OTHER(o.as.responseUrl(request.redirectUri, request.state, { code }), {
-      'set-cookie': setCookie(FLOW_COOKIE, '', { secure: secure(x), maxAgeSeconds: 0, sameSite: 'Lax' }),
+      'set-cookie': setCookie(flowCookie(flow.id), '', { secure: secure(x), maxAgeSeconds: 0, sameSite: 'Lax' }),
     })
   }
 
@@ -183,7 +184,7 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
     x.audit.allow('oauth.authorize')
     await x.audit.commit({ status: 200 })
     const response = signInPage(flow, client)
-    response.headers.append('set-cookie', setCookie(FLOW_COOKIE, binding.cookie, { secure: secure(x), maxAgeSeconds: o.flowSeconds, sameSite: 'Lax' }))
+    response.headers.append('set-cookie', setCookie(flowCookie(flow.id), binding.cookie, { secure: secure(x), maxAgeSeconds: o.flowSeconds, sameSite: 'Lax' }))
     return response
   }
 
@@ -211,7 +212,7 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
   const continueFlow = async (x: Exchange, form: URLSearchParams): Promise<Response> => {
     const request = x.http?.request
     if (request === undefined) throw new SecurityError('ERR_INTERNAL', 'no request')
-    const flow = o.as.open(form.get('flow'), readCookie(request, FLOW_COOKIE, secure(x)))
+    const flow = o.as.open(form.get('flow'), (id) => readCookie(request, flowCookie(id), secure(x)))
     describe(x, flow.request)
     const action = form.get('action')
     if (action === 'key') return signInWithKey(x, flow, form)
@@ -264,7 +265,7 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
         const request = x.http?.request
         if (url === undefined || request === undefined || o.oidc === undefined) throw new SecurityError('ERR_NOT_FOUND', 'no OpenID provider is configured')
         const state = url.searchParams.get('state')
-        const flow = o.as.open(state, readCookie(request, FLOW_COOKIE, secure(x)))
+        const flow = o.as.open(state, (id) => readCookie(request, flowCookie(id), secure(x)))
         describe(x, flow.request)
         if (flow.upstream === undefined || state === null) throw new AuthorizeError('invalid_request', 'no sign-in with the provider was started')
         if (url.searchParams.has('error'))
