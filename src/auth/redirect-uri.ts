@@ -52,3 +52,13 @@ export function redirectMatches(registered: string, presented: string): boolean 
 function withoutPort(uri: string): string {
   return uri.replace(/^(http:\/\/(?:127\.0\.0\.1|\[::1\]|localhost))(?::\d{1,5})?(?=[/?]|$)/, '$1')
 }
+
+/** What a person and the audit line are shown of a redirect URI: its host and port, or its private-use scheme. */
+export function redirectHost(uri: string): string {
+  try {
+    const url = new URL(uri)
+    return url.host === '' ? url.protocol : url.host
+  } catch {
+    return 'an invalid address'
+  }
+}

@@ -7,7 +7,7 @@ import { OAuthError, readForm } from '../../auth/client-auth.js'
 import { addressSubject, countFailure, refuseIfBlocked } from '../../auth/http-auth.js'
 import type { OAuthClient } from '../../auth/oauth-clients.js'
 import type { OidcLogin } from '../../auth/oidc-login.js'
-import { isNativeRedirect } from '../../auth/redirect-uri.js'
+import { isNativeRedirect, redirectHost } from '../../auth/redirect-uri.js'
 import { isSecurityErrorCode, SecurityError, toSecurityError, WIRE } from '../../errors.js'
 import type { Guard } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
@@ -67,15 +67,6 @@ export function pageRefusals(): Guard<Exchange, Response> {
 const SEE_OTHER = (location: string, extra: Record<string, string> = {}): Response =>
   new Response(null, { status: 303, headers: { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', ...extra } })
 
-function hostOf(uri: string): string {
-  try {
-    const url = new URL(uri)
-    return url.host === '' ? url.protocol : url.host
-  } catch {
-    return 'an invalid address'
-  }
-}
-
 /**
  * The authorization endpoint's pages (RFC 6749 §4.1, OAuth 2.1, MCP authorization): the request
  * is validated, then the user signs in (API key, or the OpenID provider), then consents, and the
@@ -110,13 +101,13 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
   /** Send an error to the client: only once client and redirect URI are known good. */
   const redirectError = async (x: Exchange, error: AuthorizeError, to: { redirectUri: string; state: string | null }): Promise<Response> => {
     x.audit.fail(new SecurityError(error.error === 'access_denied' ? 'ERR_FORBIDDEN' : 'ERR_INVALID_REQUEST', `${error.error}: ${error.detail}`), 'oauth.authorize')
-    x.audit.note({ redirectHost: hostOf(to.redirectUri), oauthError: error.error })
+    x.audit.note({ redirectHost: redirectHost(to.redirectUri), oauthError: error.error })
     await x.audit.commit({ status: 303 })
     return SEE_OTHER(o.as.responseUrl(to.redirectUri, to.state, { error: error.error, error_description: error.detail.slice(0, 200) }))
   }
 
   const describe = (x: Exchange, request: AuthorizationRequest): void => {
-    x.audit.note({ client: request.clientId.slice(0, 300), redirectHost: hostOf(request.redirectUri), scope: request.scopes.join(' ') })
+    x.audit.note({ client: request.clientId.slice(0, 300), redirectHost: redirectHost(request.redirectUri), scope: request.scopes.join(' ') })
   }
 
   const clientLine = (request: AuthorizationRequest, client: OAuthClient | undefined): SafeHtml =>
@@ -143,14 +134,14 @@ export function authorizePages(o: AuthorizePagesOptions): { authorize(x: Exchang
     const r = flow.request
     const native = isNativeRedirect(r.redirectUri)
     const warning = native
-      ? html`<div class="warn" id="local-warning">The code goes to <strong>this computer</strong> (${hostOf(r.redirectUri)}). Any program on it could receive it: allow only if you started this sign-in yourself, just now.</div>`
+      ? html`<div class="warn" id="local-warning">The code goes to <strong>this computer</strong> (${redirectHost(r.redirectUri)}). Any program on it could receive it: allow only if you started this sign-in yourself, just now.</div>`
       : html``
     const scopes = r.scopes.length === 0 ? html`<li class="muted">no OAuth scopes</li>` : r.scopes.map((s) => html`<li><code>${s}</code></li>`)
     const roles = flow.user.roles.length === 0 ? html`<li class="muted">no roles</li>` : flow.user.roles.map((s) => html`<li><code>${s}</code></li>`)
     return page({
       title: 'Allow access? — mcp-bastion',
       formTargets: [r.redirectUri],
-      body: html`<main><h1>Allow access?</h1>${clientLine(r, client)}<p>will be sent back to</p><p class="host" id="redirect-host">${hostOf(r.redirectUri)}</p>${warning}<p>It will act as <strong>${flow.user.name}</strong> with:</p><ul id="scopes">${scopes}</ul><p>Roles:</p><ul id="roles">${roles}</ul><p class="muted">Until revoked (<code>mcp-bastion grants revoke</code>) or the sign-in ends.</p><form id="consent" method="post" action="/oauth/authorize"><input type="hidden" name="flow" value="${o.as.seal(flow)}"><div class="row"><button id="deny" name="action" value="deny" type="submit">Deny</button><button id="allow" class="primary" name="action" value="allow" type="submit">Allow</button></div></form></main>`,
+      body: html`<main><h1>Allow access?</h1>${clientLine(r, client)}<p>will be sent back to</p><p class="host" id="redirect-host">${redirectHost(r.redirectUri)}</p>${warning}<p>It will act as <strong>${flow.user.name}</strong> with:</p><ul id="scopes">${scopes}</ul><p>Roles:</p><ul id="roles">${roles}</ul><p class="muted">Until revoked (<code>mcp-bastion grants revoke</code>) or the sign-in ends.</p><form id="consent" method="post" action="/oauth/authorize"><input type="hidden" name="flow" value="${o.as.seal(flow)}"><div class="row"><button id="deny" name="action" value="deny" type="submit">Deny</button><button id="allow" class="primary" name="action" value="allow" type="submit">Allow</button></div></form></main>`,
     })
   }
 

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { ClientError, type ClientRegistry } from '../../auth/oauth-clients.js'
+import { redirectHost } from '../../auth/redirect-uri.js'
 import { SecurityError } from '../../errors.js'
 import { addressKey } from '../../limits/rate-plan.js'
 import type { Exchange } from '../../pipeline/exchange.js'
@@ -12,6 +13,8 @@ export interface RegistrationOptions {
 }
 
 const MAX_BODY = 16 * 1024
+/** Addresses whose registrations this minute are counted. */
+const MAX_WINDOWS = 10_000
 const JSON_NO_STORE = { 'content-type': 'application/json', 'cache-control': 'no-store', pragma: 'no-cache' }
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
@@ -46,7 +49,10 @@ export function registerTerminal(o: RegistrationOptions): (x: Exchange) => Promi
     const subject = addressKey(x.remoteAddress)
     const window = windows.get(subject)
     if (window === undefined || now - window.start >= 60_000) {
-      if (windows.size > 10_000) windows.clear()
+      // Bounded: expired windows go first; if it is still full of live ones (a flood from many
+      // addresses), registration is refused rather than every address's count forgotten.
+      if (windows.size >= MAX_WINDOWS) for (const [k, w] of windows) if (now - w.start >= 60_000) windows.delete(k)
+      if (windows.size >= MAX_WINDOWS && window === undefined) return refuse(x, 429, 'invalid_request', 'too many registrations; wait a minute')
       windows.set(subject, { start: now, count: 1 })
     } else if (++window.count > o.perMinute) return refuse(x, 429, 'invalid_request', 'too many registrations from this address; wait a minute')
     if (!(request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/json')) return refuse(x, 400, 'invalid_client_metadata', 'send application/json')
@@ -63,7 +69,7 @@ export function registerTerminal(o: RegistrationOptions): (x: Exchange) => Promi
     try {
       const registered = await o.clients.register(metadata)
       x.audit.allow('oauth.registered')
-      x.audit.note({ client: registered.client_id, clientName: registered.client_name, redirectHosts: (registered.redirect_uris as string[]).map((u) => hostOnly(u)) })
+      x.audit.note({ client: registered.client_id, clientName: registered.client_name, redirectHosts: (registered.redirect_uris as string[]).map((u) => redirectHost(u)) })
       await x.audit.commit({ status: 201 })
       return new Response(JSON.stringify(registered), { status: 201, headers: JSON_NO_STORE })
     } catch (error) {
@@ -71,14 +77,5 @@ export function registerTerminal(o: RegistrationOptions): (x: Exchange) => Promi
       const [code = 'invalid_client_metadata', ...rest] = error.message.split(': ')
       return refuse(x, 400, code, rest.join(': '))
     }
-  }
-}
-
-function hostOnly(uri: string): string {
-  try {
-    const url = new URL(uri)
-    return url.host === '' ? url.protocol : url.host
-  } catch {
-    return '?'
   }
 }
