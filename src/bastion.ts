@@ -9,6 +9,7 @@ import type { AuthSetup } from './auth/setup.js'
 import { isUnspecified, servedAt } from './compose/address.js'
 import { bindConfig, builtinRegistrations, type CheckedConfig, checkConfig, registerBuiltins } from './compose/bind.js'
 import { buildEdge, buildServing, buildStdio, type ServeOptions, type Serving } from './compose/build.js'
+import { Gateway } from './compose/gateway.js'
 import { type Announce, envPort, firstRunKey, listeningLine } from './compose/first-run.js'
 import { openRuntime, type Runtime, type RuntimeOptions } from './compose/runtime.js'
 import { bindSocket, refuseUnsafeBind } from './compose/socket.js'
@@ -83,6 +84,8 @@ export class Bastion {
   readonly metrics: Metrics
   readonly registry: ToolRegistry
   readonly catalog: Catalog
+  /** The upstream MCP servers it fronts (config `upstreams`), or undefined without any. */
+  readonly gateway: Gateway | undefined
   readonly #checked: CheckedConfig
   readonly #runtime: Runtime
   readonly #options: ServeOptions
@@ -97,7 +100,7 @@ export class Bastion {
   #servers: HttpServer[] = []
   #closed = false
 
-  private constructor(checked: CheckedConfig, runtime: Runtime, registry: ToolRegistry, catalog: Catalog, options: CreateBastionOptions) {
+  private constructor(checked: CheckedConfig, runtime: Runtime, registry: ToolRegistry, catalog: Catalog, gateway: Gateway | undefined, options: CreateBastionOptions) {
     this.#checked = checked
     this.#runtime = runtime
     this.#options = options
@@ -115,6 +118,7 @@ export class Bastion {
     this.metrics = runtime.metrics
     this.registry = registry
     this.catalog = catalog
+    this.gateway = gateway
   }
 
   /** @throws ConfigError for any invalid configuration or missing secret. */
@@ -130,7 +134,14 @@ export class Bastion {
     // The built-in tools join when registration ends; their sections are checked now, offline.
     builtinRegistrations(loaded, builtinTools(loaded, detachedToolResources(loaded)))
     const runtime = await openRuntime(checked, options)
-    return new Bastion(checked, runtime, new ToolRegistry(), new Catalog(), options)
+    let gateway: Gateway | undefined
+    try {
+      gateway = await Gateway.open({ loaded, env: options.env ?? process.env, log: runtime.log, audit: runtime.audit, confirmations: runtime.tools.confirmations })
+    } catch (error) {
+      await runtime.close()
+      throw error
+    }
+    return new Bastion(checked, runtime, new ToolRegistry(), new Catalog(), gateway, options)
   }
 
   /** Register a tool. Its zod schema is converted and compiled once, here. */
@@ -173,6 +184,8 @@ export class Bastion {
     const { registry, catalog, loaded } = this
     // The built-in tools join here, once it is known whether the library registered its own.
     const own = registry.all().length > 0 || catalog.resources.length + catalog.templates.length + catalog.prompts.length > 0
+    // Upstream tools join like built-in ones: a name already registered is refused, never shadowed.
+    registerBuiltins(loaded, this.gateway?.tools() ?? [], registry, 'upstream')
     registerBuiltins(loaded, builtinTools(loaded, servingResources(loaded, this.#runtime.tools, builtinFeatures(loaded, own))), registry)
     this.#serving = buildServing(this.#runtime, bindConfig(this.#checked, { registry, catalog }), this.#options)
     return this.#serving
@@ -302,6 +315,7 @@ export class Bastion {
     this.#servers = []
     await this.#edge?.edge.close()
     this.#serving?.policySource.close()
+    await this.gateway?.close()
     await this.#runtime.close()
   }
 }

@@ -54,6 +54,8 @@ export type SecurityErrorCode =
   | 'ERR_CONFIRMATION_REQUIRED'
   | 'ERR_CONFIRMATION_INVALID'
   | 'ERR_DECLINED'
+  | 'ERR_UPSTREAM_UNAVAILABLE'
+  | 'ERR_TOOL_BLOCKED'
 
 /**
  * How a refusal travels:
@@ -167,6 +169,14 @@ const ROWS: { readonly [C in SecurityErrorCode]: Row } = {
     carrier: 'tool',
   },
   ERR_DECLINED: { http: 200, rpc: FORBIDDEN, text: 'not done: the user did not confirm', event: TOOL, carrier: 'tool' },
+  ERR_UPSTREAM_UNAVAILABLE: { http: 200, rpc: UNAVAILABLE, text: 'the server behind this tool is unavailable; try again later', event: TOOL, carrier: 'tool', outcome: 'error' },
+  ERR_TOOL_BLOCKED: {
+    http: 200,
+    rpc: FORBIDDEN,
+    text: 'tool blocked: its definition changed since it was approved; an operator must review and re-pin it',
+    event: 'tool.blocked',
+    carrier: 'tool',
+  },
   ERR_RATE_LIMITED: { http: 429, rpc: LIMITED, text: 'rate limit exceeded', event: LIMIT },
   ERR_CONCURRENCY_LIMIT: { http: 429, rpc: LIMITED, text: 'too many calls in progress', event: LIMIT },
   ERR_LIMITS_UNAVAILABLE: { http: 503, rpc: UNAVAILABLE, text: 'service unavailable', event: 'error', outcome: 'error' },

@@ -8,8 +8,8 @@ export interface AlertRule {
   readonly event: string
   /** Optionally only lines with this reason code. */
   readonly reason?: string | undefined
-  /** Count per client address or per principal. */
-  readonly by: 'remote' | 'principal'
+  /** Count per client address, per principal, or per upstream server (gateway events). */
+  readonly by: 'remote' | 'principal' | 'upstream'
   readonly threshold: number
   readonly windowSeconds: number
 }
@@ -65,7 +65,7 @@ export class AlertEngine {
     const now = this.#now()
     for (const rule of this.#rules) {
       if (fields.event !== rule.event || (rule.reason !== undefined && fields.reason !== rule.reason)) continue
-      const subject = rule.by === 'remote' ? fields.remote : fields.principal
+      const subject = rule.by === 'remote' ? fields.remote : rule.by === 'upstream' ? fields.upstream : fields.principal
       if (typeof subject !== 'string' || subject === '') continue
       const key = `${rule.id}\u0000${subject}`
       const since = now - rule.windowSeconds * 1000

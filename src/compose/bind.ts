@@ -71,11 +71,15 @@ export function builtinRegistrations(loaded: LoadedConfig, tools: readonly ToolD
   return registrations
 }
 
-/** Add the built-in tools to a registry that may hold a library's own. @throws ConfigError */
-export function registerBuiltins(loaded: LoadedConfig, tools: readonly ToolDefinition[], registry: ToolRegistry): void {
+/** Add the built-in (or upstream) tools to a registry that may hold a library's own. @throws ConfigError */
+export function registerBuiltins(loaded: LoadedConfig, tools: readonly ToolDefinition[], registry: ToolRegistry, kind: 'built-in' | 'upstream' = 'built-in'): void {
   for (const tool of tools) {
     if (registry.get(tool.name) !== undefined)
-      throw new ConfigError(`config ${loaded.source}: the built-in tool ${tool.name} has the name of a registered tool: rename yours, or turn its section off (enabled: false)`)
+      throw new ConfigError(
+        kind === 'upstream'
+          ? `config ${loaded.source}: the upstream tool ${tool.name} has the name of a registered tool: give its upstream another prefix (upstreams.<name>.prefix)`
+          : `config ${loaded.source}: the built-in tool ${tool.name} has the name of a registered tool: rename yours, or turn its section off (enabled: false)`,
+      )
     try {
       registry.register(tool)
     } catch (error) {

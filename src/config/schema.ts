@@ -6,6 +6,7 @@ import { oauthShape } from './auth-schema.js'
 import { commandsSchema } from './command-schema.js'
 import { secretRef } from './secret-ref.js'
 import { sqlSchema } from './sql-schema.js'
+import { upstreamsSchema } from './upstream-schema.js'
 
 export { type SecretRef, secretRef } from './secret-ref.js'
 
@@ -252,7 +253,7 @@ export const configSchema = z.strictObject({
             id: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits, _ . : -'),
             event: z.string().min(1).max(64),
             reason: z.string().min(1).max(64).optional(),
-            by: z.enum(['remote', 'principal']),
+            by: z.enum(['remote', 'principal', 'upstream']),
             threshold: z.number().int().min(1).max(1_000_000),
             windowSeconds: z.number().int().min(1).max(86_400),
           }),
@@ -261,6 +262,7 @@ export const configSchema = z.strictObject({
         .default([
           { id: 'auth-failures', event: 'auth.failure', by: 'remote', threshold: 10, windowSeconds: 60 },
           { id: 'denials', event: 'authz.denied', by: 'principal', threshold: 20, windowSeconds: 60 },
+          { id: 'upstream-drift', event: 'upstream.drift', by: 'upstream', threshold: 1, windowSeconds: 60 },
         ]),
       webhook: z.strictObject({ url: z.url(), timeoutMs: z.number().int().min(100).max(30_000).default(3000), secret: secretRef.optional() }).optional(),
     })
@@ -304,6 +306,8 @@ export const configSchema = z.strictObject({
   sql: sqlSchema.prefault({}),
   /** Allowlisted executables for `run_command` (permission `commands:run`); none: no such tool. */
   commands: commandsSchema.default({}),
+  /** MCP servers bastion fronts (gateway): their tools join the catalog behind every layer; pinned in `bastion.lock.json`. */
+  upstreams: upstreamsSchema,
   /** The workspace tools (`read_file`, `list_files`, `write_file`). Unset `enabled`: see `builtinFeatures`. */
   workspace: z
     .strictObject({

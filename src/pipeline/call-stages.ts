@@ -22,6 +22,7 @@ export function resolveTool(registry: ToolRegistry): Stage {
     const name = rpcParamsOf(x.message)?.name
     const tool = typeof name === 'string' ? registry.get(name) : undefined
     if (tool === undefined) throw new SecurityError('ERR_TOOL_NOT_FOUND', `no tool named ${JSON.stringify(String(name).slice(0, 128))}`)
+    if (tool.definition.auditFields !== undefined) x.audit.note(tool.definition.auditFields)
     x.tool = tool
     return next()
   }
@@ -87,13 +88,17 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 /**
  * Validate arguments against the tool's schema (compiled once at registration). The parsed value
  * is the one every later stage and the tool see; nothing reads the raw arguments again. A refusal
- * is an in-band tool error (MCP: input validation errors are tool execution errors).
+ * is an in-band tool error (MCP: input validation errors are tool execution errors). A blocked
+ * tool is refused first, in-band too.
  * Does not check: anything the schema does not say.
  */
 export function validateArgs(): Stage {
   return async function validateArgsStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
     const tool = x.tool
     if (tool === undefined) return next()
+    // A blocked tool (its upstream definition drifted) is refused before its schema is used.
+    const blocked = tool.definition.blocked?.()
+    if (blocked !== undefined) throw blocked
     const parsed = tool.definition.input.safeParse(rawArgsOf(x))
     if (!parsed.success) {
       const issue = parsed.error.issues[0]

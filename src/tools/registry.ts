@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs'
 import { z } from 'zod'
+import type { SecurityError } from '../errors.js'
 import type { IsolateOptions } from '../limits/isolated.js'
 import type { Principal } from '../principal.js'
 import type { CallToolResult, InputHelpers, InputRequiredResult, ServerContext, Tool, ToolAnnotations } from '../protocol.js'
@@ -41,6 +42,18 @@ interface ToolBase<S extends z.ZodType> {
   readonly scopes?: readonly string[]
   /** Personal data in its results: config `pii.tools.<name>` and policy rules override; default `pii.mode`. */
   readonly pii?: 'mask' | 'block' | 'allow'
+  /**
+   * JSON Schemas shown in `tools/list` as given, for tools whose schemas come from elsewhere (a
+   * gateway's upstream tools): `input` is then the validator of `jsonSchema.input`, not its source.
+   */
+  readonly jsonSchema?: { readonly input: Readonly<Record<string, unknown>>; readonly output?: Readonly<Record<string, unknown>> }
+  /**
+   * Undefined while the tool may be called; otherwise the refusal of every call, and the tool is
+   * not listed (a gateway tool whose upstream definition drifted from its pin).
+   */
+  blocked?(): SecurityError | undefined
+  /** Fields every audit line of a call to it carries (a gateway tool: its upstream). */
+  readonly auditFields?: Readonly<Record<string, string>>
 }
 
 /** A tool that runs in the server process: fast, shares memory with everything else. */
@@ -81,13 +94,14 @@ export class ToolRegistry {
     if ((definition.run === undefined) === (definition.isolate === undefined)) throw new Error(`tool ${definition.name}: give exactly one of run and isolate`)
     // The CPU and memory caps of isolated runs are read from /proc: without it they could not hold.
     if (definition.isolate !== undefined && !existsSync('/proc/self/status')) throw new Error(`tool ${definition.name}: isolated tools need Linux (/proc) to enforce their caps`)
-    const schema = z.toJSONSchema(definition.input, { io: 'input' }) as Record<string, unknown>
+    const schema = definition.jsonSchema?.input ?? (z.toJSONSchema(definition.input, { io: 'input' }) as Record<string, unknown>)
     if (schema.type !== 'object') throw new Error(`tool ${definition.name}: input schema must be an object`)
     const { $schema: _dialect, ...inputSchema } = schema
     const descriptor: Tool = {
       name: definition.name,
       description: definition.description,
       inputSchema: inputSchema as Tool['inputSchema'],
+      ...(definition.jsonSchema?.output === undefined ? {} : { outputSchema: definition.jsonSchema.output as Tool['outputSchema'] }),
       ...(definition.title === undefined ? {} : { title: definition.title }),
       ...(definition.annotations === undefined ? {} : { annotations: definition.annotations }),
     }

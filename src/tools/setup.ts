@@ -63,13 +63,14 @@ export interface BuiltinFeatures {
 
 /**
  * The built-in sections that serve: `enabled: true` or `false` decides; unset, a section serves
- * when bastion serves nothing else (the CLI, or a library that registers nothing), so that the
- * demo tools never appear beside a library's own. Configured `commands` turn an unset workspace
+ * when bastion serves nothing else (the CLI, or a library that registers nothing, and no
+ * `upstreams`), so that the demo tools never appear beside a library's or a gateway's own. Configured `commands` turn an unset workspace
  * on (run_command needs it). Pure.
  */
 export function builtinFeatures(loaded: LoadedConfig, ownRegistrations: boolean): BuiltinFeatures {
-  const { vault, workspace, sql, commands } = loaded.config
-  const auto = !ownRegistrations
+  const { vault, workspace, sql, commands, upstreams } = loaded.config
+  // A gateway's upstream tools are its own registrations: the demo tools do not join them.
+  const auto = !ownRegistrations && Object.keys(upstreams).length === 0
   return {
     vault: vault.enabled ?? auto,
     workspace: workspace.enabled ?? (auto || Object.keys(commands).length > 0),

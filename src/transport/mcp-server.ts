@@ -184,7 +184,7 @@ export function buildServer(deps: ServerDeps, exchangeOf: ExchangeOf, era: 'lega
       return {
         tools: deps.registry
           .all()
-          .filter((t) => policy.reachable(principal, { kind: 'tool', name: t.definition.name }).allow)
+          .filter((t) => t.definition.blocked?.() === undefined && policy.reachable(principal, { kind: 'tool', name: t.definition.name }).allow)
           .map((t) => t.descriptor),
       }
     })

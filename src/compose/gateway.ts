@@ -1,0 +1,400 @@
+import { dirname } from 'node:path'
+import { SignJWT } from 'jose'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import type { AuditLog } from '../audit/audit-log.js'
+import { ConfigError, type LoadedConfig, readSecret, resolvePath } from '../config/load.js'
+import { isLoopback } from '../config/urls.js'
+import { isStdioUpstream, prefixOf, type UpstreamConfig } from '../config/upstream-schema.js'
+import { SecurityError } from '../errors.js'
+import { diffDefinitions, digestOf, screenText, type ToolDefinitionPin } from '../gateway/definitions.js'
+import { compileSchema } from '../gateway/json-schema.js'
+import { LOCK_FILE, type Pins, readPins, type UpstreamPins } from '../gateway/lock-file.js'
+import type { CallToolResult } from '../protocol.js'
+import { redactText } from '../protect/redact.js'
+import { Confirmations } from '../tools/confirm.js'
+import type { ToolDefinition } from '../tools/registry.js'
+import { UpstreamConnection, type UpstreamStatus, type UpstreamTarget, UpstreamUnavailable } from '../transport/upstream/connection.js'
+
+export type PinMode = 'enforce' | 'warn' | 'off'
+
+/** Why a served tool is blocked: its upstream definition changed or went away since it was pinned. */
+export interface Drift {
+  readonly change: 'changed' | 'removed'
+  readonly fields: readonly string[]
+}
+
+export interface UpstreamReport extends UpstreamStatus {
+  readonly pin: PinMode
+  /** Catalog names of the tools served from it. */
+  readonly tools: readonly string[]
+  /** Catalog name → why it is blocked. */
+  readonly blocked: Readonly<Record<string, Drift>>
+  /** Upstream names of tools it lists that are not pinned (not served under `enforce`). */
+  readonly unpinned: readonly string[]
+}
+
+/** The lock file of a config: beside it (an object config: in its base folder). */
+export const lockPath = (loaded: LoadedConfig): string => resolvePath(loaded, LOCK_FILE)
+
+const fail = (loaded: LoadedConfig, where: string, why: string): never => {
+  throw new ConfigError(`config ${loaded.source}: ${where}: ${why}`)
+}
+
+/** The pin mode of an upstream. @throws ConfigError for an unpinned upstream with no mode named */
+export function pinMode(loaded: LoadedConfig, name: string, u: UpstreamConfig, pins: Pins): PinMode {
+  if (u.pin !== undefined) return u.pin
+  if (pins.has(name)) return 'enforce'
+  return fail(
+    loaded,
+    `upstreams.${name}`,
+    `not pinned in ${LOCK_FILE}: run "mcp-bastion upstreams pin ${name}" (then review and commit the lock file), or set pin: warn or pin: off to serve it unpinned`,
+  )
+}
+
+/** What an upstream process may see of bastion's environment, besides what its config gives it. */
+const INHERITED = ['PATH', 'LANG', 'HOME']
+
+/** How to reach an upstream, its secrets read now. @throws ConfigError naming the key */
+export function upstreamTarget(loaded: LoadedConfig, name: string, u: UpstreamConfig, env: NodeJS.ProcessEnv): UpstreamTarget {
+  const where = `upstreams.${name}`
+  if (isStdioUpstream(u)) {
+    const childEnv: Record<string, string> = {}
+    for (const key of [...INHERITED, ...u.inheritEnv]) {
+      const value = env[key]
+      if (value !== undefined) childEnv[key] = value
+    }
+    for (const [key, ref] of Object.entries(u.env)) childEnv[key] = readSecret(loaded, ref, `${where}.env.${key}`, env)
+    if (u.maxMemoryMb !== undefined) childEnv.NODE_OPTIONS = `${childEnv.NODE_OPTIONS ?? ''} --max-old-space-size=${u.maxMemoryMb}`.trim()
+    const command = u.maxOpenFiles === undefined ? u.command : 'prlimit'
+    const args = u.maxOpenFiles === undefined ? u.args : [`--nofile=${u.maxOpenFiles}:${u.maxOpenFiles}`, '--', u.command, ...u.args]
+    return {
+      kind: 'stdio',
+      process: { command, args, cwd: u.cwd === undefined ? dirname(lockPath(loaded)) : resolvePath(loaded, u.cwd), env: childEnv, maxMessageBytes: u.maxMessageBytes },
+      maxRestarts: u.maxRestarts,
+      restartWindowSeconds: u.restartWindowSeconds,
+    }
+  }
+  const url = new URL(u.url)
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url.hostname))) fail(loaded, `${where}.url`, 'must be https (plain http only to a loopback address)')
+  if (url.username !== '' || url.password !== '') fail(loaded, `${where}.url`, 'no credentials in the URL: give them under headers or oauth')
+  const headers: Record<string, string> = {}
+  for (const [key, ref] of Object.entries(u.headers)) headers[key] = readSecret(loaded, ref, `${where}.headers.${key}`, env)
+  return {
+    kind: 'http',
+    url,
+    headers,
+    ...(u.oauth === undefined
+      ? {}
+      : {
+          oauth: {
+            clientId: u.oauth.clientId,
+            clientSecret: readSecret(loaded, u.oauth.clientSecret, `${where}.oauth.clientSecret`, env),
+            ...(u.oauth.scope === undefined ? {} : { scope: u.oauth.scope }),
+          },
+        }),
+    connectTimeoutMs: u.connectTimeoutMs,
+    maxMessageBytes: u.maxMessageBytes,
+  }
+}
+
+/** The whole input a tool gets: an object (the JSON Schema says more, checked by `check`). */
+const objectArgs = z.record(z.string(), z.unknown())
+
+/** One upstream with what bastion serves of it. */
+class Upstream {
+  readonly served = new Map<string, ToolDefinitionPin>()
+  readonly blocked = new Map<string, Drift>()
+  readonly unpinned = new Set<string>()
+  /** Digest of each drift already reported, so that a repeated list does not repeat the audit line. */
+  readonly #reported = new Map<string, string>()
+  listed = false
+
+  constructor(
+    readonly name: string,
+    readonly config: UpstreamConfig,
+    readonly prefix: string,
+    readonly mode: PinMode,
+    readonly pins: UpstreamPins | undefined,
+    readonly conn: UpstreamConnection,
+  ) {}
+
+  /** Compare a fresh tool list with the pins: block what drifted, unblock what came back, report each change once. */
+  compare(live: readonly ToolDefinitionPin[], audit: AuditLog, log: Logger): void {
+    const byName = new Map(live.map((d) => [d.name, d]))
+    const hidden = new Set(this.config.hide)
+    this.listed = true
+    if (this.mode === 'off') return
+    const report = (tool: string, change: 'changed' | 'removed' | 'added', fields: readonly string[], digest: string): void => {
+      if (this.#reported.get(tool) === digest) return
+      this.#reported.set(tool, digest)
+      const enforced = this.mode === 'enforce'
+      log.warn({ upstream: this.name, tool, change, fields }, enforced ? 'upstream tool definition drifted: blocked until re-pinned' : 'upstream tool definition drifted (pin: warn)')
+      audit.record({
+        event: 'upstream.drift',
+        decision: enforced ? 'deny' : 'allow',
+        reason: 'UPSTREAM_DRIFT',
+        upstream: this.name,
+        tool: `${this.prefix}${tool}`,
+        change,
+        fields: fields.join(',').slice(0, 1000),
+        ...(digest === '' ? {} : { digest }),
+      })
+    }
+    if (this.pins === undefined) return
+    for (const [tool, pin] of this.pins.tools) {
+      if (hidden.has(tool)) continue
+      const current = byName.get(tool)
+      const catalogName = `${this.prefix}${tool}`
+      if (current === undefined) {
+        report(tool, 'removed', ['(tool)'], 'removed')
+        if (this.mode === 'enforce') this.blocked.set(catalogName, { change: 'removed', fields: ['(tool)'] })
+        continue
+      }
+      const digest = digestOf(current)
+      if (digest === pin.digest) {
+        if (this.blocked.delete(catalogName)) {
+          this.#reported.delete(tool)
+          log.info({ upstream: this.name, tool }, 'upstream tool definition matches its pin again: unblocked')
+          audit.record({ event: 'upstream.pin_matched', decision: 'allow', reason: 'OK', upstream: this.name, tool: catalogName })
+        }
+        continue
+      }
+      const fields = diffDefinitions(pin.definition, current).map((c) => c.path)
+      report(tool, 'changed', fields, digest)
+      if (this.mode === 'enforce') this.blocked.set(catalogName, { change: 'changed', fields })
+    }
+    for (const [tool, def] of byName) {
+      if (hidden.has(tool) || this.pins.tools.has(tool)) continue
+      this.unpinned.add(tool)
+      report(tool, 'added', ['(tool)'], digestOf(def))
+    }
+  }
+}
+
+export interface GatewayDeps {
+  readonly loaded: LoadedConfig
+  readonly env: NodeJS.ProcessEnv
+  readonly log: Logger
+  readonly audit: AuditLog
+  readonly confirmations: Confirmations
+}
+
+/**
+ * The gateway: the configured upstream MCP servers, connected and supervised, and their tools as
+ * bastion tools. What is served is fixed at start: under `enforce`, the pinned definitions (an
+ * upstream that is down still has its tools listed; calls fail until it is back and its list
+ * matches); under `warn` and `off`, the definitions the upstream listed at start. Every later list
+ * (on `notifications/tools/list_changed`, or a reconnect) is compared with the pins: a tool that
+ * drifted is blocked (not listed, calls refused with `ERR_TOOL_BLOCKED`), audited once per change
+ * as `upstream.drift`, and unblocked when the upstream lists the pinned definition again.
+ * Re-pinning takes effect at the next start.
+ */
+export class Gateway {
+  readonly #upstreams: Upstream[]
+  readonly #deps: GatewayDeps
+  readonly #identity = new Map<string, { header: string; key: Uint8Array }>()
+
+  private constructor(upstreams: Upstream[], deps: GatewayDeps) {
+    this.#upstreams = upstreams
+    this.#deps = deps
+  }
+
+  /** Connect every upstream (each waits at most its `startTimeoutMs`). @throws ConfigError, LockFileError */
+  static async open(deps: GatewayDeps): Promise<Gateway | undefined> {
+    const { loaded, env, log, audit } = deps
+    const entries = Object.entries(loaded.config.upstreams)
+    if (entries.length === 0) return undefined
+    const pins = readPins(lockPath(loaded))
+    const upstreams: Upstream[] = []
+    for (const [name, config] of entries) {
+      const mode = pinMode(loaded, name, config, pins)
+      const target = upstreamTarget(loaded, name, config, env)
+      let upstream: Upstream | undefined
+      const conn = new UpstreamConnection({
+        name,
+        target,
+        breakerFailures: config.breakerFailures,
+        breakerSeconds: config.breakerSeconds,
+        onEvent: (event, detail) => {
+          const fields = { upstream: name, ...detail }
+          if (event === 'up' || event === 'restart') log.info(fields, `upstream ${event}`)
+          else log.error(fields, `upstream ${event}`)
+          try {
+            audit.record({ event: `upstream.${event}`, decision: event === 'up' || event === 'restart' ? 'allow' : 'error', reason: event === 'up' || event === 'restart' ? 'OK' : 'UPSTREAM_DOWN', ...fields })
+          } catch {
+            // The operator log has it; the audit sink's failure shows on the next request.
+          }
+        },
+        // Redacted like every operator log line, and once more here: an upstream may print its credentials.
+        onStderr: (line) => log.warn({ upstream: name, stderr: redactText(line) }, 'upstream stderr'),
+        onTools: (tools, invalid) => {
+          for (const why of invalid) log.warn({ upstream: name, why }, 'upstream listed a tool bastion cannot serve')
+          if (upstream === undefined) return
+          if (!upstream.listed && upstream.mode !== 'enforce') for (const t of tools) if (!config.hide.includes(t.name)) upstream.served.set(t.name, t)
+          try {
+            upstream.compare(tools, audit, log)
+          } catch (error) {
+            log.error({ upstream: name, err: { message: error instanceof Error ? error.message : 'error' } }, 'upstream drift could not be audited')
+          }
+        },
+      })
+      upstream = new Upstream(name, config, prefixOf(name, config), mode, pins.get(name), conn)
+      if (mode === 'enforce') for (const [tool, pin] of pins.get(name)?.tools ?? []) if (!config.hide.includes(tool)) upstream.served.set(tool, pin.definition)
+      upstreams.push(upstream)
+    }
+    const gateway = new Gateway(upstreams, deps)
+    for (const u of upstreams) {
+      const c = u.config
+      if ('forwardIdentity' in c && c.forwardIdentity !== undefined)
+        gateway.#identity.set(u.name, { header: c.forwardIdentity.header, key: new TextEncoder().encode(readSecret(loaded, c.forwardIdentity.secret, `upstreams.${u.name}.forwardIdentity.secret`, env)) })
+    }
+    await Promise.all(
+      upstreams.map(async (u) => {
+        const timeout = new Promise<void>((resolve) => setTimeout(resolve, u.config.startTimeoutMs).unref())
+        await Promise.race([u.conn.start(), timeout])
+        if (!u.listed) log.error({ upstream: u.name, ...u.conn.status() }, 'upstream not ready at start: its tools fail until it is')
+        if (u.mode !== 'enforce' && !u.listed) log.error({ upstream: u.name }, `upstream ${u.name} (pin: ${u.mode}) serves no tools: none were listed at start`)
+      }),
+    )
+    return gateway
+  }
+
+  /** Every upstream's state, for `/healthz` detail and `upstreams status`. */
+  report(): UpstreamReport[] {
+    return this.#upstreams.map((u) => ({
+      ...u.conn.status(),
+      pin: u.mode,
+      tools: [...u.served.keys()].map((t) => `${u.prefix}${t}`).sort(),
+      blocked: Object.fromEntries(u.blocked),
+      unpinned: [...u.unpinned].sort(),
+    }))
+  }
+
+  /** The served tools as bastion tools, each behind every layer. @throws ConfigError for a schema that does not compile */
+  tools(): ToolDefinition[] {
+    const out: ToolDefinition[] = []
+    for (const u of this.#upstreams) for (const def of u.served.values()) out.push(this.#tool(u, def))
+    return out
+  }
+
+  #tool(u: Upstream, def: ToolDefinitionPin): ToolDefinition {
+    const { loaded } = this.#deps
+    const name = `${u.prefix}${def.name}`
+    let check: ReturnType<typeof compileSchema>
+    let checkOutput: ReturnType<typeof compileSchema> | undefined
+    try {
+      check = compileSchema(def.inputSchema)
+      checkOutput = def.outputSchema === undefined ? undefined : compileSchema(def.outputSchema)
+    } catch (error) {
+      return fail(loaded, `upstreams.${u.name}`, `tool ${def.name}: ${error instanceof Error ? error.message : 'invalid schema'}`)
+    }
+    const input = objectArgs.superRefine((value, ctx) => {
+      const problem = check(value)
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem.what, path: problem.path === 'arguments' ? [] : problem.path.split('.') })
+    })
+    const description = screenText(def.description ?? '')
+    if (description.flagged.length > 0 || description.invisible > 0)
+      this.#deps.log.warn({ upstream: u.name, tool: def.name, invisible: description.invisible, flagged: description.flagged }, 'upstream tool description screened')
+    const destructive = u.config.confirm.includes(def.name) || def.annotations?.destructiveHint === true
+    const confirmations = this.#deps.confirmations
+    const identity = this.#identity.get(u.name)
+    return {
+      name,
+      ...(def.title === undefined ? {} : { title: def.title }),
+      description: description.text,
+      input,
+      jsonSchema: { input: def.inputSchema, ...(def.outputSchema === undefined ? {} : { output: def.outputSchema }) },
+      ...(u.config.permissions === undefined ? {} : { permissions: u.config.permissions }),
+      ...(def.annotations === undefined ? {} : { annotations: def.annotations }),
+      auditFields: { upstream: u.name },
+      blocked: () => {
+        const drift = u.blocked.get(name)
+        if (drift === undefined) return undefined
+        return new SecurityError('ERR_TOOL_BLOCKED', `upstream ${u.name} tool ${def.name} ${drift.change} since pinned (${drift.fields.join(', ').slice(0, 300)})`)
+      },
+      run: async (args, ctx) => {
+        // Pinned tools of an upstream not yet listed are unverified: nothing is forwarded before the comparison.
+        if (!u.listed && u.mode === 'enforce') throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${u.name} has not listed its tools yet: pins unverified`)
+        if (destructive) {
+          const state = Confirmations.stateOf(ctx)
+          if (state === undefined) {
+            const preview = { upstream: u.name, tool: def.name }
+            ctx.audit({ dryRun: preview })
+            return confirmations.ask(ctx, name, args, `Run ${def.name} on ${u.name}? It may change or delete data.`, preview)
+          }
+          await confirmations.redeem(ctx, name, args, state)
+        }
+        const headers: Record<string, string> = {}
+        if (identity !== undefined) headers[identity.header] = await identityToken(identity.key, u.name, ctx.principal.id, ctx.principal.roles, ctx.requestId)
+        let result: CallToolResult
+        try {
+          result = await u.conn.call(def.name, args as Record<string, unknown>, ctx.signal, headers)
+        } catch (error) {
+          if (error instanceof UpstreamUnavailable) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', error.message)
+          if (ctx.signal.aborted) throw error
+          const code = (error as { code?: unknown }).code
+          // The upstream's own error text is not forwarded: it may hold paths or internals.
+          throw new SecurityError('ERR_TOOL_FAILED', `upstream ${u.name} tool ${def.name} answered a JSON-RPC error ${String(code)}: ${error instanceof Error ? error.message.slice(0, 300) : ''}`, {
+            expose: 'the upstream server refused the call',
+          })
+        }
+        return screenResult(u.name, def.name, result, checkOutput, ctx.audit)
+      },
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#upstreams.map((u) => u.conn.close()))
+  }
+}
+
+/** A short-lived signed statement of who called, for an upstream that asked for it (`forwardIdentity`). */
+function identityToken(key: Uint8Array, upstream: string, sub: string, roles: readonly string[], requestId: string): Promise<string> {
+  return new SignJWT({ roles: [...roles] })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuer('mcp-bastion')
+    .setAudience(upstream)
+    .setSubject(sub)
+    .setJti(requestId)
+    .setIssuedAt()
+    .setExpirationTime('60s')
+    .sign(key)
+}
+
+const RESULT_SHAPE = z.looseObject({ content: z.array(z.looseObject({ type: z.string() })).optional(), isError: z.boolean().optional() })
+
+/**
+ * An upstream's result, checked before it goes anywhere: the result shape, its structured content
+ * against the pinned output schema, invisible characters stripped from its text and
+ * instruction-like text flagged in the audit line.
+ * Does not check: personal data and size (the run stage does, for every tool).
+ */
+function screenResult(
+  upstream: string,
+  tool: string,
+  result: CallToolResult,
+  checkOutput: ReturnType<typeof compileSchema> | undefined,
+  audit: (fields: Record<string, unknown>) => void,
+): CallToolResult {
+  const invalid = (why: string): never => {
+    throw new SecurityError('ERR_TOOL_FAILED', `upstream ${upstream} tool ${tool}: ${why}`, { expose: 'the upstream server answered outside its declared schema' })
+  }
+  if (!RESULT_SHAPE.safeParse(result).success) invalid('the result is not a tool result')
+  if (checkOutput !== undefined && result.isError !== true) {
+    if (result.structuredContent === undefined) invalid('no structuredContent, yet the tool declares an output schema')
+    const problem = checkOutput(result.structuredContent)
+    if (problem !== undefined) invalid(`structuredContent: ${problem.path}: ${problem.what}`)
+  }
+  let invisible = 0
+  const flagged = new Set<string>()
+  const content = (result.content ?? []).map((block) => {
+    if (block.type !== 'text' || typeof block.text !== 'string') return block
+    const screened = screenText(block.text)
+    invisible += screened.invisible
+    for (const f of screened.flagged) flagged.add(f)
+    return screened.invisible === 0 ? block : { ...block, text: screened.text }
+  })
+  if (invisible > 0 || flagged.size > 0) audit({ screened: `invisible:${invisible}${flagged.size > 0 ? `,instructions:${flagged.size}` : ''}` })
+  return { ...result, content }
+}

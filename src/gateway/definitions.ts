@@ -1,0 +1,125 @@
+import { createHash } from 'node:crypto'
+
+/** A JSON value as an upstream sends it. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+
+/**
+ * What is pinned of an upstream tool: everything a model or bastion reads to decide how to use it.
+ * A change to any of these is drift (the "rug pull": a tool changed after it was approved).
+ */
+export interface ToolDefinitionPin {
+  readonly name: string
+  readonly title?: string
+  readonly description?: string
+  readonly inputSchema: { readonly [key: string]: Json }
+  readonly outputSchema?: { readonly [key: string]: Json }
+  readonly annotations?: { readonly [key: string]: Json }
+}
+
+/** The pinned fields, in this order, and nothing else: an upstream's other members (`_meta`, icons) are not served. */
+export const PINNED_FIELDS = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'] as const
+
+/** Canonical JSON: object keys sorted, no whitespace. The same definition always hashes the same. */
+export function canonicalJson(value: unknown): string {
+  const canonical = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(canonical)
+    if (v !== null && typeof v === 'object') {
+      const o = v as Record<string, unknown>
+      return Object.fromEntries(
+        Object.keys(o)
+          .filter((k) => o[k] !== undefined)
+          .sort()
+          .map((k) => [k, canonical(o[k])]),
+      )
+    }
+    return v
+  }
+  return JSON.stringify(canonical(value))
+}
+
+/** `sha256:<hex>` of the canonical JSON of the pinned fields. */
+export function digestOf(def: ToolDefinitionPin): string {
+  return `sha256:${createHash('sha256').update(canonicalJson(pinnedFields(def))).digest('hex')}`
+}
+
+const isObject = (v: unknown): v is Record<string, Json> => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+/**
+ * The pinned fields of a tool as an upstream listed it, or why it cannot be served: a name that
+ * is not a string, an input schema that is not a JSON Schema object.
+ * Does not check: the schemas' own validity (compiling them does, when the tool is built).
+ */
+export function pinnedFields(raw: unknown): ToolDefinitionPin {
+  if (!isObject(raw)) throw new TypeError('a tool definition is not an object')
+  const { name, title, description, inputSchema, outputSchema, annotations } = raw
+  if (typeof name !== 'string' || name.length === 0 || name.length > 128) throw new TypeError('a tool without a valid name')
+  if (!isObject(inputSchema) || inputSchema.type !== 'object') throw new TypeError(`tool ${name}: inputSchema is not an object schema`)
+  if (outputSchema !== undefined && (!isObject(outputSchema) || outputSchema.type !== 'object')) throw new TypeError(`tool ${name}: outputSchema is not an object schema`)
+  if (title !== undefined && typeof title !== 'string') throw new TypeError(`tool ${name}: title is not a string`)
+  if (description !== undefined && typeof description !== 'string') throw new TypeError(`tool ${name}: description is not a string`)
+  if (annotations !== undefined && !isObject(annotations)) throw new TypeError(`tool ${name}: annotations is not an object`)
+  return {
+    name,
+    ...(title === undefined ? {} : { title }),
+    ...(description === undefined ? {} : { description }),
+    inputSchema,
+    ...(outputSchema === undefined ? {} : { outputSchema }),
+    ...(annotations === undefined ? {} : { annotations }),
+  }
+}
+
+/** One difference between a pinned and a current definition. */
+export interface FieldChange {
+  /** `description`, `inputSchema.properties.path.type`, … */
+  readonly path: string
+  readonly pinned: Json | undefined
+  readonly current: Json | undefined
+}
+
+/** Field-by-field differences (leaves of objects; arrays compared whole). Empty: the same definition. */
+export function diffDefinitions(pinned: ToolDefinitionPin | undefined, current: ToolDefinitionPin | undefined): FieldChange[] {
+  const changes: FieldChange[] = []
+  const walk = (path: string, a: Json | undefined, b: Json | undefined): void => {
+    if (isObject(a) && isObject(b)) {
+      for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) walk(path === '' ? key : `${path}.${key}`, a[key], b[key])
+      return
+    }
+    if (canonicalJson(a) !== canonicalJson(b)) changes.push({ path: path === '' ? '(tool)' : path, pinned: a, current: b })
+  }
+  walk('', pinned as unknown as Json | undefined, current as unknown as Json | undefined)
+  return changes
+}
+
+/**
+ * Invisible characters a description may hide instructions in: Unicode tag characters
+ * (U+E0000–U+E007F), zero-width and bidirectional controls, the byte-order mark.
+ */
+const INVISIBLE = /[\u{E0000}-\u{E007F}\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/gu
+
+/** Phrases aimed at the model rather than at describing the tool. A screen, not a guarantee. */
+const INSTRUCTION_LIKE: readonly RegExp[] = [
+  /\bignore (?:all |any )?(?:previous|prior|above|earlier) (?:instructions|prompts|messages)\b/i,
+  /\bdisregard (?:all |any )?(?:previous|prior|above|earlier)\b/i,
+  /\byou (?:must|should) (?:now |always )?(?:call|use|run|invoke|send|read)\b/i,
+  /\bdo not (?:tell|inform|show|mention)[^.]{0,40}\b(?:user|human)\b/i,
+  /<\s*\/?\s*(?:system|important|instructions?)\s*>/i,
+  /\bsystem prompt\b/i,
+]
+
+/** What screening found in a text: invisible characters (stripped) and instruction-like phrases (flagged). */
+export interface Screened {
+  readonly text: string
+  readonly invisible: number
+  readonly flagged: readonly string[]
+}
+
+/** Strip invisible characters and flag instruction-like phrases. Does not check: meaning (paraphrase, other languages, encodings). */
+export function screenText(text: string): Screened {
+  let invisible = 0
+  const stripped = text.replace(INVISIBLE, () => {
+    invisible++
+    return ''
+  })
+  const flagged = INSTRUCTION_LIKE.filter((r) => r.test(stripped)).map((r) => r.source.slice(0, 40))
+  return { text: stripped, invisible, flagged }
+}

@@ -1,0 +1,244 @@
+import { type CallToolResult, Client, ClientCredentialsProvider, StreamableHTTPClientTransport, type Transport } from '@modelcontextprotocol/client'
+import { pinnedFields, type ToolDefinitionPin } from '../../gateway/definitions.js'
+import { VERSION } from '../../version.js'
+import { callHeaders, upstreamFetch } from './http-fetch.js'
+import { type ProcessSpec, UpstreamProcess } from './stdio-process.js'
+
+export type UpstreamState = 'starting' | 'up' | 'down' | 'failed'
+
+export interface UpstreamStatus {
+  readonly name: string
+  readonly kind: 'stdio' | 'http'
+  readonly state: UpstreamState
+  /** When the state last changed (ISO 8601). */
+  readonly since: string
+  readonly pid?: number
+  readonly restarts: number
+  readonly protocolVersion?: string
+  /** The circuit breaker is open until then (ISO 8601): calls fail at once. */
+  readonly breakerOpenUntil?: string
+  readonly lastError?: string
+}
+
+/** How to reach one upstream. */
+export type UpstreamTarget =
+  | { readonly kind: 'stdio'; readonly process: Omit<ProcessSpec, 'onStderr'>; readonly maxRestarts: number; readonly restartWindowSeconds: number }
+  | {
+      readonly kind: 'http'
+      readonly url: URL
+      readonly headers: Readonly<Record<string, string>>
+      readonly oauth?: { readonly clientId: string; readonly clientSecret: string; readonly scope?: string }
+      readonly connectTimeoutMs: number
+      readonly maxMessageBytes: number
+    }
+
+export interface ConnectionOptions {
+  readonly name: string
+  readonly target: UpstreamTarget
+  readonly breakerFailures: number
+  readonly breakerSeconds: number
+  /** What happened, for the operator log and the audit trail. */
+  readonly onEvent: (event: 'up' | 'down' | 'failed' | 'restart', detail: Record<string, string | number>) => void
+  readonly onStderr: (line: string) => void
+  /** The upstream's tool list, each time it is read (at connect and after `notifications/tools/list_changed`). */
+  readonly onTools: (tools: readonly ToolDefinitionPin[], invalid: readonly string[]) => void
+}
+
+/** An upstream could not be reached or answered outside the protocol: its tools fail, the rest serve. */
+export class UpstreamUnavailable extends Error {
+  override readonly name = 'UpstreamUnavailable'
+}
+
+const now = (): string => new Date().toISOString()
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : 'error').slice(0, 300)
+
+/**
+ * One upstream MCP server, kept connected: a stdio process supervised (restarted with backoff, at
+ * most `maxRestarts` in the window, then failed), or an HTTP endpoint reconnected on demand. A
+ * circuit breaker stops calls to an upstream that failed `breakerFailures` times in a row for
+ * `breakerSeconds`. Speaks MCP 2025-11-25 (`initialize`) to it, whatever era bastion's own clients use.
+ * Does not check: the tools' definitions against the pins (the gateway does, from `onTools`).
+ */
+export class UpstreamConnection {
+  readonly #options: ConnectionOptions
+  #client: Client | undefined
+  #process: UpstreamProcess | undefined
+  #state: UpstreamState = 'starting'
+  #since = now()
+  #lastError: string | undefined
+  #connecting: Promise<void> | undefined
+  #restarts: number[] = []
+  #restartCount = 0
+  #failures = 0
+  #openUntil = 0
+  #closed = false
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(options: ConnectionOptions) {
+    this.#options = options
+  }
+
+  get name(): string {
+    return this.#options.name
+  }
+
+  status(): UpstreamStatus {
+    const { target } = this.#options
+    const pid = this.#process?.pid
+    return {
+      name: this.#options.name,
+      kind: target.kind,
+      state: this.#state,
+      since: this.#since,
+      ...(pid === undefined || this.#state !== 'up' ? {} : { pid }),
+      restarts: this.#restartCount,
+      ...(this.#client?.getNegotiatedProtocolVersion() === undefined ? {} : { protocolVersion: this.#client.getNegotiatedProtocolVersion() as string }),
+      ...(this.#openUntil > Date.now() ? { breakerOpenUntil: new Date(this.#openUntil).toISOString() } : {}),
+      ...(this.#lastError === undefined ? {} : { lastError: this.#lastError }),
+    }
+  }
+
+  #setState(state: UpstreamState, error?: unknown): void {
+    if (error !== undefined) this.#lastError = messageOf(error)
+    if (state === this.#state) return
+    this.#state = state
+    this.#since = now()
+    if (state !== 'starting') this.#options.onEvent(state, { ...(this.#lastError === undefined || state === 'up' ? {} : { error: this.#lastError }), restarts: this.#restartCount })
+  }
+
+  /** Connect now; settles when connected and listed or when that failed (never rejects). */
+  start(): Promise<void> {
+    this.#connecting ??= this.#connect().finally(() => {
+      this.#connecting = undefined
+    })
+    return this.#connecting
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#closed || this.#state === 'failed') return
+    const { target } = this.#options
+    const client = new Client({ name: 'mcp-bastion', version: VERSION }, { capabilities: {} })
+    let transport: Transport
+    if (target.kind === 'stdio') {
+      const proc = new UpstreamProcess({ ...target.process, onStderr: this.#options.onStderr })
+      this.#process = proc
+      transport = proc
+    } else {
+      const fetch = upstreamFetch({ connectTimeoutMs: target.connectTimeoutMs, maxMessageBytes: target.maxMessageBytes, headers: target.headers })
+      const authProvider =
+        target.oauth === undefined
+          ? undefined
+          : new ClientCredentialsProvider({ clientId: target.oauth.clientId, clientSecret: target.oauth.clientSecret, ...(target.oauth.scope === undefined ? {} : { scope: target.oauth.scope }) })
+      transport = new StreamableHTTPClientTransport(target.url, { fetch, ...(authProvider === undefined ? {} : { authProvider }) })
+    }
+    client.onclose = () => this.#lost(client)
+    client.setNotificationHandler('notifications/tools/list_changed', () => {
+      void this.#list(client).catch((error: unknown) => this.#options.onEvent('down', { error: `tool list after list_changed: ${messageOf(error)}` }))
+    })
+    try {
+      await client.connect(transport)
+      this.#client = client
+      await this.#list(client)
+      this.#failures = 0
+      this.#setState('up')
+    } catch (error) {
+      this.#client = undefined
+      await client.close().catch(() => {})
+      this.#failed(error)
+      this.#setState('down', error)
+      if (target.kind === 'stdio') this.#scheduleRestart()
+    }
+  }
+
+  async #list(client: Client): Promise<void> {
+    const { tools } = await client.listTools()
+    const valid: ToolDefinitionPin[] = []
+    const invalid: string[] = []
+    for (const raw of tools) {
+      try {
+        valid.push(pinnedFields(raw))
+      } catch (error) {
+        invalid.push(messageOf(error))
+      }
+    }
+    this.#options.onTools(valid, invalid)
+  }
+
+  /** The connection closed: a stdio process exited, an HTTP session ended. */
+  #lost(client: Client): void {
+    if (this.#client !== client) return
+    this.#client = undefined
+    if (this.#closed) return
+    this.#setState('down', new Error(this.#options.target.kind === 'stdio' ? 'the upstream process exited' : 'the connection closed'))
+    if (this.#options.target.kind === 'stdio') this.#scheduleRestart()
+  }
+
+  #scheduleRestart(): void {
+    const { target } = this.#options
+    if (target.kind !== 'stdio' || this.#closed || this.#timer !== undefined) return
+    const windowStart = Date.now() - target.restartWindowSeconds * 1000
+    this.#restarts = this.#restarts.filter((t) => t > windowStart)
+    if (this.#restarts.length >= target.maxRestarts) {
+      this.#setState('failed', new Error(`restarted ${target.maxRestarts} times within ${target.restartWindowSeconds} s: not restarted again until bastion restarts`))
+      return
+    }
+    const delay = Math.min(10_000, 200 * 2 ** this.#restarts.length)
+    this.#restarts.push(Date.now())
+    this.#restartCount++
+    this.#options.onEvent('restart', { inMs: delay, restarts: this.#restartCount })
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      void this.start()
+    }, delay)
+    this.#timer.unref()
+  }
+
+  #failed(error: unknown): void {
+    this.#lastError = messageOf(error)
+    if (++this.#failures >= this.#options.breakerFailures) this.#openUntil = Date.now() + this.#options.breakerSeconds * 1000
+  }
+
+  /**
+   * Call one of its tools by its upstream name. The signal aborts the call (the client sends
+   * `notifications/cancelled` upstream).
+   * @throws UpstreamUnavailable when it is down, failed, its breaker is open or the connection broke;
+   *   the SDK's ProtocolError when it answered with a JSON-RPC error.
+   */
+  async call(tool: string, args: Record<string, unknown>, signal: AbortSignal, headers: Readonly<Record<string, string>>): Promise<CallToolResult> {
+    if (this.#openUntil > Date.now()) throw new UpstreamUnavailable(`upstream ${this.name}: circuit open after ${this.#failures} failures (${this.#lastError ?? 'error'})`)
+    if (this.#state === 'failed') throw new UpstreamUnavailable(`upstream ${this.name} failed: ${this.#lastError ?? 'error'}`)
+    // An HTTP upstream that was down is tried again on demand; a stdio one restarts on its own schedule.
+    if (this.#client === undefined && this.#options.target.kind === 'http') await this.start()
+    const client = this.#client
+    if (client === undefined || this.#state !== 'up') throw new UpstreamUnavailable(`upstream ${this.name} is ${this.#state}${this.#lastError === undefined ? '' : ` (${this.#lastError})`}`)
+    try {
+      // No timeout of the client's own: bastion's (limits.timeoutMs) aborts the signal.
+      const result = await callHeaders.run(headers, () => client.callTool({ name: tool, arguments: args }, { signal, timeout: 2_147_483_647 }))
+      this.#failures = 0
+      return result as CallToolResult
+    } catch (error) {
+      if (signal.aborted) throw error
+      if (isProtocolAnswer(error)) {
+        this.#failures = 0
+        throw error
+      }
+      this.#failed(error)
+      throw new UpstreamUnavailable(`upstream ${this.name}: ${messageOf(error)}`)
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    await this.#connecting?.catch(() => {})
+    const client = this.#client
+    this.#client = undefined
+    await client?.close().catch(() => {})
+    await this.#process?.close()
+  }
+}
+
+/** A JSON-RPC error the upstream answered with (it is up; it refused). */
+function isProtocolAnswer(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ProtocolError' && typeof (error as { code?: unknown }).code === 'number'
+}

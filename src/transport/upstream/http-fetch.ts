@@ -1,0 +1,84 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+
+/** Per call: headers that say who is calling (the signed identity header), set around one upstream request. */
+export const callHeaders = new AsyncLocalStorage<Readonly<Record<string, string>>>()
+
+export interface UpstreamFetchOptions {
+  /** Time allowed until the answer's headers arrive. */
+  readonly connectTimeoutMs: number
+  /** Largest JSON answer, or SSE event, in bytes. */
+  readonly maxMessageBytes: number
+  /** Bastion's own credential and other static headers. */
+  readonly headers: Readonly<Record<string, string>>
+}
+
+export class UpstreamHttpError extends Error {
+  override readonly name = 'UpstreamHttpError'
+}
+
+const MAX_REDIRECTS = 3
+
+/** A body that errors once it passes the cap: per event for SSE (a stream may live for hours), in total otherwise. */
+function capped(body: ReadableStream<Uint8Array>, max: number, perEvent: boolean): ReadableStream<Uint8Array> {
+  let count = 0
+  let last = 0
+  return body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        if (perEvent) {
+          for (const byte of chunk) {
+            // A blank line ends an SSE event: count from there.
+            count = byte === 0x0a && last === 0x0a ? 0 : count + 1
+            last = byte
+          }
+        } else count += chunk.length
+        if (count > max) controller.error(new UpstreamHttpError(`upstream answered more than ${max} bytes`))
+        else controller.enqueue(chunk)
+      },
+    }),
+  )
+}
+
+/**
+ * The fetch an HTTP upstream's client uses: bastion's own headers (never the caller's), a
+ * deadline for the answer to start, redirects followed only within the upstream's origin, and a
+ * size cap on what is read. TLS is verified by the platform (there is no opt-out).
+ * Does not check: what the answer means (the MCP client parses it).
+ */
+export function upstreamFetch(options: UpstreamFetchOptions): (url: string | URL, init?: RequestInit) => Promise<Response> {
+  return async function fetchUpstream(url, init = {}) {
+    let target = new URL(url)
+    const origin = target.origin
+    const headers = new Headers(init.headers)
+    // The client may carry headers of its own (protocol version, session): bastion's replace any of the same name.
+    for (const [name, value] of Object.entries(options.headers)) headers.set(name, value)
+    for (const [name, value] of Object.entries(callHeaders.getStore() ?? {})) headers.set(name, value)
+    for (let hop = 0; ; hop++) {
+      const deadline = AbortSignal.timeout(options.connectTimeoutMs)
+      const signal = init.signal == null ? deadline : AbortSignal.any([init.signal, deadline])
+      let response: Response
+      try {
+        response = await fetch(target, { ...init, headers, signal, redirect: 'manual' })
+      } catch (error) {
+        if (deadline.aborted) throw new UpstreamHttpError(`upstream did not answer within ${options.connectTimeoutMs} ms`)
+        throw error
+      }
+      if (response.status >= 300 && response.status < 400 && response.headers.has('location')) {
+        await response.body?.cancel()
+        const next = new URL(response.headers.get('location') as string, target)
+        if (next.origin !== origin) throw new UpstreamHttpError(`upstream redirected to another origin (${next.origin}): refused`)
+        if (hop >= MAX_REDIRECTS) throw new UpstreamHttpError('upstream redirected too many times')
+        target = next
+        continue
+      }
+      const length = Number(response.headers.get('content-length') ?? 'NaN')
+      const sse = (response.headers.get('content-type') ?? '').startsWith('text/event-stream')
+      if (!sse && length > options.maxMessageBytes) {
+        await response.body?.cancel()
+        throw new UpstreamHttpError(`upstream answered ${length} bytes, over ${options.maxMessageBytes}`)
+      }
+      if (response.body === null) return response
+      return new Response(capped(response.body, options.maxMessageBytes, sse), { status: response.status, statusText: response.statusText, headers: response.headers })
+    }
+  }
+}
