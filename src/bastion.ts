@@ -187,7 +187,9 @@ export class Bastion {
     // Upstream tools join like built-in ones: a name already registered is refused, never shadowed.
     registerBuiltins(loaded, this.gateway?.tools() ?? [], registry, 'upstream')
     registerBuiltins(loaded, builtinTools(loaded, servingResources(loaded, this.#runtime.tools, builtinFeatures(loaded, own))), registry)
-    this.#serving = buildServing(this.#runtime, bindConfig(this.#checked, { registry, catalog }), this.#options)
+    const gateway = this.gateway
+    const upstreams = gateway === undefined ? undefined : () => Object.fromEntries(gateway.report().map((u) => [u.name, u.state]))
+    this.#serving = buildServing(this.#runtime, bindConfig(this.#checked, { registry, catalog }), this.#options, upstreams)
     return this.#serving
   }
 

@@ -70,6 +70,48 @@ export const GRANTS_REVOKE: CommandSpec = {
   examples: ['mcp-bastion grants revoke 3f9a0c1d2e4b5a697c8d9e0f1a2b3c4d'],
 }
 
+const NAMES = { name: 'NAME', min: 0, max: 64 }
+
+export const UPSTREAMS_LIST: CommandSpec = {
+  name: 'upstreams list',
+  brief: 'list the upstream MCP servers and their pins',
+  usage: ['upstreams list [--config FILE] [--json]'],
+  summary: 'List the configured upstream MCP servers: kind, pin mode, how many tools are pinned and when. Connects to nothing; writes nothing.',
+  flags: [CONFIG, JSON_OUT],
+  examples: ['mcp-bastion upstreams list'],
+}
+
+export const UPSTREAMS_PIN: CommandSpec = {
+  name: 'upstreams pin',
+  brief: "record upstreams' tool definitions in bastion.lock.json",
+  usage: ['upstreams pin [NAME…] [--config FILE]'],
+  summary:
+    'Connect to the named upstreams (default: all), list their tools and record each definition and its digest in bastion.lock.json beside the config, replacing their earlier pins. Review the diff and commit it; a running server applies new pins when it restarts.',
+  flags: [CONFIG],
+  positionals: NAMES,
+  examples: ['mcp-bastion upstreams pin filesystem', 'git diff bastion.lock.json'],
+}
+
+export const UPSTREAMS_DIFF: CommandSpec = {
+  name: 'upstreams diff',
+  brief: "show how upstreams' tools differ from their pins",
+  usage: ['upstreams diff [NAME…] [--config FILE] [--json]'],
+  summary: 'Connect to the named upstreams (default: all), list their tools and show, field by field, what differs from bastion.lock.json. Exit status 1 when anything differs.',
+  flags: [CONFIG, JSON_OUT],
+  positionals: NAMES,
+  examples: ['mcp-bastion upstreams diff github'],
+}
+
+export const UPSTREAMS_STATUS: CommandSpec = {
+  name: 'upstreams status',
+  brief: 'can each upstream be reached, and does it match its pins',
+  usage: ['upstreams status [NAME…] [--config FILE] [--json]'],
+  summary: 'Connect to the named upstreams (default: all) and report each: reachable or not (and why), protocol version, tools listed, tools drifted or unpinned. Exit status 1 when one is down or drifted.',
+  flags: [CONFIG, JSON_OUT],
+  positionals: NAMES,
+  examples: ['mcp-bastion upstreams status --json'],
+}
+
 export const KEYS_ROTATE_SIGNING: CommandSpec = {
   name: 'keys rotate-signing',
   brief: 'token service: a new signing key',
@@ -196,6 +238,7 @@ export const GROUPS: ReadonlyMap<string, CommandGroup> = new Map(
   [
     group('keys', 'API keys', [KEYS_CREATE, KEYS_LIST, KEYS_REVOKE, KEYS_ROTATE_SIGNING]),
     group('grants', 'OAuth grants users gave clients', [GRANTS_LIST, GRANTS_REVOKE]),
+    group('upstreams', 'the MCP servers bastion fronts (gateway)', [UPSTREAMS_LIST, UPSTREAMS_PIN, UPSTREAMS_DIFF, UPSTREAMS_STATUS]),
     group('config', 'the config file', [CONFIG_CHECK]),
     group('audit', 'the audit trail', [AUDIT_VERIFY, AUDIT_ROTATE_KEY]),
     group('secrets', 'encryption keys', [SECRETS_ROTATE]),

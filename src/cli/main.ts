@@ -20,6 +20,10 @@ import {
   POLICY_REPLAY,
   SECRETS_ROTATE,
   SERVE,
+  UPSTREAMS_DIFF,
+  UPSTREAMS_LIST,
+  UPSTREAMS_PIN,
+  UPSTREAMS_STATUS,
 } from './commands.js'
 import { type CommandSpec, EXIT, helpText, type Parsed, parseCommand, shortUsage, UsageError, wantsHelp } from './usage.js'
 
@@ -35,6 +39,10 @@ const RUN = new Map<CommandSpec, () => Promise<Run>>([
   [KEYS_ROTATE_SIGNING, async () => (await import('./keys.js')).keysRotateSigning],
   [GRANTS_LIST, async () => (await import('./grants.js')).grantsList],
   [GRANTS_REVOKE, async () => (await import('./grants.js')).grantsRevoke],
+  [UPSTREAMS_LIST, async () => (await import('./upstreams.js')).upstreamsList],
+  [UPSTREAMS_PIN, async () => (await import('./upstreams.js')).upstreamsPin],
+  [UPSTREAMS_DIFF, async () => (await import('./upstreams.js')).upstreamsDiff],
+  [UPSTREAMS_STATUS, async () => (await import('./upstreams.js')).upstreamsStatus],
   [CONFIG_CHECK, async () => (await import('./config-check.js')).configCheck],
   [AUDIT_VERIFY, async () => (await import('./audit.js')).auditVerify],
   [AUDIT_ROTATE_KEY, async () => (await import('./audit.js')).auditRotateKey],
@@ -124,7 +132,7 @@ function report(error: unknown): number {
     return EXIT.usage
   }
   // By name: the config module is loaded only by the commands that read a config.
-  if (error instanceof Error && (error.name === 'ConfigError' || error.name === 'StateFileError')) {
+  if (error instanceof Error && (error.name === 'ConfigError' || error.name === 'StateFileError' || error.name === 'LockFileError')) {
     process.stderr.write(`mcp-bastion: ${error.message}\n`)
     return EXIT.usage
   }

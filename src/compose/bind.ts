@@ -1,3 +1,4 @@
+import { pino } from 'pino'
 import { z } from 'zod'
 import type { ScopeRules } from '../auth/resource-metadata.js'
 import { ConfigError, type LoadedConfig, resolvePath } from '../config/load.js'
@@ -8,6 +9,7 @@ import { readPolicyFile } from '../policy/source.js'
 import { Catalog } from '../tools/catalog.js'
 import { type ToolDefinition, ToolRegistry } from '../tools/registry.js'
 import { builtinTools, checkToolConfig, detachedToolResources } from '../tools/setup.js'
+import { Gateway } from './gateway.js'
 
 export type PiiMode = 'mask' | 'block' | 'allow'
 
@@ -193,5 +195,10 @@ function piiModes(loaded: LoadedConfig, { registry }: Registrations): BoundConfi
  */
 export function bindBuiltins(loaded: LoadedConfig): BoundConfig {
   const checked = checkConfig(loaded)
-  return bindConfig(checked, builtinRegistrations(loaded, builtinTools(loaded, detachedToolResources(loaded))))
+  const resources = detachedToolResources(loaded)
+  const registrations = builtinRegistrations(loaded, builtinTools(loaded, resources))
+  // The pinned upstream tools (no upstream is started or connected): the names policies and config use.
+  const gateway = Gateway.detached({ loaded, log: pino({ level: 'silent' }), confirmations: resources.confirmations })
+  registerBuiltins(loaded, gateway?.tools() ?? [], registrations.registry, 'upstream')
+  return bindConfig(checked, registrations)
 }

@@ -36,6 +36,8 @@ export interface Serving {
   /** The policy in force now. */
   readonly policy: () => CompiledPolicy
   readonly serverDeps: ServerDeps
+  /** Each upstream's state, when bastion fronts upstreams (gateway). */
+  readonly upstreams: (() => Readonly<Record<string, string>>) | undefined
 }
 
 /** Where the HTTP edge answers: computed when serving starts, fixed for the edge's life. */
@@ -51,13 +53,13 @@ export interface EdgeAt {
  * dependencies. Nothing is built later; the HTTP edge is built by {@link buildEdge} when an
  * address is known. @throws ConfigError when the policy does not load
  */
-export function buildServing(runtime: Runtime, bound: BoundConfig, options: ServeOptions): Serving {
+export function buildServing(runtime: Runtime, bound: BoundConfig, options: ServeOptions, upstreams?: () => Readonly<Record<string, string>>): Serving {
   // A permission nothing requires grants nothing: fail closed, but say so (most often a typo).
   for (const u of unusedPermissions(bound.grants)) runtime.log.warn({ role: u.role, permission: u.permission }, describeUnusedPermission(u))
   const policySource = buildPolicySource(runtime, bound)
   const policy = (): CompiledPolicy => policySource.current()
   const serverDeps = buildServerDeps(runtime, bound, policy, options)
-  return Object.freeze({ bound, policySource, policy, serverDeps })
+  return Object.freeze({ bound, policySource, policy, serverDeps, upstreams })
 }
 
 function buildPolicySource(runtime: Runtime, bound: BoundConfig): PolicySource {
@@ -155,6 +157,7 @@ export function buildEdge(runtime: Runtime, serving: Serving, at: EdgeAt): Edge 
     limits: rateLimits(runtime, bound),
     metrics: runtime.metrics,
     onError: (error) => log.warn({ err: { name: error.name, message: error.message } }, 'mcp sdk error'),
+    ...(serving.upstreams === undefined ? {} : { upstreams: serving.upstreams }),
   })
 }
 

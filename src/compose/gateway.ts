@@ -64,13 +64,16 @@ export function upstreamTarget(loaded: LoadedConfig, name: string, u: UpstreamCo
       const value = env[key]
       if (value !== undefined) childEnv[key] = value
     }
-    for (const [key, ref] of Object.entries(u.env)) childEnv[key] = readSecret(loaded, ref, `${where}.env.${key}`, env)
+    const configured: Record<string, string> = {}
+    for (const [key, ref] of Object.entries(u.env)) configured[key] = readSecret(loaded, ref, `${where}.env.${key}`, env)
+    Object.assign(childEnv, configured)
     if (u.maxMemoryMb !== undefined) childEnv.NODE_OPTIONS = `${childEnv.NODE_OPTIONS ?? ''} --max-old-space-size=${u.maxMemoryMb}`.trim()
     const command = u.maxOpenFiles === undefined ? u.command : 'prlimit'
     const args = u.maxOpenFiles === undefined ? u.args : [`--nofile=${u.maxOpenFiles}:${u.maxOpenFiles}`, '--', u.command, ...u.args]
     return {
       kind: 'stdio',
       process: { command, args, cwd: u.cwd === undefined ? dirname(lockPath(loaded)) : resolvePath(loaded, u.cwd), env: childEnv, maxMessageBytes: u.maxMessageBytes },
+      configured,
       maxRestarts: u.maxRestarts,
       restartWindowSeconds: u.restartWindowSeconds,
     }
@@ -98,8 +101,35 @@ export function upstreamTarget(loaded: LoadedConfig, name: string, u: UpstreamCo
   }
 }
 
+/** The values read from secret references for an upstream (its configured env, headers, OAuth secret). */
+function secretValues(target: UpstreamTarget): string[] {
+  const values = target.kind === 'stdio' ? Object.values(target.configured) : [...Object.values(target.headers), ...(target.oauth === undefined ? [] : [target.oauth.clientSecret])]
+  // Short values would redact ordinary words; the shape detectors still apply to every line.
+  return values.filter((v) => v.length >= 6).sort((a, b) => b.length - a.length)
+}
+
+function withoutSecrets(line: string, secrets: readonly string[]): string {
+  let out = line
+  for (const secret of secrets) out = out.split(secret).join('[REDACTED]')
+  return out
+}
+
 /** The whole input a tool gets: an object (the JSON Schema says more, checked by `check`). */
 const objectArgs = z.record(z.string(), z.unknown())
+
+/** What a served tool needs of its upstream's connection (a refusing stand-in for offline checks). */
+type Connection = Pick<UpstreamConnection, 'name' | 'status' | 'call' | 'start' | 'close'>
+
+/** For `config check` and `policy`: the definitions, no process started, nothing connected. */
+function detachedConnection(name: string, kind: 'stdio' | 'http'): Connection {
+  return {
+    name,
+    status: () => ({ name, kind, state: 'down', since: new Date(0).toISOString(), restarts: 0 }),
+    call: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream tool definitions for policy and config checks: not connected')),
+    start: async () => {},
+    close: async () => {},
+  }
+}
 
 /** One upstream with what bastion serves of it. */
 class Upstream {
@@ -116,7 +146,7 @@ class Upstream {
     readonly prefix: string,
     readonly mode: PinMode,
     readonly pins: UpstreamPins | undefined,
-    readonly conn: UpstreamConnection,
+    readonly conn: Connection,
   ) {}
 
   /** Compare a fresh tool list with the pins: block what drifted, unblock what came back, report each change once. */
@@ -210,6 +240,7 @@ export class Gateway {
     for (const [name, config] of entries) {
       const mode = pinMode(loaded, name, config, pins)
       const target = upstreamTarget(loaded, name, config, env)
+      const secrets = secretValues(target)
       let upstream: Upstream | undefined
       const conn = new UpstreamConnection({
         name,
@@ -226,8 +257,8 @@ export class Gateway {
             // The operator log has it; the audit sink's failure shows on the next request.
           }
         },
-        // Redacted like every operator log line, and once more here: an upstream may print its credentials.
-        onStderr: (line) => log.warn({ upstream: name, stderr: redactText(line) }, 'upstream stderr'),
+        // An upstream may print the credentials it was given: those values, and every credential shape, are redacted.
+        onStderr: (line) => log.warn({ upstream: name, stderr: redactText(withoutSecrets(line, secrets)) }, 'upstream stderr'),
         onTools: (tools, invalid) => {
           for (const why of invalid) log.warn({ upstream: name, why }, 'upstream listed a tool bastion cannot serve')
           if (upstream === undefined) return
@@ -258,6 +289,24 @@ export class Gateway {
       }),
     )
     return gateway
+  }
+
+  /**
+   * The pinned tools only, connected to nothing and reading no secret: what `config check` and
+   * `policy check | explain | replay` bind against. Upstreams without pins contribute none.
+   * @throws LockFileError
+   */
+  static detached(deps: Omit<GatewayDeps, 'env' | 'audit'> & { readonly audit?: AuditLog }): Gateway | undefined {
+    const { loaded } = deps
+    const entries = Object.entries(loaded.config.upstreams)
+    if (entries.length === 0) return undefined
+    const pins = readPins(lockPath(loaded))
+    const upstreams = entries.map(([name, config]) => {
+      const u = new Upstream(name, config, prefixOf(name, config), 'enforce', pins.get(name), detachedConnection(name, isStdioUpstream(config) ? 'stdio' : 'http'))
+      for (const [tool, pin] of pins.get(name)?.tools ?? []) if (!config.hide.includes(tool)) u.served.set(tool, pin.definition)
+      return u
+    })
+    return new Gateway(upstreams, { ...deps, env: {}, audit: deps.audit as AuditLog })
   }
 
   /** Every upstream's state, for `/healthz` detail and `upstreams status`. */
@@ -397,4 +446,40 @@ function screenResult(
   })
   if (invisible > 0 || flagged.size > 0) audit({ screened: `invisible:${invisible}${flagged.size > 0 ? `,instructions:${flagged.size}` : ''}` })
   return { ...result, content }
+}
+
+/** What one upstream lists now, for the CLI (`upstreams pin | diff | status`): connected, listed, closed. */
+export interface UpstreamListing {
+  readonly name: string
+  readonly status: UpstreamStatus
+  /** Undefined when it could not be listed within its `startTimeoutMs`. */
+  readonly tools: readonly ToolDefinitionPin[] | undefined
+  readonly invalid: readonly string[]
+}
+
+/** Connect to an upstream, list its tools, disconnect (stopping its process). @throws ConfigError for a missing secret */
+export async function listUpstream(loaded: LoadedConfig, name: string, env: NodeJS.ProcessEnv, log: Logger): Promise<UpstreamListing> {
+  const config = loaded.config.upstreams[name]
+  if (config === undefined) return fail(loaded, 'upstreams', `no upstream named ${JSON.stringify(name)}`)
+  let tools: ToolDefinitionPin[] | undefined
+  let invalid: readonly string[] = []
+  const conn = new UpstreamConnection({
+    name,
+    target: { ...upstreamTarget(loaded, name, config, env), ...(isStdioUpstream(config) ? { maxRestarts: 0 } : {}) } as UpstreamTarget,
+    breakerFailures: config.breakerFailures,
+    breakerSeconds: config.breakerSeconds,
+    onEvent: () => {},
+    onStderr: (line) => log.debug({ upstream: name, stderr: redactText(line) }, 'upstream stderr'),
+    onTools: (listed, bad) => {
+      tools = listed.filter((t) => !config.hide.includes(t.name))
+      invalid = bad
+    },
+  })
+  try {
+    const timeout = new Promise<void>((resolve) => setTimeout(resolve, config.startTimeoutMs).unref())
+    await Promise.race([conn.start(), timeout])
+    return { name, status: conn.status(), tools, invalid }
+  } finally {
+    await conn.close()
+  }
 }

@@ -6,7 +6,8 @@ import type { Ajv2020 as Ajv2020Class } from 'ajv/dist/2020.js'
 const Ajv2020 = createRequire(import.meta.url)('ajv/dist/2020.js').default as typeof Ajv2020Class
 
 /** One validator for every upstream schema: compiled once per tool, at start. */
-const ajv = new Ajv2020({ strict: false, allErrors: false, validateSchema: true, addUsedSchema: false })
+// `logger: false`: the library's warnings (an unknown format) would go to the console, not the operator log.
+const ajv = new Ajv2020({ strict: false, allErrors: false, validateSchema: true, addUsedSchema: false, logger: false })
 
 /** The first problem with a value, in bastion's words (never the library's), or undefined when it is valid. */
 export type Check = (value: unknown) => { readonly path: string; readonly what: string } | undefined

@@ -96,7 +96,9 @@ export class ToolRegistry {
     if (definition.isolate !== undefined && !existsSync('/proc/self/status')) throw new Error(`tool ${definition.name}: isolated tools need Linux (/proc) to enforce their caps`)
     const schema = definition.jsonSchema?.input ?? (z.toJSONSchema(definition.input, { io: 'input' }) as Record<string, unknown>)
     if (schema.type !== 'object') throw new Error(`tool ${definition.name}: input schema must be an object`)
-    const { $schema: _dialect, ...inputSchema } = schema
+    // zod's `$schema` is not shown; an upstream's schema is shown exactly as pinned.
+    const { $schema: _dialect, ...converted } = schema
+    const inputSchema = definition.jsonSchema === undefined ? converted : schema
     const descriptor: Tool = {
       name: definition.name,
       description: definition.description,

@@ -49,6 +49,8 @@ export interface EdgeOptions {
   readonly path?: string
   /** Operator log for failures that have no request (SDK out-of-band errors). */
   readonly onError?: (error: Error) => void
+  /** Each upstream's state (gateway), shown by `/healthz`: names and states only, never errors. */
+  readonly upstreams?: () => Readonly<Record<string, string>>
 }
 
 export interface RequestInfo {
@@ -166,7 +168,8 @@ export function createEdge(options: EdgeOptions): Edge {
       const x = exchange(request, url, info)
       try {
         if (url.pathname === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
-          return new Response(JSON.stringify({ status: 'ok' }), { headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': x.requestId } })
+          const upstreams = options.upstreams?.()
+          return new Response(JSON.stringify(upstreams === undefined ? { status: 'ok' } : { status: Object.values(upstreams).every((s) => s === 'up') ? 'ok' : 'degraded', upstreams }), { headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': x.requestId } })
         }
         if (url.pathname === path) return await mcp(x)
         if (url.pathname === '/metrics') return await metricsRoute(x)

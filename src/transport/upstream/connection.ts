@@ -22,7 +22,14 @@ export interface UpstreamStatus {
 
 /** How to reach one upstream. */
 export type UpstreamTarget =
-  | { readonly kind: 'stdio'; readonly process: Omit<ProcessSpec, 'onStderr'>; readonly maxRestarts: number; readonly restartWindowSeconds: number }
+  | {
+      readonly kind: 'stdio'
+      readonly process: Omit<ProcessSpec, 'onStderr'>
+      /** The variables its config gave it (values from secret references). */
+      readonly configured: Readonly<Record<string, string>>
+      readonly maxRestarts: number
+      readonly restartWindowSeconds: number
+    }
   | {
       readonly kind: 'http'
       readonly url: URL
