@@ -59,10 +59,20 @@ const PINNED: ReadonlyArray<readonly [SecurityErrorCode, WireError]> = [
   ['ERR_OUTPUT_TOO_LARGE', { http: 200, rpc: -31413, text: 'tool output too large', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
   ['ERR_TOOL_RESOURCE_LIMIT', { http: 200, rpc: -32603, text: 'tool exceeded its resource limits', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
   ['ERR_PII_BLOCKED', { http: 200, rpc: -31403, text: 'result withheld: it contains personal data', event: 'tool.call', carrier: 'tool', outcome: 'deny' }],
-  ['ERR_UPSTREAM_UNAVAILABLE', { http: 200, rpc: -31503, text: 'the server behind this tool is unavailable; try again later', event: 'tool.call', carrier: 'tool', outcome: 'error' }],
+  [
+    'ERR_UPSTREAM_UNAVAILABLE',
+    { http: 200, rpc: -31503, text: 'the server behind this tool is unavailable; try again later', event: 'tool.call', carrier: 'tool', outcome: 'error' },
+  ],
   [
     'ERR_TOOL_BLOCKED',
-    { http: 200, rpc: -31403, text: 'tool blocked: its definition changed since it was approved; an operator must review and re-pin it', event: 'tool.blocked', carrier: 'tool', outcome: 'deny' },
+    {
+      http: 200,
+      rpc: -31403,
+      text: 'tool blocked: its definition changed since it was approved; an operator must review and re-pin it',
+      event: 'tool.blocked',
+      carrier: 'tool',
+      outcome: 'deny',
+    },
   ],
   ['ERR_DATABASE', { http: 200, rpc: -32603, text: 'database error', event: 'tool.call', carrier: 'tool', outcome: 'error' }],
   [

@@ -106,7 +106,8 @@ export const UPSTREAMS_STATUS: CommandSpec = {
   name: 'upstreams status',
   brief: 'can each upstream be reached, and does it match its pins',
   usage: ['upstreams status [NAME…] [--config FILE] [--json]'],
-  summary: 'Connect to the named upstreams (default: all) and report each: reachable or not (and why), protocol version, tools listed, tools drifted or unpinned. Exit status 1 when one is down or drifted.',
+  summary:
+    'Connect to the named upstreams (default: all) and report each: reachable or not (and why), protocol version, tools listed, tools drifted or unpinned. Exit status 1 when one is down or drifted.',
   flags: [CONFIG, JSON_OUT],
   positionals: NAMES,
   examples: ['mcp-bastion upstreams status --json'],

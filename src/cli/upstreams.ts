@@ -1,5 +1,5 @@
 import { operatorLog } from '../audit/operator-log.js'
-import { lockPath, listUpstream, pinMode, type UpstreamListing } from '../compose/gateway.js'
+import { listUpstream, lockPath, pinMode, type UpstreamListing } from '../compose/gateway.js'
 import type { LoadedConfig } from '../config/load.js'
 import { isStdioUpstream } from '../config/upstream-schema.js'
 import { diffDefinitions, digestOf, type FieldChange } from '../gateway/definitions.js'

@@ -4,14 +4,14 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import type { AuditLog } from '../audit/audit-log.js'
 import { ConfigError, type LoadedConfig, readSecret, resolvePath } from '../config/load.js'
-import { isLoopback } from '../config/urls.js'
 import { isStdioUpstream, prefixOf, type UpstreamConfig } from '../config/upstream-schema.js'
+import { isLoopback } from '../config/urls.js'
 import { SecurityError } from '../errors.js'
 import { diffDefinitions, digestOf, screenText, type ToolDefinitionPin } from '../gateway/definitions.js'
 import { compileSchema } from '../gateway/json-schema.js'
 import { LOCK_FILE, type Pins, readPins, type UpstreamPins } from '../gateway/lock-file.js'
-import type { CallToolResult } from '../protocol.js'
 import { redactText } from '../protect/redact.js'
+import type { CallToolResult } from '../protocol.js'
 import { Confirmations } from '../tools/confirm.js'
 import type { ToolDefinition } from '../tools/registry.js'
 import { UpstreamConnection, type UpstreamStatus, type UpstreamTarget, UpstreamUnavailable } from '../transport/upstream/connection.js'
@@ -159,7 +159,10 @@ class Upstream {
       if (this.#reported.get(tool) === digest) return
       this.#reported.set(tool, digest)
       const enforced = this.mode === 'enforce'
-      log.warn({ upstream: this.name, tool, change, fields }, enforced ? 'upstream tool definition drifted: blocked until re-pinned' : 'upstream tool definition drifted (pin: warn)')
+      log.warn(
+        { upstream: this.name, tool, change, fields },
+        enforced ? 'upstream tool definition drifted: blocked until re-pinned' : 'upstream tool definition drifted (pin: warn)',
+      )
       audit.record({
         event: 'upstream.drift',
         decision: enforced ? 'deny' : 'allow',
@@ -252,7 +255,12 @@ export class Gateway {
           if (event === 'up' || event === 'restart') log.info(fields, `upstream ${event}`)
           else log.error(fields, `upstream ${event}`)
           try {
-            audit.record({ event: `upstream.${event}`, decision: event === 'up' || event === 'restart' ? 'allow' : 'error', reason: event === 'up' || event === 'restart' ? 'OK' : 'UPSTREAM_DOWN', ...fields })
+            audit.record({
+              event: `upstream.${event}`,
+              decision: event === 'up' || event === 'restart' ? 'allow' : 'error',
+              reason: event === 'up' || event === 'restart' ? 'OK' : 'UPSTREAM_DOWN',
+              ...fields,
+            })
           } catch {
             // The operator log has it; the audit sink's failure shows on the next request.
           }
@@ -278,7 +286,10 @@ export class Gateway {
     for (const u of upstreams) {
       const c = u.config
       if ('forwardIdentity' in c && c.forwardIdentity !== undefined)
-        gateway.#identity.set(u.name, { header: c.forwardIdentity.header, key: new TextEncoder().encode(readSecret(loaded, c.forwardIdentity.secret, `upstreams.${u.name}.forwardIdentity.secret`, env)) })
+        gateway.#identity.set(u.name, {
+          header: c.forwardIdentity.header,
+          key: new TextEncoder().encode(readSecret(loaded, c.forwardIdentity.secret, `upstreams.${u.name}.forwardIdentity.secret`, env)),
+        })
     }
     await Promise.all(
       upstreams.map(async (u) => {
@@ -384,9 +395,13 @@ export class Gateway {
           if (ctx.signal.aborted) throw error
           const code = (error as { code?: unknown }).code
           // The upstream's own error text is not forwarded: it may hold paths or internals.
-          throw new SecurityError('ERR_TOOL_FAILED', `upstream ${u.name} tool ${def.name} answered a JSON-RPC error ${String(code)}: ${error instanceof Error ? error.message.slice(0, 300) : ''}`, {
-            expose: 'the upstream server refused the call',
-          })
+          throw new SecurityError(
+            'ERR_TOOL_FAILED',
+            `upstream ${u.name} tool ${def.name} answered a JSON-RPC error ${String(code)}: ${error instanceof Error ? error.message.slice(0, 300) : ''}`,
+            {
+              expose: 'the upstream server refused the call',
+            },
+          )
         }
         return screenResult(u.name, def.name, result, checkOutput, ctx.audit)
       },

@@ -39,7 +39,9 @@ export function canonicalJson(value: unknown): string {
 
 /** `sha256:<hex>` of the canonical JSON of the pinned fields. */
 export function digestOf(def: ToolDefinitionPin): string {
-  return `sha256:${createHash('sha256').update(canonicalJson(pinnedFields(def))).digest('hex')}`
+  return `sha256:${createHash('sha256')
+    .update(canonicalJson(pinnedFields(def)))
+    .digest('hex')}`
 }
 
 const isObject = (v: unknown): v is Record<string, Json> => v !== null && typeof v === 'object' && !Array.isArray(v)

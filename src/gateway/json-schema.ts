@@ -16,7 +16,10 @@ const bound = (n: unknown, unit: string): string => `${String(n)}${unit}`
 
 /** An ajv error in bastion's own words: where, and what is wrong (never the value). */
 function describe(error: ErrorObject): { path: string; what: string } {
-  const at = error.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+  const at = error.instancePath
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
   const p = error.params as Record<string, unknown>
   const path = (key: unknown): string => [...at, ...(key === undefined ? [] : [String(key)])].join('.') || 'arguments'
   switch (error.keyword) {

@@ -66,7 +66,8 @@ export function readPins(path: string): Pins {
         throw new LockFileError(`${where}: ${(error as Error).message}`)
       }
       if (definition.name !== name) throw new LockFileError(`${where}: the definition is named ${JSON.stringify(definition.name)}`)
-      if (digestOf(definition) !== tool.digest) throw new LockFileError(`${where}: the definition does not match its digest (edited without re-pinning? run mcp-bastion upstreams pin ${upstream})`)
+      if (digestOf(definition) !== tool.digest)
+        throw new LockFileError(`${where}: the definition does not match its digest (edited without re-pinning? run mcp-bastion upstreams pin ${upstream})`)
       tools.set(name, { digest: tool.digest, definition })
     }
     pins.set(upstream, { pinnedAt: entry.pinnedAt, tools })

@@ -131,7 +131,9 @@ describe('gateway: upstream tools behind every layer', () => {
         }
       }
       const admin = await names('admin')
-      expect(admin).toEqual(expect.arrayContaining(['fs__read_text_file', 'fs__write_file', 'memory__read_graph', 'drift__echo', 'crashy__crash', 'everything__echo', 'remote__echo']))
+      expect(admin).toEqual(
+        expect.arrayContaining(['fs__read_text_file', 'fs__write_file', 'memory__read_graph', 'drift__echo', 'crashy__crash', 'everything__echo', 'remote__echo']),
+      )
       expect(admin.filter((n) => n.startsWith('fs__'))).toHaveLength(14)
       expect(await names('reader')).toStrictEqual(['fs__list_directory', 'fs__read_text_file'])
       expect(await names('nobody')).toStrictEqual([])

@@ -10,6 +10,7 @@ import { PG_ADMIN_URL } from '../helpers/sql.js'
 import { waitFor } from '../helpers/wait.js'
 import { messagesOf, nodeRequest, type RawResponse, rawRequest, startWireServer, type WireServer } from '../helpers/wire-server.js'
 import { coverageGaps, expectRow, NOT_REACHABLE, type RpcMessage, type Seen, type Transport } from '../helpers/wire-table.js'
+import { type WireUpstreams, wireUpstreams } from '../helpers/wire-upstreams.js'
 
 /**
  * Pins what leaves the process over HTTP: for every row of the WIRE table, a real server is driven
@@ -25,8 +26,9 @@ const WRITE_CAPS = { ...MODERN_META, 'io.modelcontextprotocol/clientCapabilities
 
 let main: WireServer
 let tight: WireServer
+let upstreams: WireUpstreams
 const secrets: string[] = []
-const forbidden = (): string[] => [main.dir, tight.dir, ...secrets.map((k) => k.slice(21)), JWT_SECRET]
+const forbidden = (): string[] => [main.dir, tight.dir, upstreams.dir, ...secrets.map((k) => k.slice(21)), JWT_SECRET]
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` })
@@ -181,6 +183,9 @@ async function modernRound2(server: WireServer, k: string, name: string, args: u
   const body = modernBody('tools/call', { name, arguments: args, requestState, inputResponses, _meta: WRITE_CAPS }, 10)
   return send('http-modern', server, body, bearer(k), { method: 'tools/call', name })
 }
+
+/** An upstream of `main` as its gateway reports it now. */
+const upstream = (name: string) => main.bastion.gateway?.report().find((u) => u.name === name)
 
 /** Two calls of `nap` at once by one principal (concurrency cap 1): the second is refused. */
 async function overCap(transport: Transport): Promise<Seen> {
@@ -409,6 +414,14 @@ const DRIVERS: readonly Driver[] = [
   ...both('ERR_TOOL_RESOURCE_LIMIT', 'an isolated tool past its CPU cap', (t) => call(t, main, key(main, ['admin']), 'spin', {})),
   ...both('ERR_PII_BLOCKED', 'read_file of personal data with pii: block', (t) => call(t, main, key(main, ['admin']), 'read_file', { path: 'contact.txt' })),
   ...both('ERR_DATABASE', 'a named query over a missing table', (t) => call(t, main, key(main, ['admin']), 'run_query', { name: 'broken', params: {} })),
+  ...both('ERR_UPSTREAM_UNAVAILABLE', 'a pinned tool whose upstream cannot start', async (t) => {
+    await waitFor(() => upstream('gone')?.state === 'failed', { what: 'upstream gone to fail' })
+    return call(t, main, key(main, ['admin']), upstreams.unavailable, { text: 'hi' })
+  }),
+  ...both('ERR_TOOL_BLOCKED', 'a tool whose upstream definition drifted from its pin', async (t) => {
+    await waitFor(() => upstream('drift')?.blocked[upstreams.blocked] !== undefined, { what: 'upstream drift to list its drifted tool' })
+    return call(t, main, key(main, ['admin']), upstreams.blocked, { text: 'hi' })
+  }),
   ...both('ERR_CONFIRMATION_REQUIRED', 'write_file from a client without elicitation', (t) => call(t, main, key(main, ['admin']), 'write_file', { path: 'w.txt', content: 'x' })),
   modern('ERR_CONFIRMATION_INVALID', 'a requestState bastion never minted', () =>
     modernRound2(main, key(main, ['admin']), 'write_file', { path: 'w.txt', content: 'x' }, 'bastion-confirm.bse1.forged', {
@@ -471,6 +484,8 @@ beforeAll(async () => {
   process.env.WIRE_JWT_SECRET = JWT_SECRET
   process.env.WIRE_RS_SECRET = 'wire-rs-secret-0123456789abcdef'
   process.env.WIRE_PG = PG_ADMIN_URL
+  upstreams = wireUpstreams('upstreams:call')
+  Object.assign(process.env, upstreams.env)
   const [a, b] = await Promise.all([
     startWireServer(
       {
@@ -499,6 +514,8 @@ beforeAll(async () => {
           tables: { wire_nothing: { columns: ['id'] } },
           queries: { broken: { description: 'reads a missing table', sql: 'SELECT * FROM wire_no_such_table' } },
         },
+        // A gateway too: one upstream that cannot start, one whose tool drifted from its pin.
+        upstreams: upstreams.config,
       },
       (bastion) => {
         const ms = z.object({ ms: z.number().int().min(0).max(10_000).default(0) })
@@ -554,6 +571,7 @@ beforeAll(async () => {
             },
           })
       },
+      (dir) => upstreams.pin(dir),
     ),
     startWireServer({
       roles: { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] } },

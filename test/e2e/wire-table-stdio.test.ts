@@ -18,6 +18,7 @@ import { initializeStdio, type RawStdio, rawOver, spawnStdio } from '../helpers/
 import { waitFor } from '../helpers/wait.js'
 import { SwitchableSink } from '../helpers/wire-server.js'
 import { type AuditLine, coverageGaps, expectRow, NOT_REACHABLE, type RpcMessage, type Seen } from '../helpers/wire-table.js'
+import { type WireUpstreams, wireUpstreams } from '../helpers/wire-upstreams.js'
 
 /**
  * Pins what leaves the process over stdio: the built CLI (`mcp-bastion serve --stdio`, principal
@@ -137,9 +138,15 @@ let outage: Peer & { table: string }
 let auditOutage: Peer & { table: string }
 let pgClient: pg.Client
 let library: Peer
+// Upstreams of `main`: one that cannot start, one whose tool drifted from its pin.
+let upstreams: WireUpstreams
 const closers: (() => Promise<void>)[] = []
 const secrets: string[] = []
-const forbidden = (): string[] => [main.dir, modern.dir, outage.dir, auditOutage.dir, library.dir, ...secrets.map((k) => k.slice(21))]
+const forbidden = (): string[] => [main.dir, modern.dir, outage.dir, auditOutage.dir, library.dir, upstreams.dir, ...secrets.map((k) => k.slice(21))]
+
+/** Once `main`'s audit trail has a line of this upstream event (its gateway state is then settled). */
+const upstreamEvent = (event: string, upstream: string): Promise<AuditLine> =>
+  waitFor(async () => (await main.audit()).find((l) => l.event === event && l.upstream === upstream), { what: `${event} of upstream ${upstream}` })
 
 interface Driver {
   readonly code: SecurityErrorCode
@@ -229,6 +236,22 @@ const DRIVERS: readonly Driver[] = [
   { code: 'ERR_PII_BLOCKED', name: 'read_file of personal data with pii: block', run: () => callTool(main, 'read_file', { path: 'contact.txt' }) },
   { code: 'ERR_DATABASE', name: 'a named query over a missing table', run: () => callTool(main, 'run_query', { name: 'broken', params: {} }) },
   {
+    code: 'ERR_UPSTREAM_UNAVAILABLE',
+    name: 'a pinned tool whose upstream cannot start',
+    run: async () => {
+      await upstreamEvent('upstream.failed', 'gone')
+      return callTool(main, upstreams.unavailable, { text: 'hi' })
+    },
+  },
+  {
+    code: 'ERR_TOOL_BLOCKED',
+    name: 'a tool whose upstream definition drifted from its pin',
+    run: async () => {
+      await upstreamEvent('upstream.drift', 'drift')
+      return callTool(main, upstreams.blocked, { text: 'hi' })
+    },
+  },
+  {
     code: 'ERR_CONFIRMATION_REQUIRED',
     name: 'write_file in an envelope without elicitation',
     run: () => callTool(modern, 'write_file', { path: 'w.txt', content: 'x' }, MODERN_META),
@@ -280,7 +303,8 @@ const DRIVERS: readonly Driver[] = [
 ]
 
 beforeAll(async () => {
-  const env = { WIRE_PG: PG_ADMIN_URL, WIRE_REDIS: `redis://127.0.0.1:${await freePort()}` }
+  upstreams = wireUpstreams('upstreams:call')
+  const env = { WIRE_PG: PG_ADMIN_URL, WIRE_REDIS: `redis://127.0.0.1:${await freePort()}`, ...upstreams.env }
   const sql = {
     url: { env: 'WIRE_PG' },
     tables: { wire_nothing: { columns: ['id'] } },
@@ -288,19 +312,23 @@ beforeAll(async () => {
   }
   const m = cliState(
     {
-      roles: { ops: { permissions: ['files:read', 'files:write', 'sql:query', 'commands:run'] } },
+      roles: { ops: { permissions: ['files:read', 'files:write', 'sql:query', 'commands:run', 'upstreams:call'] } },
       limits: { concurrency: { perPrincipal: 1 }, tools: { list_files: { rate: { rate: '1/hour' } }, read_file: { maxOutputBytes: 2000 } } },
       workspace: { maxFileBytes: 4096 },
       pii: { tools: { read_file: 'block' } },
-      sql,
+      // Named: with upstreams configured, the vault and SQL tools are not on by default.
+      vault: { enabled: true },
+      sql: { enabled: true, ...sql },
       commands: {
         nap: { description: 'sleeps', executable: '/bin/sleep', args: ['{secs}'], params: { secs: { type: 'integer', min: 0, max: 5 } }, timeoutMs: 10_000 },
         slow: { description: 'sleeps past its timeout', executable: '/bin/sleep', args: ['3'], timeoutMs: 100 },
         lost: { description: 'its working directory is missing', executable: '/bin/true', cwd: 'no-such-dir' },
       },
+      upstreams: upstreams.config,
     },
     ['ops'],
   )
+  upstreams.pin(m.dir)
   const workspace = join(m.dir, '.bastion', 'workspace')
   mkdirSync(workspace, { recursive: true })
   writeFileSync(join(workspace, 'README.md'), '# wire\n')

@@ -58,9 +58,11 @@ export interface WireServer {
 /**
  * A real bastion on 127.0.0.1:0 in a fresh state directory, whose audit sink and rate-limit backend
  * the test can break on demand. Alert rules are off: their lines would add to the one-line counts.
+ * `prepare` writes what must be in the base folder before start-up (a lock file).
  */
-export async function startWireServer(config: BastionConfigInput, setup?: (b: Bastion) => void): Promise<WireServer> {
+export async function startWireServer(config: BastionConfigInput, setup?: (b: Bastion) => void, prepare?: (dir: string) => void): Promise<WireServer> {
   const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-wire-')))
+  prepare?.(dir)
   const sink = new SwitchableSink()
   const limiter = new SwitchableLimiter()
   const bastion = await createBastion({

@@ -169,7 +169,10 @@ export function createEdge(options: EdgeOptions): Edge {
       try {
         if (url.pathname === '/healthz' && (request.method === 'GET' || request.method === 'HEAD')) {
           const upstreams = options.upstreams?.()
-          return new Response(JSON.stringify(upstreams === undefined ? { status: 'ok' } : { status: Object.values(upstreams).every((s) => s === 'up') ? 'ok' : 'degraded', upstreams }), { headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': x.requestId } })
+          return new Response(
+            JSON.stringify(upstreams === undefined ? { status: 'ok' } : { status: Object.values(upstreams).every((s) => s === 'up') ? 'ok' : 'degraded', upstreams }),
+            { headers: { 'content-type': 'application/json', 'cache-control': 'no-store', 'x-request-id': x.requestId } },
+          )
         }
         if (url.pathname === path) return await mcp(x)
         if (url.pathname === '/metrics') return await metricsRoute(x)

@@ -1,7 +1,7 @@
 import { type CallToolResult, Client, ClientCredentialsProvider, StreamableHTTPClientTransport, type Transport } from '@modelcontextprotocol/client'
 import { pinnedFields, type ToolDefinitionPin } from '../../gateway/definitions.js'
 import { VERSION } from '../../version.js'
-import { callHeaders, upstreamFetch } from './http-fetch.js'
+import { callContext, upstreamFetch } from './http-fetch.js'
 import { type ProcessSpec, UpstreamProcess } from './stdio-process.js'
 
 export type UpstreamState = 'starting' | 'up' | 'down' | 'failed'
@@ -135,7 +135,11 @@ export class UpstreamConnection {
       const authProvider =
         target.oauth === undefined
           ? undefined
-          : new ClientCredentialsProvider({ clientId: target.oauth.clientId, clientSecret: target.oauth.clientSecret, ...(target.oauth.scope === undefined ? {} : { scope: target.oauth.scope }) })
+          : new ClientCredentialsProvider({
+              clientId: target.oauth.clientId,
+              clientSecret: target.oauth.clientSecret,
+              ...(target.oauth.scope === undefined ? {} : { scope: target.oauth.scope }),
+            })
       transport = new StreamableHTTPClientTransport(target.url, { fetch, ...(authProvider === undefined ? {} : { authProvider }) })
     }
     client.onclose = () => this.#lost(client)
@@ -217,13 +221,30 @@ export class UpstreamConnection {
     // An HTTP upstream that was down is tried again on demand; a stdio one restarts on its own schedule.
     if (this.#client === undefined && this.#options.target.kind === 'http') await this.start()
     const client = this.#client
-    if (client === undefined || this.#state !== 'up') throw new UpstreamUnavailable(`upstream ${this.name} is ${this.#state}${this.#lastError === undefined ? '' : ` (${this.#lastError})`}`)
+    if (client === undefined || this.#state !== 'up')
+      throw new UpstreamUnavailable(`upstream ${this.name} is ${this.#state}${this.#lastError === undefined ? '' : ` (${this.#lastError})`}`)
+    // An answer that breaks a limit fails the call at once, and the upstream is told to stop.
+    const broken = new AbortController()
+    let fail: (error: Error) => void = () => {}
+    const failed = new Promise<never>((_, reject) => {
+      fail = (error) => {
+        broken.abort(error)
+        reject(error)
+      }
+    })
+    failed.catch(() => {})
     try {
       // No timeout of the client's own: bastion's (limits.timeoutMs) aborts the signal.
-      const result = await callHeaders.run(headers, () => client.callTool({ name: tool, arguments: args }, { signal, timeout: 2_147_483_647 }))
+      const result = await callContext.run({ headers, fail }, () =>
+        Promise.race([client.callTool({ name: tool, arguments: args }, { signal: AbortSignal.any([signal, broken.signal]), timeout: 2_147_483_647 }), failed]),
+      )
       this.#failures = 0
       return result as CallToolResult
     } catch (error) {
+      if (broken.signal.aborted) {
+        this.#failed(broken.signal.reason)
+        throw new UpstreamUnavailable(`upstream ${this.name}: ${messageOf(broken.signal.reason)}`)
+      }
       if (signal.aborted) throw error
       if (isProtocolAnswer(error)) {
         this.#failures = 0

@@ -1,7 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 
-/** Per call: headers that say who is calling (the signed identity header), set around one upstream request. */
-export const callHeaders = new AsyncLocalStorage<Readonly<Record<string, string>>>()
+/** Per call: headers that say who is calling (the signed identity header), and how to fail the call at once. */
+export interface CallContext {
+  readonly headers: Readonly<Record<string, string>>
+  /** An answer to this call broke a limit: the call fails now (the client would wait for the rest). */
+  readonly fail: (error: Error) => void
+}
+
+export const callContext = new AsyncLocalStorage<CallContext>()
 
 export interface UpstreamFetchOptions {
   /** Time allowed until the answer's headers arrive. */
@@ -19,7 +25,7 @@ export class UpstreamHttpError extends Error {
 const MAX_REDIRECTS = 3
 
 /** A body that errors once it passes the cap: per event for SSE (a stream may live for hours), in total otherwise. */
-function capped(body: ReadableStream<Uint8Array>, max: number, perEvent: boolean): ReadableStream<Uint8Array> {
+function capped(body: ReadableStream<Uint8Array>, max: number, perEvent: boolean, call: CallContext | undefined): ReadableStream<Uint8Array> {
   let count = 0
   let last = 0
   return body.pipeThrough(
@@ -32,8 +38,11 @@ function capped(body: ReadableStream<Uint8Array>, max: number, perEvent: boolean
             last = byte
           }
         } else count += chunk.length
-        if (count > max) controller.error(new UpstreamHttpError(`upstream answered more than ${max} bytes`))
-        else controller.enqueue(chunk)
+        if (count > max) {
+          const error = new UpstreamHttpError(`upstream answered more than ${max} bytes`)
+          controller.error(error)
+          call?.fail(error)
+        } else controller.enqueue(chunk)
       },
     }),
   )
@@ -52,7 +61,8 @@ export function upstreamFetch(options: UpstreamFetchOptions): (url: string | URL
     const headers = new Headers(init.headers)
     // The client may carry headers of its own (protocol version, session): bastion's replace any of the same name.
     for (const [name, value] of Object.entries(options.headers)) headers.set(name, value)
-    for (const [name, value] of Object.entries(callHeaders.getStore() ?? {})) headers.set(name, value)
+    const call = callContext.getStore()
+    for (const [name, value] of Object.entries(call?.headers ?? {})) headers.set(name, value)
     for (let hop = 0; ; hop++) {
       const deadline = AbortSignal.timeout(options.connectTimeoutMs)
       const signal = init.signal == null ? deadline : AbortSignal.any([init.signal, deadline])
@@ -75,10 +85,12 @@ export function upstreamFetch(options: UpstreamFetchOptions): (url: string | URL
       const sse = (response.headers.get('content-type') ?? '').startsWith('text/event-stream')
       if (!sse && length > options.maxMessageBytes) {
         await response.body?.cancel()
-        throw new UpstreamHttpError(`upstream answered ${length} bytes, over ${options.maxMessageBytes}`)
+        const error = new UpstreamHttpError(`upstream answered ${length} bytes, over ${options.maxMessageBytes}`)
+        call?.fail(error)
+        throw error
       }
       if (response.body === null) return response
-      return new Response(capped(response.body, options.maxMessageBytes, sse), { status: response.status, statusText: response.statusText, headers: response.headers })
+      return new Response(capped(response.body, options.maxMessageBytes, sse, call), { status: response.status, statusText: response.statusText, headers: response.headers })
     }
   }
 }

@@ -98,7 +98,10 @@ export class UpstreamProcess implements Transport {
   #line(raw: string): void {
     const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw
     if (line.trim() === '') return
-    if (Buffer.byteLength(line) > this.#spec.maxMessageBytes) return this.#refuse(`a message over ${this.#spec.maxMessageBytes} bytes`)
+    if (Buffer.byteLength(line) > this.#spec.maxMessageBytes) {
+      this.#refuse(`a message over ${this.#spec.maxMessageBytes} bytes`)
+      return
+    }
     let message: JSONRPCMessage
     try {
       message = parseJSONRPCMessage(JSON.parse(line))

@@ -1,0 +1,109 @@
+import { mkdtempSync, readFileSync, realpathSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { pinnedFields } from '../../src/gateway/definitions.js'
+import { pinsOf, writePins } from '../../src/gateway/lock-file.js'
+import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
+import { connect } from '../helpers/server.js'
+import { type HttpUpstream, startHttpUpstream } from '../helpers/upstreams.js'
+
+/**
+ * HTTP upstreams that misbehave: one that redirects to another origin, one that answers 10 MB,
+ * one that never answers. Each fails its own tools with a clear error, none is forwarded, and the
+ * gateway keeps serving the others.
+ */
+
+let dir: string
+let bastion: Bastion
+let running: RunningServer
+let key: string
+const fixtures: Record<string, HttpUpstream> = {}
+
+beforeAll(async () => {
+  dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-gateway-http-')))
+  for (const mode of ['normal', 'redirect', 'huge', 'hang']) fixtures[mode] = await startHttpUpstream({ MODE: mode, RECORD_FILE: join(dir, `${mode}.jsonl`) })
+  // Pinned as the fixture lists them (the redirecting one cannot be listed to be pinned: the same definitions).
+  const lister = new Client({ name: 'pin', version: '1' })
+  await lister.connect(new StreamableHTTPClientTransport(new URL(fixtures.normal?.url as string)))
+  const pins = pinsOf((await lister.listTools()).tools.map((t) => pinnedFields(t)))
+  await lister.close()
+  writePins(join(dir, 'bastion.lock.json'), new Map(['normal', 'redirect', 'huge', 'hang', 'small'].map((n) => [n, pins])))
+  bastion = await createBastion({
+    baseDir: dir,
+    announce: false,
+    logger: pino({ level: 'silent' }),
+    config: {
+      upstreams: {
+        normal: { url: fixtures.normal?.url as string, startTimeoutMs: 5000 },
+        redirect: { url: fixtures.redirect?.url as string, startTimeoutMs: 2000 },
+        huge: { url: fixtures.huge?.url as string },
+        // The same 10 MB answer, over this upstream's own message cap.
+        small: { url: fixtures.huge?.url as string, maxMessageBytes: 1024 * 1024 },
+        hang: { url: fixtures.hang?.url as string },
+      },
+      limits: { tools: { hang__echo: { timeoutMs: 800 } } },
+      alerts: { rules: [] },
+      auth: { reloadIntervalMs: 0 },
+    },
+  })
+  running = await bastion.listen({ host: '127.0.0.1', port: 0 })
+  key = bastion.keys.create({ name: 'admin', roles: ['admin'], expiresAt: null }).key
+}, 60_000)
+
+afterAll(async () => {
+  await bastion?.close()
+  await Promise.all(Object.values(fixtures).map((f) => f.stop()))
+})
+
+const audit = (): Record<string, unknown>[] =>
+  readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+
+async function call(tool: string): Promise<{ isError: boolean | undefined; text: string }> {
+  const c = await connect(running.url, 'modern', { authorization: `Bearer ${key}` })
+  try {
+    const r = await c.callTool({ name: tool, arguments: { text: 'hi' } })
+    return { isError: r.isError as boolean | undefined, text: ((r.content as { text?: string }[]) ?? []).map((b) => b.text ?? '').join('') }
+  } finally {
+    await c.close()
+  }
+}
+
+describe('gateway: HTTP upstreams that misbehave', () => {
+  it('serves a well-behaved HTTP upstream (the control)', async () => {
+    expect(await call('normal__echo')).toStrictEqual({ isError: undefined, text: '{"text":"hi"}' })
+  })
+
+  it('never follows a redirect to another origin', async () => {
+    const r = await call('redirect__echo')
+    expect(r.isError).toBe(true)
+    expect(r.text).toContain('the server behind this tool is unavailable')
+    // Only the first POST reached it; nothing went to the other origin.
+    expect(fixtures.redirect?.records().every((rec) => rec.method === 'POST')).toBe(true)
+    expect(bastion.gateway?.report().find((u) => u.name === 'redirect')).toMatchObject({ state: 'down', lastError: expect.stringContaining('redirected to another origin') })
+  })
+
+  it('refuses a 10 MB answer: over the output cap, or over the upstream message cap', async () => {
+    const huge = await call('huge__echo')
+    expect(huge.isError).toBe(true)
+    expect(huge.text).toContain('tool output too large')
+    const small = await call('small__echo')
+    expect(small.isError).toBe(true)
+    expect(small.text).not.toContain('x'.repeat(100))
+    const lines = audit().filter((l) => l.tool === 'huge__echo' || l.tool === 'small__echo')
+    expect(lines.map((l) => l.reason)).toStrictEqual(['ERR_OUTPUT_TOO_LARGE', expect.stringMatching(/^ERR_(UPSTREAM_UNAVAILABLE|TOOL_TIMEOUT)$/)])
+  })
+
+  it('times out an upstream that never answers, and keeps serving the others meanwhile', async () => {
+    const hanging = call('hang__echo')
+    expect(await call('normal__echo')).toStrictEqual({ isError: undefined, text: '{"text":"hi"}' })
+    const r = await hanging
+    expect(r.isError).toBe(true)
+    expect(r.text).toContain('tool timed out')
+  })
+})
