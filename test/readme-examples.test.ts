@@ -29,6 +29,8 @@ const RUN_BY: Record<string, string> = {
   'policy-cli': 'test/readme-examples.test.ts',
   'sql-policy': 'test/readme-examples.test.ts',
   'commands-example': 'test/readme-examples.test.ts',
+  'gateway-example': 'test/e2e/gateway-readme.test.ts',
+  'gateway-commands': 'test/e2e/gateway-readme.test.ts',
 }
 
 function yamlOf(name: string): Record<string, unknown> {

@@ -60,7 +60,16 @@ beforeAll(async () => {
   mkdirSync(data)
   writeFileSync(join(data, 'hello.txt'), 'hello from the filesystem server\n')
   writeFileSync(join(data, 'secret-plans.txt'), 'not for readers\n')
-  writeDefs(join(dir, 'defs.json'), [ECHO, { ...ECHO, name: 'whoami', description: 'Who the process is.', inputSchema: { type: 'object', properties: {} } }])
+  writeDefs(join(dir, 'defs.json'), [
+    ECHO,
+    { ...ECHO, name: 'whoami', description: 'Who the process is.', inputSchema: { type: 'object', properties: {} } },
+    {
+      name: 'structured',
+      description: 'Returns the value it is given as its structured content.',
+      inputSchema: { type: 'object', properties: { value: {} } },
+      outputSchema: { type: 'object', properties: { n: { type: 'number' } }, required: ['n'] },
+    },
+  ])
   writeDefs(join(dir, 'crashy.json'), [ECHO, { ...ECHO, name: 'crash', description: 'Exits mid-call.', inputSchema: { type: 'object', properties: {} } }])
   http = await startHttpUpstream({ MODE: 'normal', RECORD_FILE: join(dir, 'records.jsonl'), REQUIRE_BEARER: UPSTREAM_CREDENTIAL })
   Object.assign(process.env, {
@@ -191,6 +200,21 @@ describe('gateway: upstream tools behind every layer', () => {
     } finally {
       await c.close()
     }
+  })
+
+  it('refuses an upstream result that breaks its own output schema, never forwarding it', async () => {
+    const c = await client('writer')
+    try {
+      const good = await c.callTool({ name: 'drift__structured', arguments: { value: { n: 1 } } })
+      expect(good.structuredContent).toStrictEqual({ n: 1 })
+      const bad = await c.callTool({ name: 'drift__structured', arguments: { value: { n: 'not a number' } } })
+      expect(bad.isError).toBe(true)
+      expect(textOf(bad)).toContain('tool failed: the upstream server answered outside its declared schema')
+      expect(JSON.stringify(bad)).not.toContain('not a number')
+    } finally {
+      await c.close()
+    }
+    expect(audit().at(-1)).toMatchObject({ tool: 'drift__structured', reason: 'ERR_TOOL_FAILED', upstream: 'drift' })
   })
 
   it("asks for the user's confirmation before a destructive upstream tool runs", async () => {

@@ -236,7 +236,12 @@ export class UpstreamConnection {
     try {
       // No timeout of the client's own: bastion's (limits.timeoutMs) aborts the signal.
       const result = await callContext.run({ headers, fail }, () =>
-        Promise.race([client.callTool({ name: tool, arguments: args }, { signal: AbortSignal.any([signal, broken.signal]), timeout: 2_147_483_647 }), failed]),
+        Promise.race([
+          // The plain request, not callTool: the result is checked against the pinned output schema
+          // by the gateway, not against whatever the upstream lists now (callTool would, and may list again).
+          client.request({ method: 'tools/call', params: { name: tool, arguments: args } }, { signal: AbortSignal.any([signal, broken.signal]), timeout: 2_147_483_647 }),
+          failed,
+        ]),
       )
       this.#failures = 0
       return result as CallToolResult
