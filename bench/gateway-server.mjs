@@ -7,6 +7,7 @@ import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
+import { z } from 'zod'
 import { createBastion } from '../dist/index.js'
 
 const [kind, upstreamUrl] = process.argv.slice(2)
@@ -15,7 +16,11 @@ const defs = join(dir, 'defs.json')
 writeFileSync(defs, JSON.stringify([{ name: 'echo', description: 'Echo.', inputSchema: { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] } }]))
 const drift = new URL('../test/fixtures/upstreams/drift-server.mjs', import.meta.url).pathname
 const upstreams =
-  kind === 'stdio' ? { up: { command: process.execPath, args: [drift], env: { DRIFT_DEFS: { env: 'BENCH_DEFS' } }, pin: 'off' } } : { up: { url: upstreamUrl, pin: 'off' } }
+  kind === 'none'
+    ? {}
+    : kind === 'stdio'
+      ? { up: { command: process.execPath, args: [drift], env: { DRIFT_DEFS: { env: 'BENCH_DEFS' } }, pin: 'off' } }
+      : { up: { url: upstreamUrl, pin: 'off' } }
 const bastion = await createBastion({
   baseDir: dir,
   announce: false,
@@ -23,6 +28,14 @@ const bastion = await createBastion({
   env: { ...process.env, BENCH_DEFS: defs },
   config: { upstreams, limits: { principal: { rate: '100000000/min' }, anonymous: { rate: '100000000/min' } }, alerts: { rules: [] } },
 })
+// `none`: the same echo as a tool of bastion's own, the gateway's floor.
+if (kind === 'none')
+  bastion.tool({
+    name: 'up__echo',
+    description: 'Echo.',
+    input: z.object({ text: z.string() }),
+    run: async (args) => ({ content: [{ type: 'text', text: JSON.stringify(args) }] }),
+  })
 const running = await bastion.listen({ host: '127.0.0.1', port: 0 })
 const key = bastion.keys.create({ name: 'bench', roles: ['admin'], expiresAt: null }).key
 process.stdout.write(`${JSON.stringify({ url: running.url, key, upstreamPid: bastion.gateway?.report()[0]?.pid ?? null })}\n`)

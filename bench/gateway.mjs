@@ -4,8 +4,11 @@
 // (client, bastion, upstream; from /proc and process.cpuUsage). Ratios are gateway ÷ direct,
 // pair by pair within a repetition. Every call of both sides must answer (else the run fails).
 import { spawn } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
-import { Client, StdioClientTransport, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import { here, machine, publish } from './lib.mjs'
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 2000)
@@ -55,7 +58,7 @@ async function setups() {
   const http = child([httpFixture], { PORT: '0', MODE: 'normal', RECORD_FILE: '/dev/null' })
   const port = /listening (\d+)/.exec(await http.first)[1]
   const upstreamUrl = `http://127.0.0.1:${port}/mcp`
-  const defs = here('./results/.gateway-defs.json')
+  const defs = join(mkdtempSync(join(tmpdir(), 'bench-gateway-')), 'defs.json')
   writeFileSync(defs, JSON.stringify([{ name: 'echo', description: 'Echo.', inputSchema: { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] } }]))
 
   const directStdio = new Client({ name: 'bench', version: '1' })
@@ -65,7 +68,7 @@ async function setups() {
   await directHttp.connect(new StreamableHTTPClientTransport(new URL(upstreamUrl)))
 
   const gateways = {}
-  for (const kind of ['stdio', 'http']) {
+  for (const kind of ['none', 'stdio', 'http']) {
     const g = child([here('./gateway-server.mjs'), kind, upstreamUrl])
     const info = JSON.parse(await g.first)
     const client = new Client({ name: 'bench', version: '1' }, { versionNegotiation: { mode: { pin: '2026-07-28' } } })
@@ -83,6 +86,7 @@ async function setups() {
         tool: 'up__echo',
         pids: () => [gateways.stdio.proc.pid, gateways.stdio.upstreamPid],
       },
+      { name: "bastion's own echo tool (no upstream: the floor)", kind: 'none', side: 'own', client: gateways.none.client, tool: 'up__echo', pids: () => [gateways.none.proc.pid] },
       { name: 'HTTP upstream, direct (MCP client over HTTP)', kind: 'http', side: 'direct', client: directHttp, tool: 'echo', pids: () => [http.proc.pid] },
       {
         name: 'HTTP upstream, through bastion (client over HTTP, 2026-07-28)',
@@ -94,8 +98,8 @@ async function setups() {
       },
     ],
     async close() {
-      for (const c of [directStdio, directHttp, gateways.stdio.client, gateways.http.client]) await c.close().catch(() => {})
-      for (const p of [gateways.stdio.proc, gateways.http.proc, http.proc]) p.kill('SIGTERM')
+      for (const c of [directStdio, directHttp, gateways.none.client, gateways.stdio.client, gateways.http.client]) await c.close().catch(() => {})
+      for (const p of [gateways.none.proc, gateways.stdio.proc, gateways.http.proc, http.proc]) p.kill('SIGTERM')
     },
   }
 }
@@ -122,15 +126,20 @@ const lines = [
   `Machine: ${machine()}.`,
   `${CALLS} sequential \`echo\` calls per repetition from one MCP client (SDK v2), ${REPS} repetitions, sides alternated; median. CPU is every process involved (client, bastion, upstream), from /proc (10 ms ticks) and process.cpuUsage. Ratios are through-bastion ÷ direct, pair by pair within a repetition. Bastion runs every layer: API key, RBAC, rate limits (memory), schema validation, PII masking, audit to a file. Every call of both sides answered.`,
   '',
-  '| configuration | µs per call (wall) | ratio | CPU µs per call | ratio |',
-  '|---|---|---|---|---|',
+  "The floor is the same call to a tool of bastion's own (every layer, no upstream): what the gateway adds is the difference to it.",
+  '',
+  '| configuration | µs per call (wall) | × direct | × own tool | CPU µs per call | × direct | × own tool |',
+  '|---|---|---|---|---|---|---|',
 ]
+const own = results.get(sides.find((d) => d.side === 'own').name)
+const ratio = (r, base, key) => (base === undefined ? '–' : median(r.map((x, i) => x[key] / base[i][key])).toFixed(2))
 for (const s of sides) {
   const r = results.get(s.name)
-  const direct = results.get(sides.find((d) => d.kind === s.kind && d.side === 'direct').name)
-  const wallRatio = median(r.map((x, i) => x.wallUs / direct[i].wallUs))
-  const cpuRatio = median(r.map((x, i) => x.cpuUs / direct[i].cpuUs))
-  lines.push(`| ${s.name} | ${median(r.map((x) => x.wallUs)).toFixed(0)} | ${wallRatio.toFixed(2)} | ${median(r.map((x) => x.cpuUs)).toFixed(0)} | ${cpuRatio.toFixed(2)} |`)
+  const direct = s.side === 'own' ? undefined : results.get(sides.find((d) => d.kind === s.kind && d.side === 'direct').name)
+  const vsOwn = s.side === 'gateway' ? own : undefined
+  lines.push(
+    `| ${s.name} | ${median(r.map((x) => x.wallUs)).toFixed(0)} | ${ratio(r, direct, 'wallUs')} | ${ratio(r, vsOwn, 'wallUs')} | ${median(r.map((x) => x.cpuUs)).toFixed(0)} | ${ratio(r, direct, 'cpuUs')} | ${ratio(r, vsOwn, 'cpuUs')} |`,
+  )
 }
 lines.push('', `Run time: ${Math.round((Date.now() - started) / 1000)} s.`)
 publish('gateway.md', lines)

@@ -267,6 +267,7 @@ export class Gateway {
         },
         // An upstream may print the credentials it was given: those values, and every credential shape, are redacted.
         onStderr: (line) => log.warn({ upstream: name, stderr: redactText(withoutSecrets(line, secrets)) }, 'upstream stderr'),
+        onWarning: (message) => log.warn({ upstream: name, why: redactText(withoutSecrets(message, secrets)) }, 'upstream message refused or connection error'),
         onTools: (tools, invalid) => {
           for (const why of invalid) log.warn({ upstream: name, why }, 'upstream listed a tool bastion cannot serve')
           if (upstream === undefined) return
@@ -485,6 +486,7 @@ export async function listUpstream(loaded: LoadedConfig, name: string, env: Node
     breakerSeconds: config.breakerSeconds,
     onEvent: () => {},
     onStderr: (line) => log.debug({ upstream: name, stderr: redactText(line) }, 'upstream stderr'),
+    onWarning: (message) => log.debug({ upstream: name, why: redactText(message) }, 'upstream message refused or connection error'),
     onTools: (listed, bad) => {
       tools = listed.filter((t) => !config.hide.includes(t.name))
       invalid = bad

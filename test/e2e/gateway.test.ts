@@ -42,7 +42,14 @@ function upstreams(): NonNullable<BastionConfigInput['upstreams']> {
   return {
     fs: { command: node, args: [SERVERS.filesystem, data], permissions: ['fs:write'] },
     memory: { command: node, args: [SERVERS.memory], env: { MEMORY_FILE_PATH: { env: 'GW_MEMORY_FILE' } }, permissions: ['memory:use'] },
-    drift: { command: node, args: [SERVERS.drift], env: { DRIFT_DEFS: { env: 'GW_DEFS' }, SECRET_TOKEN: { env: 'GW_STDERR_SECRET' } }, permissions: ['drift:use'] },
+    drift: {
+      command: node,
+      args: [SERVERS.drift],
+      env: { DRIFT_DEFS: { env: 'GW_DEFS' }, SECRET_TOKEN: { env: 'GW_STDERR_SECRET' } },
+      permissions: ['drift:use'],
+      maxOpenFiles: 256,
+      maxMemoryMb: 128,
+    },
     crashy: { command: node, args: [SERVERS.drift], env: { DRIFT_DEFS: { env: 'GW_CRASHY_DEFS' }, DRIFT_COUNTER: { env: 'GW_COUNTER' } }, permissions: ['drift:use'] },
     everything: { command: node, args: [SERVERS.everything], pin: 'off', permissions: ['drift:use'] },
     remote: {
@@ -263,6 +270,13 @@ describe('gateway: upstream tools behind every layer', () => {
     } finally {
       await c.close()
     }
+  })
+
+  it('caps an upstream process: open files (RLIMIT_NOFILE, by prlimit) and the V8 heap', () => {
+    const pid = bastion.gateway?.report().find((u) => u.name === 'drift')?.pid
+    expect(pid).toBeTypeOf('number')
+    expect(readFileSync(`/proc/${pid}/limits`, 'utf8')).toMatch(/Max open files\s+256\s+256/)
+    expect(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')).toContain('NODE_OPTIONS=--max-old-space-size=128')
   })
 
   it('logs what an upstream writes to stderr, with the secrets it was given redacted', async () => {

@@ -47,6 +47,8 @@ export interface ConnectionOptions {
   /** What happened, for the operator log and the audit trail. */
   readonly onEvent: (event: 'up' | 'down' | 'failed' | 'restart', detail: Record<string, string | number>) => void
   readonly onStderr: (line: string) => void
+  /** Something it sent was refused (not JSON-RPC, over the size cap), or its connection reported an error. */
+  readonly onWarning: (message: string) => void
   /** The upstream's tool list, each time it is read (at connect and after `notifications/tools/list_changed`). */
   readonly onTools: (tools: readonly ToolDefinitionPin[], invalid: readonly string[]) => void
 }
@@ -143,6 +145,7 @@ export class UpstreamConnection {
       transport = new StreamableHTTPClientTransport(target.url, { fetch, ...(authProvider === undefined ? {} : { authProvider }) })
     }
     client.onclose = () => this.#lost(client)
+    client.onerror = (error) => this.#options.onWarning(messageOf(error))
     client.setNotificationHandler('notifications/tools/list_changed', () => {
       void this.#list(client).catch((error: unknown) => this.#options.onEvent('down', { error: `tool list after list_changed: ${messageOf(error)}` }))
     })
@@ -256,6 +259,12 @@ export class UpstreamConnection {
         throw error
       }
       this.#failed(error)
+      // An HTTP upstream that failed outside the protocol (restarted, lost its session): the next call connects afresh.
+      if (this.#options.target.kind === 'http' && this.#client === client) {
+        this.#client = undefined
+        this.#setState('down', error)
+        void client.close().catch(() => {})
+      }
       throw new UpstreamUnavailable(`upstream ${this.name}: ${messageOf(error)}`)
     }
   }
