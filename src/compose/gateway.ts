@@ -91,6 +91,7 @@ export function upstreamTarget(loaded: LoadedConfig, name: string, u: UpstreamCo
       ? {}
       : {
           oauth: {
+            issuer: u.oauth.issuer,
             clientId: u.oauth.clientId,
             clientSecret: readSecret(loaded, u.oauth.clientSecret, `${where}.oauth.clientSecret`, env),
             ...(u.oauth.scope === undefined ? {} : { scope: u.oauth.scope }),

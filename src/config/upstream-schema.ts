@@ -69,6 +69,8 @@ const httpUpstream = z.strictObject({
   /** Bastion's own OAuth client (RFC 6749 §4.4, client credentials) at the upstream's authorization server. */
   oauth: z
     .strictObject({
+      /** The authorization server's issuer: the credentials are sent to it only, whatever the upstream advertises. */
+      issuer: z.url(),
       clientId: z.string().min(1).max(256),
       clientSecret: secretRef,
       scope: z.string().min(1).max(1024).optional(),

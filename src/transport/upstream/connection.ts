@@ -34,7 +34,7 @@ export type UpstreamTarget =
       readonly kind: 'http'
       readonly url: URL
       readonly headers: Readonly<Record<string, string>>
-      readonly oauth?: { readonly clientId: string; readonly clientSecret: string; readonly scope?: string }
+      readonly oauth?: { readonly issuer: string; readonly clientId: string; readonly clientSecret: string; readonly scope?: string }
       readonly connectTimeoutMs: number
       readonly maxMessageBytes: number
     }
@@ -140,6 +140,8 @@ export class UpstreamConnection {
           : new ClientCredentialsProvider({
               clientId: target.oauth.clientId,
               clientSecret: target.oauth.clientSecret,
+              // Sent only to this authorization server: an upstream cannot point bastion's credentials elsewhere.
+              expectedIssuer: target.oauth.issuer,
               ...(target.oauth.scope === undefined ? {} : { scope: target.oauth.scope }),
             })
       transport = new StreamableHTTPClientTransport(target.url, { fetch, ...(authProvider === undefined ? {} : { authProvider }) })
