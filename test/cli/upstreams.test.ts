@@ -96,13 +96,13 @@ describe('mcp-bastion upstreams list', () => {
     expect(s.run('list').stdout).toContain(`pin: enforce  2 tools pinned at ${at}\n`)
   })
 
-  it('a config without upstreams prints "no upstreams"; pin, diff and status call that a usage error', () => {
+  it('a config without upstreams prints "no upstreams"; pin and diff call that a usage error', () => {
     const dir = tempDir('bastion-upstreams-')
     writeFileSync(join(dir, 'bastion.yaml'), '{}\n')
     const before = tree(dir)
     expect(cli(dir, ['upstreams', 'list'])).toStrictEqual({ status: 0, stdout: 'no upstreams\n', stderr: '' })
     expect(cli(dir, ['upstreams', 'list', '--json'])).toStrictEqual({ status: 0, stdout: '[]\n', stderr: '' })
-    for (const command of ['pin', 'diff', 'status']) {
+    for (const command of ['pin', 'diff']) {
       const r = cli(dir, ['upstreams', command])
       expect(r.status, command).toBe(2)
       expect(r.stderr).toContain(`mcp-bastion upstreams ${command}: the config has no upstreams`)
@@ -281,7 +281,7 @@ describe('a lock file edited by hand', () => {
     },
   ] as const
 
-  it.each(EDITS)('$name: list, diff, status and pin exit 2 naming the entry; the file stays as it is', ({ edit, says }) => {
+  it.each(EDITS)('$name: list, diff and pin exit 2 naming the entry; the file stays as it is', ({ edit, says }) => {
     const s = setup([ECHO])
     s.pin([ECHO])
     const lock = readLock(s.lock)
@@ -289,7 +289,7 @@ describe('a lock file edited by hand', () => {
     writeFileSync(s.lock, `${JSON.stringify(lock, null, 2)}\n`)
     const before = readFileSync(s.lock)
     // The lock is read before any upstream is started: none of these spawns the fixture.
-    for (const command of ['list', 'diff', 'status', 'pin']) {
+    for (const command of ['list', 'diff', 'pin']) {
       const r = s.run(command)
       expect(r, command).toStrictEqual({ status: 2, stdout: '', stderr: `mcp-bastion: lock file ${s.lock}: ${says}\n` })
     }

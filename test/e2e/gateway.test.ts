@@ -70,6 +70,7 @@ beforeAll(async () => {
   writeDefs(join(dir, 'defs.json'), [
     ECHO,
     { ...ECHO, name: 'whoami', description: 'Who the process is.', inputSchema: { type: 'object', properties: {} } },
+    { name: 'slow', description: 'Waits ms milliseconds.', inputSchema: { type: 'object', properties: { ms: { type: 'number' } } } },
     {
       name: 'structured',
       description: 'Returns the value it is given as its structured content.',
@@ -222,6 +223,21 @@ describe('gateway: upstream tools behind every layer', () => {
       await c.close()
     }
     expect(audit().at(-1)).toMatchObject({ tool: 'drift__structured', reason: 'ERR_TOOL_FAILED', upstream: 'drift' })
+  })
+
+  it('cancels the upstream call when the client cancels, and records it', async () => {
+    const c = await client('writer', 'modern')
+    const started = Date.now()
+    try {
+      const cancel = new AbortController()
+      setTimeout(() => cancel.abort(), 200)
+      await expect(c.callTool({ name: 'drift__slow', arguments: { ms: 20_000 } }, { signal: cancel.signal })).rejects.toThrow()
+    } finally {
+      await c.close()
+    }
+    const line = await waitFor(() => audit().find((l) => l.tool === 'drift__slow'), { what: 'the cancelled call audited' })
+    expect(line).toMatchObject({ reason: 'ERR_CANCELLED', upstream: 'drift' })
+    expect(Date.now() - started).toBeLessThan(5000)
   })
 
   it("asks for the user's confirmation before a destructive upstream tool runs", async () => {
