@@ -10,7 +10,7 @@ import { isUnspecified, servedAt } from './compose/address.js'
 import { bindConfig, builtinRegistrations, type CheckedConfig, checkConfig, registerBuiltins } from './compose/bind.js'
 import { buildEdge, buildServing, buildStdio, type ServeOptions, type Serving } from './compose/build.js'
 import { type Announce, envPort, firstRunKey, listeningLine } from './compose/first-run.js'
-import { Gateway } from './compose/gateway.js'
+import { Gateway, registerUpstreamCatalog } from './compose/gateway.js'
 import { openRuntime, type Runtime, type RuntimeOptions } from './compose/runtime.js'
 import { bindSocket, refuseUnsafeBind } from './compose/socket.js'
 import { embeddedConfig, type LoadedConfig, loadConfigFile, validateConfig } from './config/load.js'
@@ -186,6 +186,7 @@ export class Bastion {
     const own = registry.all().length > 0 || catalog.resources.length + catalog.templates.length + catalog.prompts.length > 0
     // Upstream tools join like built-in ones: a name already registered is refused, never shadowed.
     registerBuiltins(loaded, this.gateway?.tools() ?? [], registry, 'upstream')
+    registerUpstreamCatalog(loaded, this.gateway, catalog)
     registerBuiltins(loaded, builtinTools(loaded, servingResources(loaded, this.#runtime.tools, builtinFeatures(loaded, own))), registry)
     const gateway = this.gateway
     const upstreams = gateway === undefined ? undefined : () => Object.fromEntries(gateway.report().map((u) => [u.name, u.state]))

@@ -2,7 +2,7 @@ import { operatorLog } from '../audit/operator-log.js'
 import { listUpstream, lockPath, pinMode, type UpstreamListing } from '../compose/gateway.js'
 import type { LoadedConfig } from '../config/load.js'
 import { isStdioUpstream } from '../config/upstream-schema.js'
-import { diffDefinitions, digestOf, type FieldChange } from '../gateway/definitions.js'
+import { diffDefinitions, digestOf, digestOfValue, type FieldChange } from '../gateway/definitions.js'
 import { type Pins, pinsOf, readPins, type UpstreamPins, writePins } from '../gateway/lock-file.js'
 import { UPSTREAMS_DIFF, UPSTREAMS_PIN, UPSTREAMS_STATUS } from './commands.js'
 import { loadConfig } from './config-path.js'
@@ -64,7 +64,7 @@ export async function upstreamsPin(p: Parsed): Promise<number> {
   const audit = auditTrail(loaded)
   const next = new Map<string, UpstreamPins>(before)
   for (const l of listings) {
-    const pins = pinsOf(l.tools ?? [])
+    const pins = pinsOf(l.tools ?? [], new Date(), { resources: l.resources, prompts: l.prompts })
     const old = before.get(l.name)
     next.set(l.name, pins)
     const counts = { added: 0, changed: 0, removed: 0 }
@@ -76,7 +76,10 @@ export async function upstreamsPin(p: Parsed): Promise<number> {
     for (const tool of old?.tools.keys() ?? []) if (!pins.tools.has(tool)) counts.removed++
     audit.record({ event: 'upstream.pinned', decision: 'allow', reason: 'OK', upstream: l.name, tools: pins.tools.size, ...counts, transport: 'cli' })
     for (const why of l.invalid) process.stderr.write(`mcp-bastion: upstream ${l.name}: not pinned, bastion cannot serve it: ${why}\n`)
-    process.stdout.write(`pinned ${l.name}: ${pins.tools.size} tools (${counts.added} new, ${counts.changed} changed, ${counts.removed} removed)\n`)
+    const more = [pins.resources.size > 0 ? `${pins.resources.size} resources` : '', pins.prompts.size > 0 ? `${pins.prompts.size} prompts` : ''].filter((m) => m !== '')
+    process.stdout.write(
+      `pinned ${l.name}: ${pins.tools.size} tools (${counts.added} new, ${counts.changed} changed, ${counts.removed} removed)${more.length === 0 ? '' : `, ${more.join(' and ')}`}\n`,
+    )
   }
   writePins(path, next)
   audit.close()
@@ -90,17 +93,32 @@ interface ToolDiff {
   readonly fields: readonly FieldChange[]
 }
 
-function diffOf(pins: Pins, l: UpstreamListing): ToolDiff[] {
-  const pinned = pins.get(l.name)?.tools ?? new Map()
-  const live = new Map((l.tools ?? []).map((t) => [t.name, t]))
+function diffKind<T extends { readonly name: string }>(
+  prefix: string,
+  pinned: ReadonlyMap<string, { readonly digest: string; readonly definition: T }>,
+  listed: readonly T[],
+  digest: (d: T) => string,
+): ToolDiff[] {
+  const live = new Map(listed.map((t) => [t.name, t]))
   const out: ToolDiff[] = []
-  for (const [tool, pin] of pinned) {
-    const current = live.get(tool)
+  for (const [name, pin] of pinned) {
+    const current = live.get(name)
+    const tool = `${prefix}${name}`
     if (current === undefined) out.push({ tool, change: 'removed', fields: [] })
-    else if (digestOf(current) !== pin.digest) out.push({ tool, change: 'changed', fields: diffDefinitions(pin.definition, current) })
+    else if (digest(current) !== pin.digest) out.push({ tool, change: 'changed', fields: diffDefinitions(pin.definition as never, current as never) })
   }
-  for (const [tool] of live) if (!pinned.has(tool)) out.push({ tool, change: 'added', fields: [] })
+  for (const [name] of live) if (!pinned.has(name)) out.push({ tool: `${prefix}${name}`, change: 'added', fields: [] })
   return out.sort((a, b) => (a.tool < b.tool ? -1 : 1))
+}
+
+/** Tools by name; resources and prompts as `resource NAME` and `prompt NAME`. */
+function diffOf(pins: Pins, l: UpstreamListing): ToolDiff[] {
+  const p = pins.get(l.name)
+  return [
+    ...diffKind('', p?.tools ?? new Map(), l.tools ?? [], digestOf),
+    ...diffKind('resource ', p?.resources ?? new Map(), l.resources, digestOfValue),
+    ...diffKind('prompt ', p?.prompts ?? new Map(), l.prompts, digestOfValue),
+  ]
 }
 
 const shown = (v: unknown): string => (v === undefined ? '(absent)' : JSON.stringify(v).slice(0, 400))

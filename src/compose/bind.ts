@@ -9,7 +9,7 @@ import { readPolicyFile } from '../policy/source.js'
 import { Catalog } from '../tools/catalog.js'
 import { type ToolDefinition, ToolRegistry } from '../tools/registry.js'
 import { builtinTools, checkToolConfig, detachedToolResources } from '../tools/setup.js'
-import { Gateway } from './gateway.js'
+import { Gateway, registerUpstreamCatalog } from './gateway.js'
 
 export type PiiMode = 'mask' | 'block' | 'allow'
 
@@ -200,5 +200,6 @@ export function bindBuiltins(loaded: LoadedConfig): BoundConfig {
   // The pinned upstream tools (no upstream is started or connected): the names policies and config use.
   const gateway = Gateway.detached({ loaded, log: pino({ level: 'silent' }), confirmations: resources.confirmations })
   registerBuiltins(loaded, gateway?.tools() ?? [], registrations.registry, 'upstream')
+  registerUpstreamCatalog(loaded, gateway, registrations.catalog)
   return bindConfig(checked, registrations)
 }

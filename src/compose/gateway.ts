@@ -7,11 +7,12 @@ import { ConfigError, type LoadedConfig, readSecret, resolvePath } from '../conf
 import { isStdioUpstream, prefixOf, type UpstreamConfig } from '../config/upstream-schema.js'
 import { isLoopback } from '../config/urls.js'
 import { SecurityError } from '../errors.js'
-import { diffDefinitions, digestOf, screenText, type ToolDefinitionPin } from '../gateway/definitions.js'
+import { diffDefinitions, digestOf, digestOfValue, type PromptPin, type ResourcePin, screenText, type ToolDefinitionPin } from '../gateway/definitions.js'
 import { compileSchema } from '../gateway/json-schema.js'
 import { LOCK_FILE, type Pins, readPins, type UpstreamPins } from '../gateway/lock-file.js'
 import { redactText } from '../protect/redact.js'
 import type { CallToolResult } from '../protocol.js'
+import type { Catalog, PromptDefinition, ResourceDefinition } from '../tools/catalog.js'
 import { Confirmations } from '../tools/confirm.js'
 import type { ToolDefinition } from '../tools/registry.js'
 import { UpstreamConnection, type UpstreamStatus, type UpstreamTarget, UpstreamUnavailable } from '../transport/upstream/connection.js'
@@ -119,7 +120,7 @@ function withoutSecrets(line: string, secrets: readonly string[]): string {
 const objectArgs = z.record(z.string(), z.unknown())
 
 /** What a served tool needs of its upstream's connection (a refusing stand-in for offline checks). */
-type Connection = Pick<UpstreamConnection, 'name' | 'status' | 'call' | 'start' | 'close'>
+type Connection = Pick<UpstreamConnection, 'name' | 'status' | 'call' | 'readResource' | 'getPrompt' | 'start' | 'close'>
 
 /** For `config check` and `policy`: the definitions, no process started, nothing connected. */
 function detachedConnection(name: string, kind: 'stdio' | 'http'): Connection {
@@ -127,19 +128,37 @@ function detachedConnection(name: string, kind: 'stdio' | 'http'): Connection {
     name,
     status: () => ({ name, kind, state: 'down', since: new Date(0).toISOString(), restarts: 0 }),
     call: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream tool definitions for policy and config checks: not connected')),
+    readResource: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream definitions for policy and config checks: not connected')),
+    getPrompt: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream definitions for policy and config checks: not connected')),
     start: async () => {},
     close: async () => {},
   }
 }
 
+type Kind = 'tool' | 'resource' | 'prompt'
+
+/** Under `enforce` (and offline): what is served is what is pinned, but for the hidden. */
+function servePins(u: Upstream): void {
+  const hidden = new Set(u.config.hide)
+  for (const [name, pin] of u.pins?.tools ?? []) if (!hidden.has(name)) u.served.set(name, pin.definition)
+  for (const [name, pin] of u.pins?.resources ?? []) if (!hidden.has(name)) u.servedResources.set(name, pin.definition)
+  for (const [name, pin] of u.pins?.prompts ?? []) if (!hidden.has(name)) u.servedPrompts.set(name, pin.definition)
+}
+
 /** One upstream with what bastion serves of it. */
 class Upstream {
   readonly served = new Map<string, ToolDefinitionPin>()
+  readonly servedResources = new Map<string, ResourcePin>()
+  readonly servedPrompts = new Map<string, PromptPin>()
+  /** Catalog name → why it is blocked, per kind. */
   readonly blocked = new Map<string, Drift>()
+  readonly blockedResources = new Map<string, Drift>()
+  readonly blockedPrompts = new Map<string, Drift>()
   readonly unpinned = new Set<string>()
   /** Digest of each drift already reported, so that a repeated list does not repeat the audit line. */
   readonly #reported = new Map<string, string>()
   listed = false
+  catalogListed = false
 
   constructor(
     readonly name: string,
@@ -152,57 +171,80 @@ class Upstream {
 
   /** Compare a fresh tool list with the pins: block what drifted, unblock what came back, report each change once. */
   compare(live: readonly ToolDefinitionPin[], audit: AuditLog, log: Logger): void {
+    this.listed = true
+    const added = this.#compareKind('tool', live, this.pins?.tools, digestOf, this.blocked, audit, log)
+    for (const tool of added) this.unpinned.add(tool)
+  }
+
+  /** The same for resources and prompts. */
+  compareCatalog(resources: readonly ResourcePin[], prompts: readonly PromptPin[], audit: AuditLog, log: Logger): void {
+    this.catalogListed = true
+    this.#compareKind('resource', resources, this.pins?.resources, digestOfValue, this.blockedResources, audit, log)
+    this.#compareKind('prompt', prompts, this.pins?.prompts, digestOfValue, this.blockedPrompts, audit, log)
+  }
+
+  /** One kind: returns the names listed but not pinned. */
+  #compareKind<T extends { readonly name: string }>(
+    kind: Kind,
+    live: readonly T[],
+    pins: ReadonlyMap<string, { readonly digest: string; readonly definition: T }> | undefined,
+    digestOfDef: (d: T) => string,
+    blocked: Map<string, Drift>,
+    audit: AuditLog,
+    log: Logger,
+  ): string[] {
     const byName = new Map(live.map((d) => [d.name, d]))
     const hidden = new Set(this.config.hide)
-    this.listed = true
-    if (this.mode === 'off') return
-    const report = (tool: string, change: 'changed' | 'removed' | 'added', fields: readonly string[], digest: string): void => {
-      if (this.#reported.get(tool) === digest) return
-      this.#reported.set(tool, digest)
-      const enforced = this.mode === 'enforce'
+    if (this.mode === 'off' || pins === undefined) return []
+    const enforced = this.mode === 'enforce'
+    const report = (name: string, change: 'changed' | 'removed' | 'added', fields: readonly string[], digest: string): void => {
+      const key = `${kind}:${name}`
+      if (this.#reported.get(key) === digest) return
+      this.#reported.set(key, digest)
       log.warn(
-        { upstream: this.name, tool, change, fields },
-        enforced ? 'upstream tool definition drifted: blocked until re-pinned' : 'upstream tool definition drifted (pin: warn)',
+        { upstream: this.name, [kind]: name, change, fields },
+        enforced ? `upstream ${kind} definition drifted: blocked until re-pinned` : `upstream ${kind} definition drifted (pin: warn)`,
       )
       audit.record({
         event: 'upstream.drift',
         decision: enforced ? 'deny' : 'allow',
         reason: 'UPSTREAM_DRIFT',
         upstream: this.name,
-        tool: `${this.prefix}${tool}`,
+        [kind]: `${this.prefix}${name}`,
         change,
         fields: fields.join(',').slice(0, 1000),
         ...(digest === '' ? {} : { digest }),
       })
     }
-    if (this.pins === undefined) return
-    for (const [tool, pin] of this.pins.tools) {
-      if (hidden.has(tool)) continue
-      const current = byName.get(tool)
-      const catalogName = `${this.prefix}${tool}`
+    for (const [name, pin] of pins) {
+      if (hidden.has(name)) continue
+      const current = byName.get(name)
+      const catalogName = `${this.prefix}${name}`
       if (current === undefined) {
-        report(tool, 'removed', ['(tool)'], 'removed')
-        if (this.mode === 'enforce') this.blocked.set(catalogName, { change: 'removed', fields: ['(tool)'] })
+        report(name, 'removed', [`(${kind})`], 'removed')
+        if (enforced) blocked.set(catalogName, { change: 'removed', fields: [`(${kind})`] })
         continue
       }
-      const digest = digestOf(current)
+      const digest = digestOfDef(current)
       if (digest === pin.digest) {
-        if (this.blocked.delete(catalogName)) {
-          this.#reported.delete(tool)
-          log.info({ upstream: this.name, tool }, 'upstream tool definition matches its pin again: unblocked')
-          audit.record({ event: 'upstream.pin_matched', decision: 'allow', reason: 'OK', upstream: this.name, tool: catalogName })
+        if (blocked.delete(catalogName)) {
+          this.#reported.delete(`${kind}:${name}`)
+          log.info({ upstream: this.name, [kind]: name }, `upstream ${kind} definition matches its pin again: unblocked`)
+          audit.record({ event: 'upstream.pin_matched', decision: 'allow', reason: 'OK', upstream: this.name, [kind]: catalogName })
         }
         continue
       }
-      const fields = diffDefinitions(pin.definition, current).map((c) => c.path)
-      report(tool, 'changed', fields, digest)
-      if (this.mode === 'enforce') this.blocked.set(catalogName, { change: 'changed', fields })
+      const fields = diffDefinitions(pin.definition as unknown as ToolDefinitionPin, current as unknown as ToolDefinitionPin).map((c) => c.path)
+      report(name, 'changed', fields, digest)
+      if (enforced) blocked.set(catalogName, { change: 'changed', fields })
     }
-    for (const [tool, def] of byName) {
-      if (hidden.has(tool) || this.pins.tools.has(tool)) continue
-      this.unpinned.add(tool)
-      report(tool, 'added', ['(tool)'], digestOf(def))
+    const added: string[] = []
+    for (const [name, def] of byName) {
+      if (hidden.has(name) || pins.has(name)) continue
+      added.push(name)
+      report(name, 'added', [`(${kind})`], digestOfDef(def))
     }
+    return added
   }
 }
 
@@ -279,9 +321,22 @@ export class Gateway {
             log.error({ upstream: name, err: { message: error instanceof Error ? error.message : 'error' } }, 'upstream drift could not be audited')
           }
         },
+        onCatalog: ({ resources, prompts }, invalid) => {
+          for (const why of invalid) log.warn({ upstream: name, why }, 'upstream listed a resource or prompt bastion cannot serve')
+          if (upstream === undefined) return
+          if (!upstream.catalogListed && upstream.mode !== 'enforce') {
+            for (const r of resources) if (!config.hide.includes(r.name)) upstream.servedResources.set(r.name, r)
+            for (const p of prompts) if (!config.hide.includes(p.name)) upstream.servedPrompts.set(p.name, p)
+          }
+          try {
+            upstream.compareCatalog(resources, prompts, audit, log)
+          } catch (error) {
+            log.error({ upstream: name, err: { message: error instanceof Error ? error.message : 'error' } }, 'upstream drift could not be audited')
+          }
+        },
       })
       upstream = new Upstream(name, config, prefixOf(name, config), mode, pins.get(name), conn)
-      if (mode === 'enforce') for (const [tool, pin] of pins.get(name)?.tools ?? []) if (!config.hide.includes(tool)) upstream.served.set(tool, pin.definition)
+      if (mode === 'enforce') servePins(upstream)
       upstreams.push(upstream)
     }
     const gateway = new Gateway(upstreams, deps)
@@ -316,7 +371,7 @@ export class Gateway {
     const pins = readPins(lockPath(loaded))
     const upstreams = entries.map(([name, config]) => {
       const u = new Upstream(name, config, prefixOf(name, config), 'enforce', pins.get(name), detachedConnection(name, isStdioUpstream(config) ? 'stdio' : 'http'))
-      for (const [tool, pin] of pins.get(name)?.tools ?? []) if (!config.hide.includes(tool)) u.served.set(tool, pin.definition)
+      servePins(u)
       return u
     })
     return new Gateway(upstreams, { ...deps, env: {}, audit: deps.audit as AuditLog })
@@ -338,6 +393,80 @@ export class Gateway {
     const out: ToolDefinition[] = []
     for (const u of this.#upstreams) for (const def of u.served.values()) out.push(this.#tool(u, def))
     return out
+  }
+
+  /** The served resources (fixed URIs, as the upstream names them) behind the same policy as bastion's own. */
+  resources(): ResourceDefinition[] {
+    return this.#upstreams.flatMap((u) =>
+      [...u.servedResources.values()].map((def): ResourceDefinition => {
+        const name = `${u.prefix}${def.name}`
+        return {
+          name,
+          uri: def.uri,
+          ...(def.description === undefined ? {} : { description: screenText(def.description).text }),
+          ...(def.mimeType === undefined ? {} : { mimeType: def.mimeType }),
+          ...(u.config.permissions === undefined ? {} : { permissions: u.config.permissions }),
+          blocked: () => u.blockedResources.has(name),
+          read: async (uri, mcp) => {
+            if (u.blockedResources.has(name) || (!u.catalogListed && u.mode === 'enforce'))
+              throw new SecurityError('ERR_RESOURCE_NOT_FOUND', `upstream ${u.name} resource ${def.name} is blocked or unverified`)
+            const result = await this.#forward(u, 'resource', () => u.conn.readResource(uri.href, mcp.mcpReq.signal))
+            return {
+              ...result,
+              contents: result.contents.map((c) => ('text' in c && typeof c.text === 'string' ? { ...c, text: screenText(c.text).text } : c)),
+            }
+          },
+        }
+      }),
+    )
+  }
+
+  /** The served prompts, their string arguments as the upstream declared them. */
+  prompts(): PromptDefinition[] {
+    return this.#upstreams.flatMap((u) =>
+      [...u.servedPrompts.values()].map((def): PromptDefinition => {
+        const name = `${u.prefix}${def.name}`
+        const shape: Record<string, z.ZodType> = {}
+        for (const a of def.arguments ?? []) {
+          const arg = z.string().max(65_536)
+          const described = a.description === undefined ? arg : arg.describe(a.description)
+          shape[a.name] = a.required === true ? described : described.optional()
+        }
+        return {
+          name,
+          ...(def.title === undefined ? {} : { title: def.title }),
+          ...(def.description === undefined ? {} : { description: screenText(def.description).text }),
+          ...(def.arguments === undefined ? {} : { args: z.object(shape) }),
+          ...(u.config.permissions === undefined ? {} : { permissions: u.config.permissions }),
+          blocked: () => u.blockedPrompts.has(name),
+          get: async (args, mcp) => {
+            if (u.blockedPrompts.has(name)) throw new SecurityError('ERR_INVALID_PARAMS', `upstream ${u.name} prompt ${def.name} is blocked: its definition drifted`)
+            if (!u.catalogListed && u.mode === 'enforce') throw new SecurityError('ERR_INVALID_PARAMS', `upstream ${u.name} has not listed its prompts yet: pins unverified`)
+            const result = await this.#forward(u, 'prompt', () => u.conn.getPrompt(def.name, args, mcp.mcpReq.signal))
+            return {
+              ...result,
+              messages: result.messages.map((m) => (m.content.type === 'text' ? { ...m, content: { ...m.content, text: screenText(m.content.text).text } } : m)),
+            }
+          },
+        }
+      }),
+    )
+  }
+
+  /**
+   * A resource read or prompt get: the upstream's failures in bastion's codes (as JSON-RPC errors:
+   * reads and gets have no in-band error), its own text kept out.
+   */
+  async #forward<T>(u: Upstream, kind: 'resource' | 'prompt', run: () => Promise<T>): Promise<T> {
+    try {
+      return await run()
+    } catch (error) {
+      if (error instanceof UpstreamUnavailable) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', error.message)
+      throw new SecurityError(
+        kind === 'resource' ? 'ERR_RESOURCE_NOT_FOUND' : 'ERR_INVALID_PARAMS',
+        `upstream ${u.name} refused: ${error instanceof Error ? error.message.slice(0, 300) : 'error'}`,
+      )
+    }
   }
 
   #tool(u: Upstream, def: ToolDefinitionPin): ToolDefinition {
@@ -471,6 +600,8 @@ export interface UpstreamListing {
   readonly status: UpstreamStatus
   /** Undefined when it could not be listed within its `startTimeoutMs`. */
   readonly tools: readonly ToolDefinitionPin[] | undefined
+  readonly resources: readonly ResourcePin[]
+  readonly prompts: readonly PromptPin[]
   readonly invalid: readonly string[]
 }
 
@@ -479,6 +610,8 @@ export async function listUpstream(loaded: LoadedConfig, name: string, env: Node
   const config = loaded.config.upstreams[name]
   if (config === undefined) return fail(loaded, 'upstreams', `no upstream named ${JSON.stringify(name)}`)
   let tools: ToolDefinitionPin[] | undefined
+  let resources: ResourcePin[] = []
+  let prompts: PromptPin[] = []
   let invalid: readonly string[] = []
   const conn = new UpstreamConnection({
     name,
@@ -490,14 +623,35 @@ export async function listUpstream(loaded: LoadedConfig, name: string, env: Node
     onWarning: (message) => log.debug({ upstream: name, why: redactText(message) }, 'upstream message refused or connection error'),
     onTools: (listed, bad) => {
       tools = listed.filter((t) => !config.hide.includes(t.name))
-      invalid = bad
+      invalid = [...invalid, ...bad]
+    },
+    onCatalog: (listed, bad) => {
+      resources = listed.resources.filter((r) => !config.hide.includes(r.name))
+      prompts = listed.prompts.filter((p) => !config.hide.includes(p.name))
+      invalid = [...invalid, ...bad]
     },
   })
   try {
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, config.startTimeoutMs).unref())
     await Promise.race([conn.start(), timeout])
-    return { name, status: conn.status(), tools, invalid }
+    // Listed only once the connection is up: tools first, then resources and prompts.
+    return { name, status: conn.status(), tools: conn.status().state === 'up' ? tools : undefined, resources, prompts, invalid }
   } finally {
     await conn.close()
+  }
+}
+
+/** Add an upstream's resources and prompts to the catalog; a name already taken is refused, never shadowed. @throws ConfigError */
+export function registerUpstreamCatalog(loaded: LoadedConfig, gateway: Gateway | undefined, catalog: Catalog): void {
+  if (gateway === undefined) return
+  const taken = (kind: string, name: string): never =>
+    fail(loaded, 'upstreams', `the upstream ${kind} ${name} has the name of a registered ${kind}: give its upstream another prefix (upstreams.<name>.prefix)`)
+  for (const r of gateway.resources()) {
+    if (catalog.resources.some((o) => o.name === r.name || o.uri === r.uri) || catalog.templates.some((t) => t.name === r.name)) taken('resource', r.name)
+    catalog.addResource(r)
+  }
+  for (const p of gateway.prompts()) {
+    if (catalog.prompts.some((o) => o.name === p.name)) taken('prompt', p.name)
+    catalog.addPrompt(p)
   }
 }

@@ -125,3 +125,59 @@ export function screenText(text: string): Screened {
   const flagged = INSTRUCTION_LIKE.filter((r) => r.test(stripped)).map((r) => r.source.slice(0, 40))
   return { text: stripped, invisible, flagged }
 }
+
+/** What is pinned of an upstream resource (a fixed URI) or prompt: what a client reads to decide to use it. */
+export interface ResourcePin {
+  readonly name: string
+  readonly uri: string
+  readonly title?: string
+  readonly description?: string
+  readonly mimeType?: string
+}
+
+export interface PromptPin {
+  readonly name: string
+  readonly title?: string
+  readonly description?: string
+  readonly arguments?: readonly { readonly name: string; readonly description?: string; readonly required?: boolean }[]
+}
+
+const optionalString = (o: Record<string, unknown>, key: string, what: string): Record<string, string> => {
+  const v = o[key]
+  if (v === undefined) return {}
+  if (typeof v !== 'string') throw new TypeError(`${what}: ${key} is not a string`)
+  return { [key]: v }
+}
+
+/** The pinned fields of a resource as an upstream listed it. @throws TypeError saying why it cannot be served */
+export function resourceFields(raw: unknown): ResourcePin {
+  if (!isObject(raw)) throw new TypeError('a resource is not an object')
+  const { name, uri } = raw
+  if (typeof name !== 'string' || name.length === 0 || name.length > 128) throw new TypeError('a resource without a valid name')
+  if (typeof uri !== 'string' || uri.length === 0 || uri.length > 2048) throw new TypeError(`resource ${name}: no valid uri`)
+  const what = `resource ${name}`
+  return { name, uri, ...optionalString(raw, 'title', what), ...optionalString(raw, 'description', what), ...optionalString(raw, 'mimeType', what) }
+}
+
+/** The pinned fields of a prompt as an upstream listed it. @throws TypeError saying why it cannot be served */
+export function promptFields(raw: unknown): PromptPin {
+  if (!isObject(raw)) throw new TypeError('a prompt is not an object')
+  const { name, arguments: args } = raw
+  if (typeof name !== 'string' || name.length === 0 || name.length > 128) throw new TypeError('a prompt without a valid name')
+  const what = `prompt ${name}`
+  let list: PromptPin['arguments']
+  if (args !== undefined) {
+    if (!Array.isArray(args)) throw new TypeError(`${what}: arguments is not a list`)
+    list = args.map((a) => {
+      if (!isObject(a) || typeof a.name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(a.name)) throw new TypeError(`${what}: an argument without a valid name`)
+      if (a.required !== undefined && typeof a.required !== 'boolean') throw new TypeError(`${what}: argument ${a.name}: required is not a boolean`)
+      return { name: a.name, ...optionalString(a, 'description', what), ...(a.required === undefined ? {} : { required: a.required }) }
+    })
+  }
+  return { name, ...optionalString(raw, 'title', what), ...optionalString(raw, 'description', what), ...(list === undefined ? {} : { arguments: list }) }
+}
+
+/** `sha256:<hex>` of any pinned definition's canonical JSON. */
+export function digestOfValue(def: object): string {
+  return `sha256:${createHash('sha256').update(canonicalJson(def)).digest('hex')}`
+}

@@ -1,6 +1,6 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { z } from 'zod'
-import { digestOf, pinnedFields, type ToolDefinitionPin } from './definitions.js'
+import { digestOf, digestOfValue, type PromptPin, pinnedFields, promptFields, type ResourcePin, resourceFields, type ToolDefinitionPin } from './definitions.js'
 
 /** The lock file's name, beside the config file: reviewed and committed like the config. */
 export const LOCK_FILE = 'bastion.lock.json'
@@ -9,6 +9,8 @@ export const LOCK_FILE = 'bastion.lock.json'
 export interface UpstreamPins {
   readonly pinnedAt: string
   readonly tools: ReadonlyMap<string, { readonly digest: string; readonly definition: ToolDefinitionPin }>
+  readonly resources: ReadonlyMap<string, { readonly digest: string; readonly definition: ResourcePin }>
+  readonly prompts: ReadonlyMap<string, { readonly digest: string; readonly definition: PromptPin }>
 }
 
 export type Pins = ReadonlyMap<string, UpstreamPins>
@@ -18,16 +20,38 @@ export class LockFileError extends Error {
   override readonly name = 'LockFileError'
 }
 
+const entries = z.record(z.string(), z.strictObject({ digest: z.string().regex(/^sha256:[0-9a-f]{64}$/), definition: z.record(z.string(), z.unknown()) }))
 const fileSchema = z.strictObject({
   version: z.literal(1),
-  upstreams: z.record(
-    z.string(),
-    z.strictObject({
-      pinnedAt: z.string(),
-      tools: z.record(z.string(), z.strictObject({ digest: z.string().regex(/^sha256:[0-9a-f]{64}$/), definition: z.record(z.string(), z.unknown()) })),
-    }),
-  ),
+  upstreams: z.record(z.string(), z.strictObject({ pinnedAt: z.string(), tools: entries, resources: entries.default({}), prompts: entries.default({}) })),
 })
+
+/** One kind of entry read back: each definition re-parsed, filed under its own name, matching its digest. */
+function readEntries<T extends { readonly name: string }>(
+  where: string,
+  upstream: string,
+  raw: Record<string, { digest: string; definition: Record<string, unknown> }>,
+  parse: (raw: unknown) => T,
+  digest: (def: T) => string,
+): Map<string, { digest: string; definition: T }> {
+  const out = new Map<string, { digest: string; definition: T }>()
+  for (const [name, entry] of Object.entries(raw)) {
+    const at = `${where}.${name}`
+    let definition: T
+    try {
+      definition = parse(entry.definition)
+    } catch (error) {
+      throw new LockFileError(`${at}: ${(error as Error).message}`)
+    }
+    if (definition.name !== name) throw new LockFileError(`${at}: the definition is named ${JSON.stringify(definition.name)}`)
+    if (digest(definition) !== entry.digest)
+      throw new LockFileError(
+        `${at}: the definition does not match its digest (edited by hand? restore the file from version control, or delete upstreams.${upstream} from it, then run mcp-bastion upstreams pin ${upstream})`,
+      )
+    out.set(name, { digest: entry.digest, definition })
+  }
+  return out
+}
 
 /**
  * Read the pins; an absent file is no pins. Every entry's digest is recomputed: a definition
@@ -56,21 +80,13 @@ export function readPins(path: string): Pins {
   }
   const pins = new Map<string, UpstreamPins>()
   for (const [upstream, entry] of Object.entries(parsed.data.upstreams)) {
-    const tools = new Map<string, { digest: string; definition: ToolDefinitionPin }>()
-    for (const [name, tool] of Object.entries(entry.tools)) {
-      const where = `lock file ${path}: upstreams.${upstream}.tools.${name}`
-      let definition: ToolDefinitionPin
-      try {
-        definition = pinnedFields(tool.definition)
-      } catch (error) {
-        throw new LockFileError(`${where}: ${(error as Error).message}`)
-      }
-      if (definition.name !== name) throw new LockFileError(`${where}: the definition is named ${JSON.stringify(definition.name)}`)
-      if (digestOf(definition) !== tool.digest)
-        throw new LockFileError(`${where}: the definition does not match its digest (edited without re-pinning? run mcp-bastion upstreams pin ${upstream})`)
-      tools.set(name, { digest: tool.digest, definition })
-    }
-    pins.set(upstream, { pinnedAt: entry.pinnedAt, tools })
+    const where = `lock file ${path}: upstreams.${upstream}`
+    pins.set(upstream, {
+      pinnedAt: entry.pinnedAt,
+      tools: readEntries(`${where}.tools`, upstream, entry.tools, pinnedFields, digestOf),
+      resources: readEntries(`${where}.resources`, upstream, entry.resources, resourceFields, digestOfValue),
+      prompts: readEntries(`${where}.prompts`, upstream, entry.prompts, promptFields, digestOfValue),
+    })
   }
   return pins
 }
@@ -81,14 +97,16 @@ export function readPins(path: string): Pins {
  */
 export function writePins(path: string, pins: Pins): void {
   const upstreams: Record<string, unknown> = {}
+  const sorted = (map: ReadonlyMap<string, { digest: string; definition: object }>): Record<string, unknown> =>
+    Object.fromEntries([...map.keys()].sort().map((k) => [k, { digest: map.get(k)?.digest, definition: map.get(k)?.definition }]))
   for (const name of [...pins.keys()].sort()) {
     const entry = pins.get(name) as UpstreamPins
-    const tools: Record<string, unknown> = {}
-    for (const tool of [...entry.tools.keys()].sort()) {
-      const pin = entry.tools.get(tool) as { digest: string; definition: ToolDefinitionPin }
-      tools[tool] = { digest: pin.digest, definition: pin.definition }
+    upstreams[name] = {
+      pinnedAt: entry.pinnedAt,
+      tools: sorted(entry.tools),
+      ...(entry.resources.size === 0 ? {} : { resources: sorted(entry.resources) }),
+      ...(entry.prompts.size === 0 ? {} : { prompts: sorted(entry.prompts) }),
     }
-    upstreams[name] = { pinnedAt: entry.pinnedAt, tools }
   }
   const tmp = `${path}.${process.pid}.tmp`
   writeFileSync(tmp, `${JSON.stringify({ version: 1, upstreams }, null, 2)}\n`, { mode: 0o644 })
@@ -96,6 +114,15 @@ export function writePins(path: string, pins: Pins): void {
 }
 
 /** Pins for these definitions, now. */
-export function pinsOf(definitions: readonly ToolDefinitionPin[], now = new Date()): UpstreamPins {
-  return { pinnedAt: now.toISOString(), tools: new Map(definitions.map((d) => [d.name, { digest: digestOf(d), definition: d }])) }
+export function pinsOf(
+  definitions: readonly ToolDefinitionPin[],
+  now = new Date(),
+  more: { readonly resources?: readonly ResourcePin[]; readonly prompts?: readonly PromptPin[] } = {},
+): UpstreamPins {
+  return {
+    pinnedAt: now.toISOString(),
+    tools: new Map(definitions.map((d) => [d.name, { digest: digestOf(d), definition: d }])),
+    resources: new Map((more.resources ?? []).map((d) => [d.name, { digest: digestOfValue(d), definition: d }])),
+    prompts: new Map((more.prompts ?? []).map((d) => [d.name, { digest: digestOfValue(d), definition: d }])),
+  }
 }

@@ -9,6 +9,8 @@ export interface ResourceDefinition {
   readonly mimeType?: string
   /** Permissions that may read it (any of). None: only `*`. */
   readonly permissions?: readonly string[]
+  /** True while it may not be listed or read (a gateway resource whose upstream definition drifted). */
+  blocked?(): boolean
   read(uri: URL, mcp: ServerContext): Promise<ReadResourceResult>
 }
 
@@ -29,6 +31,8 @@ export interface PromptDefinition {
   readonly description?: string
   readonly args?: z.ZodObject
   readonly permissions?: readonly string[]
+  /** True while it may not be listed or got (a gateway prompt whose upstream definition drifted). */
+  blocked?(): boolean
   get(args: Record<string, string>, mcp: ServerContext): Promise<GetPromptResult>
 }
 

@@ -53,10 +53,11 @@ export function createValidator(): AjvJsonSchemaValidator {
 export type ExchangeOf = (handlerCtx: ServerContext) => Exchange
 
 const visibleResource = (policy: CompiledPolicy, p: Principal, r: ResourceDefinition): boolean =>
+  r.blocked?.() !== true &&
   policy.decide(p, { kind: 'resource', name: r.name, uri: r.uri, action: 'list' }, undefined).allow &&
   policy.decide(p, { kind: 'resource', name: r.name, uri: r.uri, action: 'read' }, undefined).allow
 const visibleTemplate = (policy: CompiledPolicy, p: Principal, t: ResourceTemplateDefinition): boolean => policy.templateReachable(p, t.name, t.uriTemplate)
-const visiblePrompt = (policy: CompiledPolicy, p: Principal, d: PromptDefinition): boolean => policy.reachable(p, { kind: 'prompt', name: d.name }).allow
+const visiblePrompt = (policy: CompiledPolicy, p: Principal, d: PromptDefinition): boolean => d.blocked?.() !== true && policy.reachable(p, { kind: 'prompt', name: d.name }).allow
 
 function principalOf(x: Exchange): Principal {
   if (x.principal === undefined) throw new SecurityError('ERR_INTERNAL', 'SDK handler reached without a principal')

@@ -258,7 +258,7 @@ describe('a lock file edited by hand', () => {
         const echo = l.upstreams.drift?.tools.echo
         if (echo !== undefined) echo.definition.description = 'Approved, honest.'
       },
-      says: 'upstreams.drift.tools.echo: the definition does not match its digest (edited without re-pinning? run mcp-bastion upstreams pin drift)',
+      says: 'upstreams.drift.tools.echo: the definition does not match its digest (edited by hand? restore the file from version control, or delete upstreams.drift from it, then run mcp-bastion upstreams pin drift)',
     },
     {
       name: 'a tool filed under another name',

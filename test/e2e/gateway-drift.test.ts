@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
 import { z } from 'zod'
 import { digestOf, pinnedFields } from '../../src/gateway/definitions.js'
-import { pinsOf, writePins } from '../../src/gateway/lock-file.js'
+import { pinsOf, readPins, writePins } from '../../src/gateway/lock-file.js'
 import { type Bastion, type BastionConfigInput, createBastion, type RunningServer } from '../../src/index.js'
 import { cli } from '../cli/run.js'
 import { connect } from '../helpers/server.js'
@@ -209,5 +209,58 @@ describe('gateway: pinned tool definitions', () => {
     } finally {
       await bastion.close()
     }
+  })
+})
+
+describe('gateway: pinned resources and prompts (the real everything server)', () => {
+  it('serves the pinned prompts and resources, and blocks a prompt whose definition differs from its pin', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-drift-everything-')))
+    const upstreams = { everything: { command: process.execPath, args: [SERVERS.everything] } }
+    writeFileSync(join(dir, 'bastion.yaml'), stringify({ upstreams }))
+    const pinned = cli(dir, ['upstreams', 'pin', '--config', 'bastion.yaml'])
+    expect(pinned.status).toBe(0)
+    expect(pinned.stdout).toMatch(/pinned everything: \d+ tools \(\d+ new, 0 changed, 0 removed\), \d+ resources and \d+ prompts/)
+    // The operator approved another wording of one prompt than the one the server now lists.
+    const pins = readPins(join(dir, 'bastion.lock.json'))
+    const entry = pins.get('everything')
+    const [promptName, prompt] = [...(entry?.prompts ?? new Map())][0] ?? []
+    expect(promptName).toBeTypeOf('string')
+    const approved = { ...prompt.definition, description: 'The wording the operator approved.' }
+    writePins(
+      join(dir, 'bastion.lock.json'),
+      new Map([
+        [
+          'everything',
+          pinsOf(
+            [...(entry?.tools.values() ?? [])].map((t) => t.definition),
+            new Date(),
+            {
+              resources: [...(entry?.resources.values() ?? [])].map((r) => r.definition),
+              prompts: [...(entry?.prompts.values() ?? [])].map((p) => (p.definition.name === promptName ? approved : p.definition)),
+            },
+          ),
+        ],
+      ]),
+    )
+    const g = await open(dir, upstreams)
+    const c = await connect(g.running.url, 'legacy', { authorization: `Bearer ${g.key}` })
+    try {
+      await waitFor(() => g.audit().some((l) => l.event === 'upstream.drift' && l.prompt === `everything__${promptName}`), { what: 'the prompt drift audited', timeoutMs: 5000 })
+      const { prompts } = await c.listPrompts()
+      expect(prompts.length).toBe((entry?.prompts.size ?? 0) - 1)
+      expect(prompts.map((p) => p.name)).not.toContain(`everything__${promptName}`)
+      expect(prompts.every((p) => p.name.startsWith('everything__'))).toBe(true)
+      await expect(c.getPrompt({ name: `everything__${promptName}`, arguments: {} })).rejects.toThrow()
+      const { resources } = await c.listResources()
+      expect(resources.length).toBe(entry?.resources.size)
+      const first = resources[0]
+      if (first !== undefined) {
+        const read = await c.readResource({ uri: first.uri })
+        expect(read.contents.length).toBeGreaterThan(0)
+      }
+    } finally {
+      await c.close()
+    }
+    expect(g.audit().find((l) => l.event === 'upstream.drift' && l.prompt !== undefined)).toMatchObject({ change: 'changed', fields: 'description', decision: 'deny' })
   })
 })

@@ -1,5 +1,13 @@
-import { type CallToolResult, Client, ClientCredentialsProvider, StreamableHTTPClientTransport, type Transport } from '@modelcontextprotocol/client'
-import { pinnedFields, type ToolDefinitionPin } from '../../gateway/definitions.js'
+import {
+  type CallToolResult,
+  Client,
+  ClientCredentialsProvider,
+  type GetPromptResult,
+  type ReadResourceResult,
+  StreamableHTTPClientTransport,
+  type Transport,
+} from '@modelcontextprotocol/client'
+import { type PromptPin, pinnedFields, promptFields, type ResourcePin, resourceFields, type ToolDefinitionPin } from '../../gateway/definitions.js'
 import { VERSION } from '../../version.js'
 import { callContext, upstreamFetch } from './http-fetch.js'
 import { type ProcessSpec, UpstreamProcess } from './stdio-process.js'
@@ -51,6 +59,8 @@ export interface ConnectionOptions {
   readonly onWarning: (message: string) => void
   /** The upstream's tool list, each time it is read (at connect and after `notifications/tools/list_changed`). */
   readonly onTools: (tools: readonly ToolDefinitionPin[], invalid: readonly string[]) => void
+  /** Its resources (fixed URIs) and prompts, each time they are read (at connect and after their list_changed). */
+  readonly onCatalog?: (listed: { readonly resources: readonly ResourcePin[]; readonly prompts: readonly PromptPin[] }, invalid: readonly string[]) => void
 }
 
 /** An upstream could not be reached or answered outside the protocol: its tools fail, the rest serve. */
@@ -149,12 +159,17 @@ export class UpstreamConnection {
     client.onclose = () => this.#lost(client)
     client.onerror = (error) => this.#options.onWarning(messageOf(error))
     client.setNotificationHandler('notifications/tools/list_changed', () => {
-      void this.#list(client).catch((error: unknown) => this.#options.onEvent('down', { error: `tool list after list_changed: ${messageOf(error)}` }))
+      void this.#list(client).catch((error: unknown) => this.#options.onWarning(`tool list after list_changed: ${messageOf(error)}`))
     })
+    for (const method of ['notifications/resources/list_changed', 'notifications/prompts/list_changed'] as const)
+      client.setNotificationHandler(method, () => {
+        void this.#listCatalog(client).catch((error: unknown) => this.#options.onWarning(`list after ${method}: ${messageOf(error)}`))
+      })
     try {
       await client.connect(transport)
       this.#client = client
       await this.#list(client)
+      await this.#listCatalog(client)
       this.#failures = 0
       this.#setState('up')
     } catch (error) {
@@ -180,6 +195,26 @@ export class UpstreamConnection {
     this.#options.onTools(valid, invalid)
   }
 
+  /** Resources and prompts, of an upstream that declares them. */
+  async #listCatalog(client: Client): Promise<void> {
+    const onCatalog = this.#options.onCatalog
+    if (onCatalog === undefined) return
+    const capabilities = client.getServerCapabilities()
+    const invalid: string[] = []
+    const parse = <T>(items: readonly unknown[], fields: (raw: unknown) => T): T[] =>
+      items.flatMap((raw) => {
+        try {
+          return [fields(raw)]
+        } catch (error) {
+          invalid.push(messageOf(error))
+          return []
+        }
+      })
+    const resources = capabilities?.resources === undefined ? [] : parse((await client.listResources()).resources, resourceFields)
+    const prompts = capabilities?.prompts === undefined ? [] : parse((await client.listPrompts()).prompts, promptFields)
+    onCatalog({ resources, prompts }, invalid)
+  }
+
   /** The connection closed: a stdio process exited, an HTTP session ended. */
   #lost(client: Client): void {
     if (this.#client !== client) return
@@ -195,7 +230,13 @@ export class UpstreamConnection {
     const windowStart = Date.now() - target.restartWindowSeconds * 1000
     this.#restarts = this.#restarts.filter((t) => t > windowStart)
     if (this.#restarts.length >= target.maxRestarts) {
-      this.#setState('failed', new Error(`restarted ${target.maxRestarts} times within ${target.restartWindowSeconds} s: not restarted again until bastion restarts`))
+      // maxRestarts 0 (a one-shot listing): the cause is the reason, not the restart budget.
+      this.#setState(
+        'failed',
+        target.maxRestarts === 0
+          ? undefined
+          : new Error(`${this.#lastError ?? 'error'}; restarted ${target.maxRestarts} times within ${target.restartWindowSeconds} s: not restarted again until bastion restarts`),
+      )
       return
     }
     const delay = Math.min(10_000, 200 * 2 ** this.#restarts.length)
@@ -220,7 +261,28 @@ export class UpstreamConnection {
    * @throws UpstreamUnavailable when it is down, failed, its breaker is open or the connection broke;
    *   the SDK's ProtocolError when it answered with a JSON-RPC error.
    */
-  async call(tool: string, args: Record<string, unknown>, signal: AbortSignal, headers: Readonly<Record<string, string>>): Promise<CallToolResult> {
+  call(tool: string, args: Record<string, unknown>, signal: AbortSignal, headers: Readonly<Record<string, string>>): Promise<CallToolResult> {
+    // The plain request, not callTool: the result is checked against the pinned output schema by
+    // the gateway, not against whatever the upstream lists now (callTool would, and may list again).
+    return this.request({ method: 'tools/call', params: { name: tool, arguments: args } }, signal, headers) as Promise<CallToolResult>
+  }
+
+  /** Read one of its resources. @throws as {@link call} */
+  readResource(uri: string, signal: AbortSignal): Promise<ReadResourceResult> {
+    return this.request({ method: 'resources/read', params: { uri } }, signal, {}) as Promise<ReadResourceResult>
+  }
+
+  /** Get one of its prompts. @throws as {@link call} */
+  getPrompt(name: string, args: Record<string, string>, signal: AbortSignal): Promise<GetPromptResult> {
+    return this.request({ method: 'prompts/get', params: { name, arguments: args } }, signal, {}) as Promise<GetPromptResult>
+  }
+
+  /** One request to it, under the breaker, the message caps and the caller's signal. */
+  async request(
+    message: { method: 'tools/call' | 'resources/read' | 'prompts/get'; params: Record<string, unknown> },
+    signal: AbortSignal,
+    headers: Readonly<Record<string, string>>,
+  ): Promise<unknown> {
     if (this.#openUntil > Date.now()) throw new UpstreamUnavailable(`upstream ${this.name}: circuit open after ${this.#failures} failures (${this.#lastError ?? 'error'})`)
     if (this.#state === 'failed') throw new UpstreamUnavailable(`upstream ${this.name} failed: ${this.#lastError ?? 'error'}`)
     // An HTTP upstream that was down is tried again on demand; a stdio one restarts on its own schedule.
@@ -242,14 +304,12 @@ export class UpstreamConnection {
       // No timeout of the client's own: bastion's (limits.timeoutMs) aborts the signal.
       const result = await callContext.run({ headers, fail }, () =>
         Promise.race([
-          // The plain request, not callTool: the result is checked against the pinned output schema
-          // by the gateway, not against whatever the upstream lists now (callTool would, and may list again).
-          client.request({ method: 'tools/call', params: { name: tool, arguments: args } }, { signal: AbortSignal.any([signal, broken.signal]), timeout: 2_147_483_647 }),
+          client.request(message as { method: 'tools/call'; params: Record<string, unknown> }, { signal: AbortSignal.any([signal, broken.signal]), timeout: 2_147_483_647 }),
           failed,
         ]),
       )
       this.#failures = 0
-      return result as CallToolResult
+      return result
     } catch (error) {
       if (broken.signal.aborted) {
         this.#failed(broken.signal.reason)
