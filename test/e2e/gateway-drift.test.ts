@@ -145,8 +145,11 @@ describe('gateway: pinned tool definitions', () => {
     const changed = { ...ECHO, description: 'Echo, version two.' }
     writeDefs(join(dir, 'defs.json'), [changed])
     await waitFor(() => first.audit().some((l) => l.event === 'upstream.drift'), { what: 'the drift audited', timeoutMs: 5000 })
+    const pid = first.bastion.gateway?.report()[0]?.pid as number
     await first.close()
     opened.splice(0)
+    // Stopped with bastion: the upstream process (and its group) is gone.
+    expect(() => process.kill(pid, 0)).toThrow(/ESRCH/)
     writeFileSync(join(dir, 'bastion.yaml'), stringify({ upstreams: upstreamConfig(dir) }))
     const pinned = cli(dir, ['upstreams', 'pin', 'drift', '--config', 'bastion.yaml'])
     expect(pinned.stdout).toContain('pinned drift: 1 tools (0 new, 1 changed, 0 removed)')
