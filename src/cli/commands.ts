@@ -171,7 +171,7 @@ export const POLICY_CHECK: CommandSpec = {
   name: 'policy check',
   brief: 'compile a policy file',
   usage: ['policy check FILE [--config FILE]'],
-  summary: "Compile a policy file with the config's role rules against the built-in tools. Writes nothing.",
+  summary: "Compile a policy file with the config's role rules against the built-in tools and the pinned upstream tools. Writes nothing.",
   flags: [CONFIG],
   positionals: { name: 'FILE', min: 1, max: 1 },
   examples: ['mcp-bastion policy check candidate.yaml'],

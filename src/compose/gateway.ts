@@ -146,6 +146,8 @@ export class Gateway {
     if (entries.length === 0) return undefined
     const pins = readPins(lockPath(loaded))
     const upstreams = entries.map(([name, config]) => {
+      // The refusal serve gives an upstream that is neither pinned nor given a mode, said offline too.
+      pinMode(loaded, name, config, pins)
       const u = new Upstream(name, config, prefixOf(name, config), 'enforce', pins.get(name), detachedConnection(name, isStdioUpstream(config) ? 'stdio' : 'http'))
       servePins(u)
       return u

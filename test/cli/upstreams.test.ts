@@ -315,3 +315,25 @@ describe('upstreams <subcommand> --help', () => {
     for (const flag of not) expect(r.stdout).not.toContain(flag)
   })
 })
+
+describe('mcp-bastion config check and policy with upstreams', () => {
+  it('refuse an unpinned upstream as serve does, and check policies against the pinned tools once pinned', () => {
+    const s = setup([ECHO])
+    const unpinned = cli(s.dir, ['config', 'check', 'bastion.yaml'])
+    expect(unpinned.status).toBe(2)
+    expect(unpinned.stderr).toContain('upstreams.drift: not pinned in bastion.lock.json: run "mcp-bastion upstreams pin drift"')
+    s.pin([ECHO])
+    const checked = cli(s.dir, ['config', 'check', 'bastion.yaml', '--no-env'])
+    expect(checked.stdout).toContain('1 tools')
+    // A policy on the upstream tool is typed against its pinned schema: `text` exists, `path` does not.
+    writeFileSync(
+      join(s.dir, 'good.yaml'),
+      stringify({ rules: [{ id: 'short', effect: 'deny', subjects: '*', targets: { tools: ['drift__echo'] }, when: 'args.text.size() > 10' }] }),
+    )
+    writeFileSync(join(s.dir, 'bad.yaml'), stringify({ rules: [{ id: 'paths', effect: 'deny', subjects: '*', targets: { tools: ['drift__echo'] }, when: 'args.path == "x"' }] }))
+    expect(cli(s.dir, ['policy', 'check', 'good.yaml', '--config', 'bastion.yaml']).status).toBe(0)
+    const bad = cli(s.dir, ['policy', 'check', 'bad.yaml', '--config', 'bastion.yaml'])
+    expect(bad.status).not.toBe(0)
+    expect(`${bad.stdout}${bad.stderr}`).toContain('path')
+  })
+})

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, realpathSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,8 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { pinnedFields } from '../../src/gateway/definitions.js'
 import { pinsOf, writePins } from '../../src/gateway/lock-file.js'
 import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
+import { freePort } from '../helpers/processes.js'
 import { connect } from '../helpers/server.js'
-import { type HttpUpstream, startHttpUpstream } from '../helpers/upstreams.js'
+import { type HttpUpstream, SERVERS, startHttpUpstream } from '../helpers/upstreams.js'
 
 /**
  * HTTP upstreams that misbehave: one that redirects to another origin, one that answers 10 MB,
@@ -20,11 +22,13 @@ let dir: string
 let bastion: Bastion
 let running: RunningServer
 let key: string
+let everything: { url: string; stop(): Promise<void> }
 const fixtures: Record<string, HttpUpstream> = {}
 
 beforeAll(async () => {
   dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-gateway-http-')))
   for (const mode of ['normal', 'redirect', 'huge', 'hang']) fixtures[mode] = await startHttpUpstream({ MODE: mode, RECORD_FILE: join(dir, `${mode}.jsonl`) })
+  everything = await startEverythingHttp()
   // Pinned as the fixture lists them (the redirecting one cannot be listed to be pinned: the same definitions).
   const lister = new Client({ name: 'pin', version: '1' })
   await lister.connect(new StreamableHTTPClientTransport(new URL(fixtures.normal?.url as string)))
@@ -43,6 +47,8 @@ beforeAll(async () => {
         // The same 10 MB answer, over this upstream's own message cap.
         small: { url: fixtures.huge?.url as string, maxMessageBytes: 1024 * 1024 },
         hang: { url: fixtures.hang?.url as string },
+        // The real everything server in its Streamable HTTP mode (sessions, SSE), unpinned.
+        everything: { url: everything.url, pin: 'off' },
       },
       limits: { tools: { hang__echo: { timeoutMs: 800 } } },
       alerts: { rules: [] },
@@ -56,7 +62,32 @@ beforeAll(async () => {
 afterAll(async () => {
   await bastion?.close()
   await Promise.all(Object.values(fixtures).map((f) => f.stop()))
+  await everything?.stop()
 })
+
+/** `mcp-server-everything streamableHttp` on a free port, held to loopback by a preload (it binds every interface otherwise). */
+async function startEverythingHttp(): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', SERVERS.loopbackOnly, SERVERS.everything, 'streamableHttp'], {
+    env: { PATH: process.env.PATH ?? '', PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      child.once('exit', () => resolve())
+      child.kill('SIGTERM')
+    })
+  await new Promise<void>((resolve, reject) => {
+    let err = ''
+    child.stderr?.on('data', (c: Buffer) => {
+      err += c.toString()
+      if (err.includes('listening on port')) resolve()
+    })
+    child.once('exit', (code) => reject(new Error(`everything (streamableHttp) exited ${code}: ${err}`)))
+  })
+  return { url: `http://127.0.0.1:${port}/mcp`, stop }
+}
 
 const audit = (): Record<string, unknown>[] =>
   readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
@@ -73,6 +104,22 @@ async function call(tool: string): Promise<{ isError: boolean | undefined; text:
     await c.close()
   }
 }
+
+describe('gateway: HTTP upstreams', () => {
+  it('fronts the real everything server over Streamable HTTP, for either era of client', async () => {
+    for (const era of ['legacy', 'modern'] as const) {
+      const c = await connect(running.url, era, { authorization: `Bearer ${key}` })
+      try {
+        const r = await c.callTool({ name: 'everything__echo', arguments: { message: `over http, ${era}` } })
+        expect(r.isError).not.toBe(true)
+        expect(JSON.stringify(r.content)).toContain(`over http, ${era}`)
+      } finally {
+        await c.close()
+      }
+    }
+    expect(bastion.gateway?.report().find((u) => u.name === 'everything')).toMatchObject({ kind: 'http', state: 'up', protocolVersion: '2025-11-25' })
+  })
+})
 
 describe('gateway: HTTP upstreams that misbehave', () => {
   it('serves a well-behaved HTTP upstream (the control)', async () => {

@@ -9,6 +9,7 @@ export const SERVERS = {
   everything: fileURLToPath(new URL('../../node_modules/@modelcontextprotocol/server-everything/dist/index.js', import.meta.url)),
   drift: fileURLToPath(new URL('../fixtures/upstreams/drift-server.mjs', import.meta.url)),
   http: fileURLToPath(new URL('../fixtures/upstreams/http-server.mjs', import.meta.url)),
+  loopbackOnly: fileURLToPath(new URL('../fixtures/upstreams/loopback-only.mjs', import.meta.url)),
 }
 
 export interface DriftTool {
