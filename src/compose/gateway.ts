@@ -118,11 +118,13 @@ export class Gateway {
     const gateway = new Gateway(upstreams, deps)
     for (const u of upstreams) {
       const c = u.config
-      if ('forwardIdentity' in c && c.forwardIdentity !== undefined)
-        gateway.#identity.set(u.name, {
-          header: c.forwardIdentity.header,
-          key: new TextEncoder().encode(readSecret(loaded, c.forwardIdentity.secret, `upstreams.${u.name}.forwardIdentity.secret`, env)),
-        })
+      if ('forwardIdentity' in c && c.forwardIdentity !== undefined) {
+        const where = `upstreams.${u.name}.forwardIdentity.secret`
+        const key = new TextEncoder().encode(readSecret(loaded, c.forwardIdentity.secret, where, env))
+        // HS256 with a key shorter than its hash is guessable offline from one header (RFC 7518 §3.2).
+        if (key.length < 32) failConfig(loaded, where, 'at least 32 bytes (RFC 7518 §3.2); e.g. openssl rand -base64 48')
+        gateway.#identity.set(u.name, { header: c.forwardIdentity.header, key })
+      }
     }
     await Promise.all(
       upstreams.map(async (u) => {

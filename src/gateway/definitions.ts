@@ -54,7 +54,8 @@ const isObject = (v: unknown): v is Record<string, Json> => v !== null && typeof
 export function pinnedFields(raw: unknown): ToolDefinitionPin {
   if (!isObject(raw)) throw new TypeError('a tool definition is not an object')
   const { name, title, description, inputSchema, outputSchema, annotations } = raw
-  if (typeof name !== 'string' || name.length === 0 || name.length > 128) throw new TypeError('a tool without a valid name')
+  // MCP tool names: 1–128 of A-Z a-z 0-9 _ - . (a name bastion could not register is not served).
+  if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,128}$/.test(name)) throw new TypeError(`a tool without a valid name (${JSON.stringify(String(name).slice(0, 64))})`)
   if (!isObject(inputSchema) || inputSchema.type !== 'object') throw new TypeError(`tool ${name}: inputSchema is not an object schema`)
   if (outputSchema !== undefined && (!isObject(outputSchema) || outputSchema.type !== 'object')) throw new TypeError(`tool ${name}: outputSchema is not an object schema`)
   if (title !== undefined && typeof title !== 'string') throw new TypeError(`tool ${name}: title is not a string`)

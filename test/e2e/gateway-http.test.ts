@@ -48,7 +48,8 @@ beforeAll(async () => {
         small: { url: fixtures.huge?.url as string, maxMessageBytes: 1024 * 1024 },
         hang: { url: fixtures.hang?.url as string },
         // The real everything server in its Streamable HTTP mode (sessions, SSE), unpinned.
-        everything: { url: everything.url, pin: 'off' },
+        // connectTimeoutMs bounds the wait for headers only: its 2 s call below outlasts it.
+        everything: { url: everything.url, pin: 'off', connectTimeoutMs: 1000 },
       },
       limits: { tools: { hang__echo: { timeoutMs: 800 } } },
       alerts: { rules: [] },
@@ -118,6 +119,17 @@ describe('gateway: HTTP upstreams', () => {
       }
     }
     expect(bastion.gateway?.report().find((u) => u.name === 'everything')).toMatchObject({ kind: 'http', state: 'up', protocolVersion: '2025-11-25' })
+  })
+
+  it('lets a call run longer than the connect timeout (it bounds the wait for headers, not the answer)', async () => {
+    const c = await connect(running.url, 'legacy', { authorization: `Bearer ${key}` })
+    try {
+      const r = await c.callTool({ name: 'everything__trigger-long-running-operation', arguments: { duration: 2, steps: 2 } })
+      expect(r.isError).not.toBe(true)
+      expect(JSON.stringify(r.content)).toContain('completed')
+    } finally {
+      await c.close()
+    }
   })
 })
 

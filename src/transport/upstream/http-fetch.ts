@@ -64,14 +64,18 @@ export function upstreamFetch(options: UpstreamFetchOptions): (url: string | URL
     const call = callContext.getStore()
     for (const [name, value] of Object.entries(call?.headers ?? {})) headers.set(name, value)
     for (let hop = 0; ; hop++) {
-      const deadline = AbortSignal.timeout(options.connectTimeoutMs)
-      const signal = init.signal == null ? deadline : AbortSignal.any([init.signal, deadline])
+      // Until the headers arrive only: the body of a long call (or the listening stream) may take longer.
+      const deadline = new AbortController()
+      const timer = setTimeout(() => deadline.abort(), options.connectTimeoutMs)
+      const signal = init.signal == null ? deadline.signal : AbortSignal.any([init.signal, deadline.signal])
       let response: Response
       try {
         response = await fetch(target, { ...init, headers, signal, redirect: 'manual' })
       } catch (error) {
-        if (deadline.aborted) throw new UpstreamHttpError(`upstream did not answer within ${options.connectTimeoutMs} ms`)
+        if (deadline.signal.aborted) throw new UpstreamHttpError(`upstream did not answer within ${options.connectTimeoutMs} ms`)
         throw error
+      } finally {
+        clearTimeout(timer)
       }
       if (response.status >= 300 && response.status < 400 && response.headers.has('location')) {
         await response.body?.cancel()
