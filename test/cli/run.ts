@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readdirSync, realpathSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
-import { BIN } from '../helpers/processes.js'
+import { BIN, runProcess } from '../helpers/processes.js'
 
 export function tempDir(prefix = 'bastion-cli-'): string {
   return realpathSync(mkdtempSync(join(tmpdir(), prefix)))
@@ -33,4 +33,10 @@ export function tree(root: string): string[] {
   }
   walk(root)
   return out
+}
+
+/** {@link cli}, without blocking the worker: for files whose tests run concurrently. */
+export async function cliAsync(cwd: string, args: readonly string[], env: Record<string, string> = {}): Promise<Ran> {
+  const r = await runProcess(process.execPath, [BIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, timeoutMs: 20_000 })
+  return { status: r.code, stdout: r.stdout, stderr: r.stderr }
 }

@@ -5,7 +5,7 @@ import { stringify } from 'yaml'
 import { digestOf, pinnedFields } from '../../src/gateway/definitions.js'
 import { pinsOf, writePins } from '../../src/gateway/lock-file.js'
 import { type DriftTool, ECHO, SERVERS, writeDefs } from '../helpers/upstreams.js'
-import { cli, type Ran, tempDir, tree } from './run.js'
+import { cliAsync, type Ran, tempDir, tree } from './run.js'
 
 /**
  * `mcp-bastion upstreams list | pin | diff | status` against the drift fixture as a real stdio
@@ -25,7 +25,7 @@ interface Setup {
   serve(tools: readonly DriftTool[]): void
   /** Pin these definitions as `upstreams pin` would record them, without starting the fixture. */
   pin(tools: readonly DriftTool[]): void
-  run(...args: string[]): Ran
+  run(...args: string[]): Promise<Ran>
 }
 
 function setup(tools: readonly DriftTool[], extra: Record<string, unknown> = {}): Setup {
@@ -42,7 +42,7 @@ function setup(tools: readonly DriftTool[], extra: Record<string, unknown> = {})
     lock,
     serve: (next) => writeDefs(defs, next),
     pin: (pinned) => writePins(lock, new Map([['drift', pinsOf(pinned.map((d) => pinnedFields(d)))]])),
-    run: (...args) => cli(dir, ['upstreams', ...args]),
+    run: (...args) => cliAsync(dir, ['upstreams', ...args]),
   }
 }
 
@@ -62,11 +62,11 @@ const auditEvents = (dir: string): Record<string, unknown>[] => {
     .map((l) => JSON.parse(l) as Record<string, unknown>)
 }
 
-describe('mcp-bastion upstreams list', () => {
-  it('without a lock file: each upstream is unpinned (start-up refuses it) with 0 tools; connects to nothing, writes nothing', () => {
+describe.concurrent('mcp-bastion upstreams list', () => {
+  it('without a lock file: each upstream is unpinned (start-up refuses it) with 0 tools; connects to nothing, writes nothing', async () => {
     const s = setup([ECHO], { broken: BROKEN })
     const before = tree(s.dir)
-    const text = s.run('list')
+    const text = await s.run('list')
     expect(text).toStrictEqual({
       status: 0,
       stdout:
@@ -74,7 +74,7 @@ describe('mcp-bastion upstreams list', () => {
         'broken  stdio: /nonexistent/x  pin: unpinned (start-up refuses it)  0 tools pinned\n',
       stderr: '',
     })
-    const json = s.run('list', '--json')
+    const json = await s.run('list', '--json')
     expect(json.status, json.stderr).toBe(0)
     expect(JSON.parse(json.stdout)).toStrictEqual([
       { name: 'drift', target: `stdio: ${process.execPath} ${SERVERS.drift}`, pin: 'unpinned (start-up refuses it)', pinnedTools: 0, pinnedAt: null },
@@ -83,27 +83,27 @@ describe('mcp-bastion upstreams list', () => {
     expect(tree(s.dir)).toStrictEqual(before)
   })
 
-  it('with pins: the pinned upstream is enforced, with its tool count and when it was pinned', () => {
+  it('with pins: the pinned upstream is enforced, with its tool count and when it was pinned', async () => {
     const s = setup([ECHO, OTHER], { broken: BROKEN })
     s.pin([ECHO, OTHER])
     const at = readLock(s.lock).upstreams.drift?.pinnedAt
-    const json = s.run('list', '--json')
+    const json = await s.run('list', '--json')
     expect(json.status, json.stderr).toBe(0)
     expect(JSON.parse(json.stdout)).toMatchObject([
       { name: 'drift', pin: 'enforce', pinnedTools: 2, pinnedAt: at },
       { name: 'broken', pin: 'unpinned (start-up refuses it)', pinnedTools: 0, pinnedAt: null },
     ])
-    expect(s.run('list').stdout).toContain(`pin: enforce  2 tools pinned at ${at}\n`)
+    expect((await s.run('list')).stdout).toContain(`pin: enforce  2 tools pinned at ${at}\n`)
   })
 
-  it('a config without upstreams prints "no upstreams"; pin and diff call that a usage error', () => {
+  it('a config without upstreams prints "no upstreams"; pin and diff call that a usage error', async () => {
     const dir = tempDir('bastion-upstreams-')
     writeFileSync(join(dir, 'bastion.yaml'), '{}\n')
     const before = tree(dir)
-    expect(cli(dir, ['upstreams', 'list'])).toStrictEqual({ status: 0, stdout: 'no upstreams\n', stderr: '' })
-    expect(cli(dir, ['upstreams', 'list', '--json'])).toStrictEqual({ status: 0, stdout: '[]\n', stderr: '' })
+    expect(await cliAsync(dir, ['upstreams', 'list'])).toStrictEqual({ status: 0, stdout: 'no upstreams\n', stderr: '' })
+    expect(await cliAsync(dir, ['upstreams', 'list', '--json'])).toStrictEqual({ status: 0, stdout: '[]\n', stderr: '' })
     for (const command of ['pin', 'diff']) {
-      const r = cli(dir, ['upstreams', command])
+      const r = await cliAsync(dir, ['upstreams', command])
       expect(r.status, command).toBe(2)
       expect(r.stderr).toContain(`mcp-bastion upstreams ${command}: the config has no upstreams`)
     }
@@ -111,13 +111,13 @@ describe('mcp-bastion upstreams list', () => {
   })
 })
 
-describe('mcp-bastion upstreams pin', () => {
-  it('writes bastion.lock.json beside the config (sorted, indented, a digest per tool) and audits it; a changed description re-pins as 1 changed', () => {
+describe.concurrent('mcp-bastion upstreams pin', () => {
+  it('writes bastion.lock.json beside the config (sorted, indented, a digest per tool) and audits it; a changed description re-pins as 1 changed', async () => {
     const zeta: DriftTool = { ...OTHER, name: 'zeta' }
     const s = setup([zeta, ECHO])
     // From another folder: the lock goes beside the config, not into the working directory.
     const elsewhere = tempDir('bastion-upstreams-cwd-')
-    const first = cli(elsewhere, ['upstreams', 'pin', '--config', join(s.dir, 'bastion.yaml')])
+    const first = await cliAsync(elsewhere, ['upstreams', 'pin', '--config', join(s.dir, 'bastion.yaml')])
     expect(first).toStrictEqual({
       status: 0,
       stdout: `pinned drift: 2 tools (2 new, 0 changed, 0 removed)\nwrote ${s.lock}: review it and commit it; a running server applies it when it restarts\n`,
@@ -139,7 +139,7 @@ describe('mcp-bastion upstreams pin', () => {
     ])
 
     s.serve([zeta, { ...ECHO, description: SHADY }])
-    const again = s.run('pin', 'drift')
+    const again = await s.run('pin', 'drift')
     expect(again.status, again.stderr).toBe(0)
     expect(again.stdout).toContain('pinned drift: 2 tools (0 new, 1 changed, 0 removed)\n')
     const after = readLock(s.lock).upstreams.drift?.tools ?? {}
@@ -148,21 +148,21 @@ describe('mcp-bastion upstreams pin', () => {
     expect(auditEvents(s.dir).filter((l) => l.event === 'upstream.pinned')).toMatchObject([{ added: 2 }, { tools: 2, added: 0, changed: 1, removed: 0 }])
   })
 
-  it('an upstream the config does not name is a usage error naming it; nothing is started or written', () => {
+  it('an upstream the config does not name is a usage error naming it; nothing is started or written', async () => {
     const s = setup([ECHO])
     const before = tree(s.dir)
-    const r = s.run('pin', 'drift', 'nope')
+    const r = await s.run('pin', 'drift', 'nope')
     expect(r.status).toBe(2)
     expect(r.stderr).toContain('mcp-bastion upstreams pin: no upstream named "nope" (the config has drift)')
     expect(r.stdout).toBe('')
     expect(tree(s.dir)).toStrictEqual(before)
   })
 
-  it('an upstream that cannot start: exit 1, nothing pinned (not even the one that listed), the lock file byte-identical', () => {
+  it('an upstream that cannot start: exit 1, nothing pinned (not even the one that listed), the lock file byte-identical', async () => {
     const s = setup([ECHO, OTHER], { broken: BROKEN })
     s.pin([ECHO])
     const before = readFileSync(s.lock)
-    const r = s.run('pin')
+    const r = await s.run('pin')
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/^mcp-bastion: upstream broken could not be listed: .+; nothing was pinned\n$/)
     expect(r.stdout).toBe('')
@@ -171,86 +171,86 @@ describe('mcp-bastion upstreams pin', () => {
   })
 })
 
-describe('mcp-bastion upstreams diff', () => {
-  it('exit 0 and "matches its pins" when the tools are the pinned ones', () => {
+describe.concurrent('mcp-bastion upstreams diff', () => {
+  it('exit 0 and "matches its pins" when the tools are the pinned ones', async () => {
     const s = setup([ECHO, OTHER])
     s.pin([ECHO, OTHER])
-    expect(s.run('diff')).toStrictEqual({ status: 0, stdout: 'drift: matches its pins\n', stderr: '' })
-    const json = s.run('diff', 'drift', '--json')
+    expect(await s.run('diff')).toStrictEqual({ status: 0, stdout: 'drift: matches its pins\n', stderr: '' })
+    const json = await s.run('diff', 'drift', '--json')
     expect(json.status, json.stderr).toBe(0)
     expect(JSON.parse(json.stdout)).toStrictEqual([{ upstream: 'drift', reachable: true, diffs: [] }])
   })
 
-  it('a changed description: exit 1 with the field, the pinned and the current value; --json lists the same', () => {
+  it('a changed description: exit 1 with the field, the pinned and the current value; --json lists the same', async () => {
     const s = setup([ECHO, OTHER])
     s.pin([ECHO, OTHER])
     s.serve([{ ...ECHO, description: SHADY }, OTHER])
-    expect(s.run('diff')).toStrictEqual({
+    expect(await s.run('diff')).toStrictEqual({
       status: 1,
       stdout: `drift echo: changed\n  description\n    pinned:  "${ECHO.description}"\n    current: "${SHADY}"\n`,
       stderr: '',
     })
-    const json = s.run('diff', '--json')
+    const json = await s.run('diff', '--json')
     expect(json.status, json.stderr).toBe(1)
     expect(JSON.parse(json.stdout)).toStrictEqual([
       { upstream: 'drift', reachable: true, diffs: [{ tool: 'echo', change: 'changed', fields: [{ path: 'description', pinned: ECHO.description, current: SHADY }] }] },
     ])
   })
 
-  it('a tool added upstream shows as added (not served), one gone as removed', () => {
+  it('a tool added upstream shows as added (not served), one gone as removed', async () => {
     const s = setup([ECHO, OTHER])
     s.pin([ECHO])
     s.serve([OTHER])
-    expect(s.run('diff')).toStrictEqual({
+    expect(await s.run('diff')).toStrictEqual({
       status: 1,
       stdout: 'drift echo: removed\ndrift other: added (not pinned: not served under pin: enforce)\n',
       stderr: '',
     })
   })
 
-  it('an upstream that cannot be listed differs: exit 1', () => {
+  it('an upstream that cannot be listed differs: exit 1', async () => {
     const s = setup([ECHO], { broken: BROKEN })
     s.pin([ECHO])
-    const r = s.run('diff', 'broken', '--json')
+    const r = await s.run('diff', 'broken', '--json')
     expect(r.status, r.stderr).toBe(1)
     expect(JSON.parse(r.stdout)).toMatchObject([{ upstream: 'broken', reachable: false, error: expect.any(String), diffs: [] }])
   })
 })
 
-describe('mcp-bastion upstreams status', () => {
-  it('a reachable upstream matching its pins: exit 0, up, its protocol version and tool count', () => {
+describe.concurrent('mcp-bastion upstreams status', () => {
+  it('a reachable upstream matching its pins: exit 0, up, its protocol version and tool count', async () => {
     const s = setup([ECHO, OTHER])
     s.pin([ECHO, OTHER])
-    expect(s.run('status')).toStrictEqual({ status: 0, stdout: 'drift: up, MCP 2025-11-25, 2 tools\n', stderr: '' })
+    expect(await s.run('status')).toStrictEqual({ status: 0, stdout: 'drift: up, MCP 2025-11-25, 2 tools\n', stderr: '' })
   })
 
-  it('one that cannot start: exit 1, down with the reason', () => {
+  it('one that cannot start: exit 1, down with the reason', async () => {
     const s = setup([ECHO], { broken: BROKEN })
     s.pin([ECHO])
-    const text = s.run('status', 'broken')
+    const text = await s.run('status', 'broken')
     expect(text.status, text.stderr).toBe(1)
     expect(text.stdout).toMatch(/^broken: down \(.+\), 0 tools\n$/)
-    const json = s.run('status', 'broken', '--json')
+    const json = await s.run('status', 'broken', '--json')
     expect(json.status).toBe(1)
     expect(JSON.parse(json.stdout)).toStrictEqual([{ name: 'broken', state: 'down', error: expect.any(String), tools: 0, drifted: [], unpinned: [] }])
   })
 
-  it('drifted tools are named (exit 1); a tool added upstream is unpinned, not drifted', () => {
+  it('drifted tools are named (exit 1); a tool added upstream is unpinned, not drifted', async () => {
     const s = setup([ECHO, OTHER])
     s.pin([ECHO, OTHER])
     const added: DriftTool = { ...OTHER, name: 'added', description: 'New.' }
     s.serve([{ ...ECHO, description: SHADY }, added])
-    expect(s.run('status')).toStrictEqual({ status: 1, stdout: 'drift: up, MCP 2025-11-25, 2 tools, drifted: echo other, unpinned: added\n', stderr: '' })
+    expect(await s.run('status')).toStrictEqual({ status: 1, stdout: 'drift: up, MCP 2025-11-25, 2 tools, drifted: echo other, unpinned: added\n', stderr: '' })
 
     // Added tools alone are not served under enforce: reported, but not a failure.
     s.serve([ECHO, OTHER, added])
-    const json = s.run('status', '--json')
+    const json = await s.run('status', '--json')
     expect(json.status, json.stderr).toBe(0)
     expect(JSON.parse(json.stdout)).toStrictEqual([{ name: 'drift', state: 'up', protocolVersion: '2025-11-25', tools: 3, drifted: [], unpinned: ['added'] }])
   })
 })
 
-describe('a lock file edited by hand', () => {
+describe.concurrent('a lock file edited by hand', () => {
   const EDITS = [
     {
       name: 'a definition changed, its digest not',
@@ -281,7 +281,7 @@ describe('a lock file edited by hand', () => {
     },
   ] as const
 
-  it.each(EDITS)('$name: list, diff and pin exit 2 naming the entry; the file stays as it is', ({ edit, says }) => {
+  it.each(EDITS)('$name: list, diff and pin exit 2 naming the entry; the file stays as it is', async ({ edit, says }) => {
     const s = setup([ECHO])
     s.pin([ECHO])
     const lock = readLock(s.lock)
@@ -290,24 +290,24 @@ describe('a lock file edited by hand', () => {
     const before = readFileSync(s.lock)
     // The lock is read before any upstream is started: none of these spawns the fixture.
     for (const command of ['list', 'diff', 'pin']) {
-      const r = s.run(command)
+      const r = await s.run(command)
       expect(r, command).toStrictEqual({ status: 2, stdout: '', stderr: `mcp-bastion: lock file ${s.lock}: ${says}\n` })
     }
     expect(readFileSync(s.lock).equals(before)).toBe(true)
   })
 })
 
-describe('upstreams <subcommand> --help', () => {
+describe.concurrent('upstreams <subcommand> --help', () => {
   it.each([
     { command: 'list', flags: ['--config FILE', '--json'], not: [] },
     { command: 'pin', flags: ['--config FILE'], not: ['--json'] },
     { command: 'diff', flags: ['--config FILE', '--json'], not: [] },
     { command: 'status', flags: ['--config FILE', '--json'], not: [] },
-  ])('$command: exit 0, its usage and flags', ({ command, flags, not }) => {
+  ])('$command: exit 0, its usage and flags', async ({ command, flags, not }) => {
     // No config anywhere: help needs none.
     const dir = tempDir('bastion-upstreams-')
     mkdirSync(join(dir, 'empty'))
-    const r = cli(join(dir, 'empty'), ['upstreams', command, '--help'])
+    const r = await cliAsync(join(dir, 'empty'), ['upstreams', command, '--help'])
     expect(r.status, r.stderr).toBe(0)
     expect(r.stderr).toBe('')
     expect(r.stdout).toMatch(new RegExp(`^Usage: mcp-bastion upstreams ${command} `))
@@ -316,14 +316,14 @@ describe('upstreams <subcommand> --help', () => {
   })
 })
 
-describe('mcp-bastion config check and policy with upstreams', () => {
-  it('refuse an unpinned upstream as serve does, and check policies against the pinned tools once pinned', () => {
+describe.concurrent('mcp-bastion config check and policy with upstreams', () => {
+  it('refuse an unpinned upstream as serve does, and check policies against the pinned tools once pinned', async () => {
     const s = setup([ECHO])
-    const unpinned = cli(s.dir, ['config', 'check', 'bastion.yaml'])
+    const unpinned = await cliAsync(s.dir, ['config', 'check', 'bastion.yaml'])
     expect(unpinned.status).toBe(2)
     expect(unpinned.stderr).toContain('upstreams.drift: not pinned in bastion.lock.json: run "mcp-bastion upstreams pin drift"')
     s.pin([ECHO])
-    const checked = cli(s.dir, ['config', 'check', 'bastion.yaml', '--no-env'])
+    const checked = await cliAsync(s.dir, ['config', 'check', 'bastion.yaml', '--no-env'])
     expect(checked.stdout).toContain('1 tools')
     // A policy on the upstream tool is typed against its pinned schema: `text` exists, `path` does not.
     writeFileSync(
@@ -331,8 +331,8 @@ describe('mcp-bastion config check and policy with upstreams', () => {
       stringify({ rules: [{ id: 'short', effect: 'deny', subjects: '*', targets: { tools: ['drift__echo'] }, when: 'args.text.size() > 10' }] }),
     )
     writeFileSync(join(s.dir, 'bad.yaml'), stringify({ rules: [{ id: 'paths', effect: 'deny', subjects: '*', targets: { tools: ['drift__echo'] }, when: 'args.path == "x"' }] }))
-    expect(cli(s.dir, ['policy', 'check', 'good.yaml', '--config', 'bastion.yaml']).status).toBe(0)
-    const bad = cli(s.dir, ['policy', 'check', 'bad.yaml', '--config', 'bastion.yaml'])
+    expect((await cliAsync(s.dir, ['policy', 'check', 'good.yaml', '--config', 'bastion.yaml'])).status).toBe(0)
+    const bad = await cliAsync(s.dir, ['policy', 'check', 'bad.yaml', '--config', 'bastion.yaml'])
     expect(bad.status).not.toBe(0)
     expect(`${bad.stdout}${bad.stderr}`).toContain('path')
   })
