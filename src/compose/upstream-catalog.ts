@@ -13,6 +13,21 @@ import { UpstreamUnavailable } from '../transport/upstream/connection.js'
 import { failConfig } from './upstream-setup.js'
 import type { Upstream } from './upstream-state.js'
 
+/**
+ * An upstream whose pinned definitions were not compared with its list yet (down since start):
+ * try to reach it now, then serve only if its list was compared. Nothing is forwarded unverified.
+ * @throws SecurityError ERR_UPSTREAM_UNAVAILABLE
+ */
+async function unverified(u: Upstream, what: 'tools' | 'resources' | 'prompts'): Promise<void> {
+  try {
+    await u.conn.ensure()
+  } catch (error) {
+    throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', error instanceof Error ? error.message : `upstream ${u.name} unavailable`)
+  }
+  const listed = what === 'tools' ? u.listed : u.catalogListed
+  if (!listed) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${u.name} has not listed its ${what} yet: pins unverified`)
+}
+
 /** The whole input a tool gets: an object (the JSON Schema says more, checked by `check`). */
 const objectArgs = z.record(z.string(), z.unknown())
 
@@ -62,7 +77,7 @@ export function upstreamTool(u: Upstream, def: ToolDefinitionPin, deps: ToolDeps
     },
     run: async (args, ctx) => {
       // Pinned tools of an upstream not yet listed are unverified: nothing is forwarded before the comparison.
-      if (!u.listed && u.mode === 'enforce') throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${u.name} has not listed its tools yet: pins unverified`)
+      if (!u.listed && u.mode === 'enforce') await unverified(u, 'tools')
       if (destructive) {
         const state = Confirmations.stateOf(ctx)
         if (state === undefined) {
@@ -107,8 +122,8 @@ export function upstreamResources(u: Upstream): ResourceDefinition[] {
       ...(u.config.permissions === undefined ? {} : { permissions: u.config.permissions }),
       blocked: () => u.blockedResources.has(name),
       read: async (uri, mcp) => {
-        if (u.blockedResources.has(name) || (!u.catalogListed && u.mode === 'enforce'))
-          throw new SecurityError('ERR_RESOURCE_NOT_FOUND', `upstream ${u.name} resource ${def.name} is blocked or unverified`)
+        if (u.blockedResources.has(name)) throw new SecurityError('ERR_RESOURCE_NOT_FOUND', `upstream ${u.name} resource ${def.name} is blocked: its definition drifted`)
+        if (!u.catalogListed && u.mode === 'enforce') await unverified(u, 'resources')
         const result = await forward(u, 'resource', () => u.conn.readResource(uri.href, mcp.mcpReq.signal))
         return {
           ...result,
@@ -138,7 +153,7 @@ export function upstreamPrompts(u: Upstream): PromptDefinition[] {
       blocked: () => u.blockedPrompts.has(name),
       get: async (args, mcp) => {
         if (u.blockedPrompts.has(name)) throw new SecurityError('ERR_INVALID_PARAMS', `upstream ${u.name} prompt ${def.name} is blocked: its definition drifted`)
-        if (!u.catalogListed && u.mode === 'enforce') throw new SecurityError('ERR_INVALID_PARAMS', `upstream ${u.name} has not listed its prompts yet: pins unverified`)
+        if (!u.catalogListed && u.mode === 'enforce') await unverified(u, 'prompts')
         const result = await forward(u, 'prompt', () => u.conn.getPrompt(def.name, args, mcp.mcpReq.signal))
         return {
           ...result,

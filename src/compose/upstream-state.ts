@@ -14,7 +14,7 @@ export interface Drift {
 }
 
 /** What a served tool needs of its upstream's connection (a refusing stand-in for offline checks). */
-export type Connection = Pick<UpstreamConnection, 'name' | 'status' | 'call' | 'readResource' | 'getPrompt' | 'start' | 'close'>
+export type Connection = Pick<UpstreamConnection, 'name' | 'status' | 'ensure' | 'call' | 'readResource' | 'getPrompt' | 'start' | 'close'>
 
 /** For `config check` and `policy`: the definitions, no process started, nothing connected. */
 export function detachedConnection(name: string, kind: 'stdio' | 'http'): Connection {
@@ -25,6 +25,7 @@ export function detachedConnection(name: string, kind: 'stdio' | 'http'): Connec
     readResource: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream definitions for policy and config checks: not connected')),
     getPrompt: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream definitions for policy and config checks: not connected')),
     start: async () => {},
+    ensure: () => Promise.reject(new SecurityError('ERR_INTERNAL', 'upstream definitions for policy and config checks: not connected')),
     close: async () => {},
   }
 }

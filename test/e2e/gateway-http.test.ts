@@ -22,6 +22,7 @@ let dir: string
 let bastion: Bastion
 let running: RunningServer
 let key: string
+let latePort = 0
 let everything: { url: string; stop(): Promise<void> }
 const fixtures: Record<string, HttpUpstream> = {}
 
@@ -29,12 +30,13 @@ beforeAll(async () => {
   dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-gateway-http-')))
   for (const mode of ['normal', 'redirect', 'huge', 'hang']) fixtures[mode] = await startHttpUpstream({ MODE: mode, RECORD_FILE: join(dir, `${mode}.jsonl`) })
   everything = await startEverythingHttp()
+  latePort = await freePort()
   // Pinned as the fixture lists them (the redirecting one cannot be listed to be pinned: the same definitions).
   const lister = new Client({ name: 'pin', version: '1' })
   await lister.connect(new StreamableHTTPClientTransport(new URL(fixtures.normal?.url as string)))
   const pins = pinsOf((await lister.listTools()).tools.map((t) => pinnedFields(t)))
   await lister.close()
-  writePins(join(dir, 'bastion.lock.json'), new Map(['normal', 'redirect', 'huge', 'hang', 'small'].map((n) => [n, pins])))
+  writePins(join(dir, 'bastion.lock.json'), new Map(['normal', 'redirect', 'huge', 'hang', 'small', 'late'].map((n) => [n, pins])))
   bastion = await createBastion({
     baseDir: dir,
     announce: false,
@@ -42,11 +44,13 @@ beforeAll(async () => {
     config: {
       upstreams: {
         normal: { url: fixtures.normal?.url as string, startTimeoutMs: 5000 },
-        redirect: { url: fixtures.redirect?.url as string, startTimeoutMs: 2000 },
+        redirect: { url: fixtures.redirect?.url as string, startTimeoutMs: 2000, breakerFailures: 3 },
         huge: { url: fixtures.huge?.url as string },
         // The same 10 MB answer, over this upstream's own message cap.
         small: { url: fixtures.huge?.url as string, maxMessageBytes: 1024 * 1024 },
         hang: { url: fixtures.hang?.url as string },
+        // Nothing listens there at start.
+        late: { url: `http://127.0.0.1:${latePort}/mcp`, startTimeoutMs: 1000 },
         // The real everything server in its Streamable HTTP mode (sessions, SSE), unpinned.
         // connectTimeoutMs bounds the wait for headers only: its 2 s call below outlasts it.
         everything: { url: everything.url, pin: 'off', connectTimeoutMs: 1000 },
@@ -145,6 +149,29 @@ describe('gateway: HTTP upstreams that misbehave', () => {
     // Only the first POST reached it; nothing went to the other origin.
     expect(fixtures.redirect?.records().every((rec) => rec.method === 'POST')).toBe(true)
     expect(bastion.gateway?.report().find((u) => u.name === 'redirect')).toMatchObject({ state: 'down', lastError: expect.stringContaining('redirected to another origin') })
+  })
+
+  it('opens the circuit after repeated failures: calls then fail at once, without contacting the upstream', async () => {
+    for (let i = 0; i < 3; i++) expect((await call('redirect__echo')).isError).toBe(true)
+    const before = fixtures.redirect?.records().length
+    const r = await call('redirect__echo')
+    expect(r.text).toContain('the server behind this tool is unavailable')
+    expect(fixtures.redirect?.records().length).toBe(before)
+    expect(bastion.gateway?.report().find((u) => u.name === 'redirect')?.breakerOpenUntil).toBeDefined()
+    expect(
+      audit()
+        .filter((l) => l.tool === 'redirect__echo')
+        .at(-1)?.detail,
+    ).toContain('circuit open')
+  })
+
+  it('reaches an HTTP upstream that was down at start once it is up, its pins compared first', async () => {
+    const before = await call('late__echo')
+    expect(before.isError).toBe(true)
+    expect(before.text).toContain('the server behind this tool is unavailable')
+    fixtures.late = await startHttpUpstream({ MODE: 'normal', RECORD_FILE: join(dir, 'late.jsonl'), PORT: String(latePort) })
+    expect(await call('late__echo')).toStrictEqual({ isError: undefined, text: '{"text":"hi"}' })
+    expect(bastion.gateway?.report().find((u) => u.name === 'late')).toMatchObject({ state: 'up', blocked: {} })
   })
 
   it('refuses a 10 MB answer: over the output cap, or over the upstream message cap', async () => {

@@ -42,7 +42,7 @@ export interface HttpUpstream {
   stop(): Promise<void>
 }
 
-export function startHttpUpstream(env: { MODE: string; RECORD_FILE: string; REQUIRE_BEARER?: string }): Promise<HttpUpstream> {
+export function startHttpUpstream(env: { MODE: string; RECORD_FILE: string; REQUIRE_BEARER?: string; PORT?: string }): Promise<HttpUpstream> {
   const child: ChildProcess = spawn(process.execPath, [SERVERS.http], { env: { PATH: process.env.PATH ?? '', PORT: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   const stop = (): Promise<void> =>
     new Promise((resolve) => {

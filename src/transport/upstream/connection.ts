@@ -215,6 +215,17 @@ export class UpstreamConnection {
     onCatalog({ resources, prompts }, invalid)
   }
 
+  /**
+   * Before a request: refuse while the circuit is open or the upstream failed; an HTTP upstream
+   * that is down is connected again now (a stdio one restarts on its own schedule).
+   * @throws UpstreamUnavailable
+   */
+  async ensure(): Promise<void> {
+    if (this.#openUntil > Date.now()) throw new UpstreamUnavailable(`upstream ${this.name}: circuit open after ${this.#failures} failures (${this.#lastError ?? 'error'})`)
+    if (this.#state === 'failed') throw new UpstreamUnavailable(`upstream ${this.name} failed: ${this.#lastError ?? 'error'}`)
+    if (this.#client === undefined && this.#options.target.kind === 'http') await this.start()
+  }
+
   /** The connection closed: a stdio process exited, an HTTP session ended. */
   #lost(client: Client): void {
     if (this.#client !== client) return
@@ -283,10 +294,7 @@ export class UpstreamConnection {
     signal: AbortSignal,
     headers: Readonly<Record<string, string>>,
   ): Promise<unknown> {
-    if (this.#openUntil > Date.now()) throw new UpstreamUnavailable(`upstream ${this.name}: circuit open after ${this.#failures} failures (${this.#lastError ?? 'error'})`)
-    if (this.#state === 'failed') throw new UpstreamUnavailable(`upstream ${this.name} failed: ${this.#lastError ?? 'error'}`)
-    // An HTTP upstream that was down is tried again on demand; a stdio one restarts on its own schedule.
-    if (this.#client === undefined && this.#options.target.kind === 'http') await this.start()
+    await this.ensure()
     const client = this.#client
     if (client === undefined || this.#state !== 'up')
       throw new UpstreamUnavailable(`upstream ${this.name} is ${this.#state}${this.#lastError === undefined ? '' : ` (${this.#lastError})`}`)
