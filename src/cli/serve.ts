@@ -44,5 +44,11 @@ export async function serve(p: Parsed): Promise<void> {
   }
   process.once('SIGINT', () => void stop())
   process.once('SIGTERM', () => void stop())
-  await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
+  try {
+    await bastion.listen({ ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })
+  } catch (error) {
+    // Not serving: the upstream processes it started (and the trail) are closed before the refusal is reported.
+    await bastion.close()
+    throw error
+  }
 }

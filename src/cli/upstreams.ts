@@ -3,6 +3,7 @@ import { listUpstream, lockPath, pinMode, type UpstreamListing } from '../compos
 import type { LoadedConfig } from '../config/load.js'
 import { isStdioUpstream } from '../config/upstream-schema.js'
 import { diffDefinitions, digestOf, digestOfValue, type FieldChange } from '../gateway/definitions.js'
+import { compileSchema } from '../gateway/json-schema.js'
 import { type Pins, pinsOf, readPins, type UpstreamPins, writePins } from '../gateway/lock-file.js'
 import { UPSTREAMS_DIFF, UPSTREAMS_PIN, UPSTREAMS_STATUS } from './commands.js'
 import { loadConfig } from './config-path.js'
@@ -64,7 +65,18 @@ export async function upstreamsPin(p: Parsed): Promise<number> {
   const audit = auditTrail(loaded)
   const next = new Map<string, UpstreamPins>(before)
   for (const l of listings) {
-    const pins = pinsOf(l.tools ?? [], new Date(), { resources: l.resources, prompts: l.prompts })
+    // A tool whose schemas do not compile could not be served: it is not pinned (and says so).
+    const servable = (l.tools ?? []).filter((t) => {
+      try {
+        compileSchema(t.inputSchema)
+        if (t.outputSchema !== undefined) compileSchema(t.outputSchema)
+        return true
+      } catch (error) {
+        process.stderr.write(`mcp-bastion: upstream ${l.name}: tool ${t.name} not pinned: ${error instanceof Error ? error.message : 'invalid schema'}\n`)
+        return false
+      }
+    })
+    const pins = pinsOf(servable, new Date(), { resources: l.resources, prompts: l.prompts })
     const old = before.get(l.name)
     next.set(l.name, pins)
     const counts = { added: 0, changed: 0, removed: 0 }

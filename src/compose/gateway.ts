@@ -69,6 +69,7 @@ export class Gateway {
         target,
         breakerFailures: config.breakerFailures,
         breakerSeconds: config.breakerSeconds,
+        relistMs: config.relistSeconds * 1000,
         onEvent: (event, detail) => {
           const fields = { upstream: name, ...detail }
           if (event === 'up' || event === 'restart') log.info(fields, `upstream ${event}`)
@@ -172,18 +173,28 @@ export class Gateway {
   tools(): ToolDefinition[] {
     const out: ToolDefinition[] = []
     const { loaded, log, confirmations } = this.#deps
-    for (const u of this.#upstreams) for (const def of u.served.values()) out.push(upstreamTool(u, def, { loaded, log, confirmations, identity: this.#identity.get(u.name) }))
+    for (const u of this.#upstreams)
+      for (const def of u.served.values()) {
+        try {
+          out.push(upstreamTool(u, def, { loaded, log, confirmations, identity: this.#identity.get(u.name) }))
+        } catch (error) {
+          // A pinned definition was reviewed: one that cannot be served stops start-up. An unpinned
+          // upstream cannot stop bastion: the tool is left out.
+          if (u.mode === 'enforce') throw error
+          log.error({ upstream: u.name, tool: def.name, why: error instanceof Error ? error.message : 'error' }, 'upstream tool not served')
+        }
+      }
     return out
   }
 
   /** The served resources (fixed URIs, as the upstream names them) behind the same policy as bastion's own. */
   resources(): ResourceDefinition[] {
-    return this.#upstreams.flatMap(upstreamResources)
+    return this.#upstreams.flatMap((u) => upstreamResources(u, this.#deps.loaded.config.limits.timeoutMs))
   }
 
   /** The served prompts, their string arguments as the upstream declared them. */
   prompts(): PromptDefinition[] {
-    return this.#upstreams.flatMap(upstreamPrompts)
+    return this.#upstreams.flatMap((u) => upstreamPrompts(u, this.#deps.loaded.config.limits.timeoutMs))
   }
 
   async close(): Promise<void> {

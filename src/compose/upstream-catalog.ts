@@ -13,6 +13,17 @@ import { UpstreamUnavailable } from '../transport/upstream/connection.js'
 import { failConfig } from './upstream-setup.js'
 import type { Upstream } from './upstream-state.js'
 
+/** A JSON Schema with invisible characters stripped from its `title` and `description` texts (nothing else: patterns and values keep their meaning). */
+function withoutInvisibleText(schema: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const walk = (v: unknown, key: string | undefined): unknown => {
+    if (typeof v === 'string') return key === 'title' || key === 'description' ? screenText(v).text : v
+    if (Array.isArray(v)) return v.map((x) => walk(x, undefined))
+    if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, k)]))
+    return v
+  }
+  return walk(schema, undefined) as Record<string, unknown>
+}
+
 /**
  * An upstream whose pinned definitions were not compared with its list yet (down since start):
  * try to reach it now, then serve only if its list was compared. Nothing is forwarded unverified.
@@ -61,20 +72,26 @@ export function upstreamTool(u: Upstream, def: ToolDefinitionPin, deps: ToolDeps
   const destructive = u.config.confirm.includes(def.name) || def.annotations?.destructiveHint === true
   const confirmations = deps.confirmations
   const identity = deps.identity
+  const blocked = (): SecurityError | undefined => {
+    const drift = u.blocked.get(name)
+    if (drift === undefined) return undefined
+    return new SecurityError('ERR_TOOL_BLOCKED', `upstream ${u.name} tool ${def.name} ${drift.change} since pinned (${drift.fields.join(', ').slice(0, 300)})`)
+  }
+  const verify = (): void => {
+    const refusal = blocked()
+    if (refusal !== undefined) throw refusal
+  }
   return {
     name,
-    ...(def.title === undefined ? {} : { title: def.title }),
+    ...(def.title === undefined ? {} : { title: screenText(def.title).text }),
     description: description.text,
     input,
-    jsonSchema: { input: def.inputSchema, ...(def.outputSchema === undefined ? {} : { output: def.outputSchema }) },
+    // Served as pinned but for invisible characters in the texts a model reads (titles, descriptions).
+    jsonSchema: { input: withoutInvisibleText(def.inputSchema), ...(def.outputSchema === undefined ? {} : { output: withoutInvisibleText(def.outputSchema) }) },
     ...(u.config.permissions === undefined ? {} : { permissions: u.config.permissions }),
     ...(def.annotations === undefined ? {} : { annotations: def.annotations }),
     auditFields: { upstream: u.name },
-    blocked: () => {
-      const drift = u.blocked.get(name)
-      if (drift === undefined) return undefined
-      return new SecurityError('ERR_TOOL_BLOCKED', `upstream ${u.name} tool ${def.name} ${drift.change} since pinned (${drift.fields.join(', ').slice(0, 300)})`)
-    },
+    blocked,
     run: async (args, ctx) => {
       // Pinned tools of an upstream not yet listed are unverified: nothing is forwarded before the comparison.
       if (!u.listed && u.mode === 'enforce') await unverified(u, 'tools')
@@ -91,8 +108,10 @@ export function upstreamTool(u: Upstream, def: ToolDefinitionPin, deps: ToolDeps
       if (identity !== undefined) headers[identity.header] = await identityToken(identity.key, u.name, ctx.principal.id, ctx.principal.roles, ctx.requestId)
       let result: CallToolResult
       try {
-        result = await u.conn.call(def.name, args as Record<string, unknown>, ctx.signal, headers)
+        // Checked again once connected: a reconnect or re-list may just have blocked it.
+        result = await u.conn.call(def.name, args as Record<string, unknown>, ctx.signal, headers, verify)
       } catch (error) {
+        if (error instanceof SecurityError) throw error
         if (error instanceof UpstreamUnavailable) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', error.message)
         if (ctx.signal.aborted) throw error
         const code = (error as { code?: unknown }).code
@@ -111,7 +130,7 @@ export function upstreamTool(u: Upstream, def: ToolDefinitionPin, deps: ToolDeps
 }
 
 /** The served resources (fixed URIs, as the upstream names them) behind the same policy as bastion's own. */
-export function upstreamResources(u: Upstream): ResourceDefinition[] {
+export function upstreamResources(u: Upstream, timeoutMs: number): ResourceDefinition[] {
   return [...u.servedResources.values()].map((def): ResourceDefinition => {
     const name = `${u.prefix}${def.name}`
     return {
@@ -124,7 +143,10 @@ export function upstreamResources(u: Upstream): ResourceDefinition[] {
       read: async (uri, mcp) => {
         if (u.blockedResources.has(name)) throw new SecurityError('ERR_RESOURCE_NOT_FOUND', `upstream ${u.name} resource ${def.name} is blocked: its definition drifted`)
         if (!u.catalogListed && u.mode === 'enforce') await unverified(u, 'resources')
-        const result = await forward(u, 'resource', () => u.conn.readResource(uri.href, mcp.mcpReq.signal))
+        const verify = (): void => {
+          if (u.blockedResources.has(name)) throw new SecurityError('ERR_RESOURCE_NOT_FOUND', `upstream ${u.name} resource ${def.name} is blocked: its definition drifted`)
+        }
+        const result = await forward(u, 'resource', timeoutMs, (signal) => u.conn.readResource(uri.href, AbortSignal.any([mcp.mcpReq.signal, signal]), verify))
         return {
           ...result,
           contents: result.contents.map((c) => ('text' in c && typeof c.text === 'string' ? { ...c, text: screenText(c.text).text } : c)),
@@ -135,18 +157,18 @@ export function upstreamResources(u: Upstream): ResourceDefinition[] {
 }
 
 /** The served prompts, their string arguments as the upstream declared them. */
-export function upstreamPrompts(u: Upstream): PromptDefinition[] {
+export function upstreamPrompts(u: Upstream, timeoutMs: number): PromptDefinition[] {
   return [...u.servedPrompts.values()].map((def): PromptDefinition => {
     const name = `${u.prefix}${def.name}`
     const shape: Record<string, z.ZodType> = {}
     for (const a of def.arguments ?? []) {
       const arg = z.string().max(65_536)
-      const described = a.description === undefined ? arg : arg.describe(a.description)
+      const described = a.description === undefined ? arg : arg.describe(screenText(a.description).text)
       shape[a.name] = a.required === true ? described : described.optional()
     }
     return {
       name,
-      ...(def.title === undefined ? {} : { title: def.title }),
+      ...(def.title === undefined ? {} : { title: screenText(def.title).text }),
       ...(def.description === undefined ? {} : { description: screenText(def.description).text }),
       ...(def.arguments === undefined ? {} : { args: z.object(shape) }),
       ...(u.config.permissions === undefined ? {} : { permissions: u.config.permissions }),
@@ -154,7 +176,10 @@ export function upstreamPrompts(u: Upstream): PromptDefinition[] {
       get: async (args, mcp) => {
         if (u.blockedPrompts.has(name)) throw new SecurityError('ERR_INVALID_PARAMS', `upstream ${u.name} prompt ${def.name} is blocked: its definition drifted`)
         if (!u.catalogListed && u.mode === 'enforce') await unverified(u, 'prompts')
-        const result = await forward(u, 'prompt', () => u.conn.getPrompt(def.name, args, mcp.mcpReq.signal))
+        const verify = (): void => {
+          if (u.blockedPrompts.has(name)) throw new SecurityError('ERR_INVALID_PARAMS', `upstream ${u.name} prompt ${def.name} is blocked: its definition drifted`)
+        }
+        const result = await forward(u, 'prompt', timeoutMs, (signal) => u.conn.getPrompt(def.name, args, AbortSignal.any([mcp.mcpReq.signal, signal]), verify))
         return {
           ...result,
           messages: result.messages.map((m) => (m.content.type === 'text' ? { ...m, content: { ...m.content, text: screenText(m.content.text).text } } : m)),
@@ -168,11 +193,15 @@ export function upstreamPrompts(u: Upstream): PromptDefinition[] {
  * A resource read or prompt get: the upstream's failures in bastion's codes (as JSON-RPC errors:
  * reads and gets have no in-band error), its own text kept out.
  */
-async function forward<T>(u: Upstream, kind: 'resource' | 'prompt', run: () => Promise<T>): Promise<T> {
+async function forward<T>(u: Upstream, kind: 'resource' | 'prompt', timeoutMs: number, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  // Bastion's own limit (limits.timeoutMs), as for tool calls: a client without a timeout is not held forever.
+  const timeout = AbortSignal.timeout(timeoutMs)
   try {
-    return await run()
+    return await run(timeout)
   } catch (error) {
+    if (error instanceof SecurityError) throw error
     if (error instanceof UpstreamUnavailable) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', error.message)
+    if (timeout.aborted) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', `upstream ${u.name} did not answer the ${kind} within ${timeoutMs} ms`)
     throw new SecurityError(
       kind === 'resource' ? 'ERR_RESOURCE_NOT_FOUND' : 'ERR_INVALID_PARAMS',
       `upstream ${u.name} refused: ${error instanceof Error ? error.message.slice(0, 300) : 'error'}`,
@@ -219,13 +248,24 @@ function screenResult(
   }
   let invisible = 0
   const flagged = new Set<string>()
-  const content = (result.content ?? []).map((block) => {
-    if (block.type !== 'text' || typeof block.text !== 'string') return block
-    const screened = screenText(block.text)
+  const screen = (text: string): string => {
+    const screened = screenText(text)
     invisible += screened.invisible
     for (const f of screened.flagged) flagged.add(f)
-    return screened.invisible === 0 ? block : { ...block, text: screened.text }
+    return screened.text
+  }
+  const content = (result.content ?? []).map((block): CallToolResult['content'][number] => {
+    if (block.type === 'text' && typeof block.text === 'string') return { ...block, text: screen(block.text) }
+    // An embedded resource's text is read by the model as much as a text block.
+    if (block.type === 'resource' && 'text' in block.resource && typeof block.resource.text === 'string')
+      return { ...block, resource: { ...block.resource, text: screen(block.resource.text) } }
+    return block
   })
   if (invisible > 0 || flagged.size > 0) audit({ screened: `invisible:${invisible}${flagged.size > 0 ? `,instructions:${flagged.size}` : ''}` })
+  // A tool error carries no structured result (it was checked against nothing): only its content goes on.
+  if (result.isError === true) {
+    const { structuredContent: _dropped, ...rest } = result
+    return { ...rest, content } as CallToolResult
+  }
   return { ...result, content }
 }

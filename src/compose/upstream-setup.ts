@@ -117,6 +117,7 @@ export async function listUpstream(loaded: LoadedConfig, name: string, env: Node
     target: { ...upstreamTarget(loaded, name, config, env), ...(isStdioUpstream(config) ? { maxRestarts: 0 } : {}) } as UpstreamTarget,
     breakerFailures: config.breakerFailures,
     breakerSeconds: config.breakerSeconds,
+    relistMs: 0,
     onEvent: () => {},
     onStderr: (line) => log.debug({ upstream: name, stderr: redactText(line) }, 'upstream stderr'),
     onWarning: (message) => log.debug({ upstream: name, why: redactText(message) }, 'upstream message refused or connection error'),

@@ -32,6 +32,9 @@ export function detachedConnection(name: string, kind: 'stdio' | 'http'): Connec
 
 type Kind = 'tool' | 'resource' | 'prompt'
 
+/** At most this many unpinned names are kept for the report. */
+const MAX_UNPINNED = 1000
+
 /** Under `enforce` (and offline): what is served is what is pinned, but for the hidden. */
 export function servePins(u: Upstream): void {
   const hidden = new Set(u.config.hide)
@@ -68,7 +71,7 @@ export class Upstream {
   compare(live: readonly ToolDefinitionPin[], audit: AuditLog, log: Logger): void {
     this.listed = true
     const added = this.#compareKind('tool', live, this.pins?.tools, digestOf, this.blocked, audit, log)
-    for (const tool of added) this.unpinned.add(tool)
+    for (const tool of added) if (this.unpinned.size < MAX_UNPINNED) this.unpinned.add(tool)
   }
 
   /** The same for resources and prompts. */
@@ -134,11 +137,33 @@ export class Upstream {
       if (enforced) blocked.set(catalogName, { change: 'changed', fields })
     }
     const added: string[] = []
+    const addedDigests: string[] = []
     for (const [name, def] of byName) {
       if (hidden.has(name) || pins.has(name)) continue
       added.push(name)
-      report(name, 'added', [`(${kind})`], digestOfDef(def))
+      addedDigests.push(`${name}=${digestOfDef(def)}`)
     }
-    return added
+    // One line per listing that adds something new, however many it adds (an upstream listing
+    // thousands of names cannot flood the trail): the count and the first names.
+    if (added.length > 0) {
+      const digest = digestOfValue(addedDigests.sort())
+      const key = `${kind}:(added)`
+      if (this.#reported.get(key) !== digest) {
+        this.#reported.set(key, digest)
+        const first = added.slice(0, 20).map((n) => `${this.prefix}${n}`)
+        log.warn({ upstream: this.name, kind, added: added.length, first }, `upstream lists ${kind}s that are not pinned: not served until pinned`)
+        audit.record({
+          event: 'upstream.drift',
+          decision: enforced ? 'deny' : 'allow',
+          reason: 'UPSTREAM_DRIFT',
+          upstream: this.name,
+          [kind]: first[0],
+          change: 'added',
+          count: added.length,
+          names: first.join(',').slice(0, 2000),
+        })
+      }
+    }
+    return added.slice(0, MAX_UNPINNED)
   }
 }

@@ -39,6 +39,8 @@ const common = {
   /** Consecutive failed calls or connections after which it is not tried for `breakerSeconds`. */
   breakerFailures: z.number().int().min(1).max(1000).default(5),
   breakerSeconds: z.number().int().min(1).max(3600).default(30),
+  /** How often its tools, resources and prompts are listed again and compared with the pins (an upstream may change them without a list_changed); 0: never. */
+  relistSeconds: z.number().int().min(0).max(86_400).default(60),
 }
 
 const stdioUpstream = z.strictObject({

@@ -52,6 +52,8 @@ export interface ConnectionOptions {
   readonly target: UpstreamTarget
   readonly breakerFailures: number
   readonly breakerSeconds: number
+  /** How often everything is listed again (0: only on `list_changed` and reconnects). */
+  readonly relistMs: number
   /** What happened, for the operator log and the audit trail. */
   readonly onEvent: (event: 'up' | 'down' | 'failed' | 'restart', detail: Record<string, string | number>) => void
   readonly onStderr: (line: string) => void
@@ -67,6 +69,9 @@ export interface ConnectionOptions {
 export class UpstreamUnavailable extends Error {
   override readonly name = 'UpstreamUnavailable'
 }
+
+/** More tools (or resources, or prompts) than this in one list is refused as a failed list: no upstream needs them, and each costs memory and comparison. */
+const MAX_LISTED = 10_000
 
 const now = (): string => new Date().toISOString()
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : 'error').slice(0, 300)
@@ -92,6 +97,9 @@ export class UpstreamConnection {
   #openUntil = 0
   #closed = false
   #timer: NodeJS.Timeout | undefined
+  /** Set while a re-list runs: requests wait for it. */
+  #relisting: Promise<void> | undefined
+  #relistTimer: NodeJS.Timeout | undefined
 
   constructor(options: ConnectionOptions) {
     this.#options = options
@@ -158,13 +166,9 @@ export class UpstreamConnection {
     }
     client.onclose = () => this.#lost(client)
     client.onerror = (error) => this.#options.onWarning(messageOf(error))
-    client.setNotificationHandler('notifications/tools/list_changed', () => {
-      void this.#list(client).catch((error: unknown) => this.#options.onWarning(`tool list after list_changed: ${messageOf(error)}`))
-    })
-    for (const method of ['notifications/resources/list_changed', 'notifications/prompts/list_changed'] as const)
-      client.setNotificationHandler(method, () => {
-        void this.#listCatalog(client).catch((error: unknown) => this.#options.onWarning(`list after ${method}: ${messageOf(error)}`))
-      })
+    client.setNotificationHandler('notifications/tools/list_changed', () => this.#relist(client, 'notifications/tools/list_changed'))
+    client.setNotificationHandler('notifications/resources/list_changed', () => this.#relist(client, 'notifications/resources/list_changed'))
+    client.setNotificationHandler('notifications/prompts/list_changed', () => this.#relist(client, 'notifications/prompts/list_changed'))
     try {
       await client.connect(transport)
       this.#client = client
@@ -172,6 +176,7 @@ export class UpstreamConnection {
       await this.#listCatalog(client)
       this.#failures = 0
       this.#setState('up')
+      this.#startRelisting()
     } catch (error) {
       this.#client = undefined
       await client.close().catch(() => {})
@@ -183,6 +188,7 @@ export class UpstreamConnection {
 
   async #list(client: Client): Promise<void> {
     const { tools } = await client.listTools()
+    if (tools.length > MAX_LISTED) throw new Error(`the upstream lists ${tools.length} tools, more than ${MAX_LISTED}`)
     const valid: ToolDefinitionPin[] = []
     const invalid: string[] = []
     for (const raw of tools) {
@@ -193,6 +199,41 @@ export class UpstreamConnection {
       }
     }
     this.#options.onTools(valid, invalid)
+  }
+
+  /**
+   * List everything again (after a `list_changed`, or on the periodic re-list): requests wait
+   * until the new lists were compared with the pins, so nothing is forwarded on definitions that
+   * were announced changed and not yet checked. A list that fails ends the connection: the
+   * upstream is connected (stdio: restarted) and listed again before anything is forwarded.
+   */
+  #relist(client: Client, why: string): void {
+    if (this.#client !== client) return
+    const listing = (async () => {
+      await this.#list(client)
+      await this.#listCatalog(client)
+    })()
+    const settled = listing.then(
+      () => undefined,
+      (error: unknown) => {
+        this.#options.onWarning(`list after ${why} failed, reconnecting: ${messageOf(error)}`)
+        void client.close().catch(() => {})
+      },
+    )
+    const tracked: Promise<void> = settled.finally(() => {
+      if (this.#relisting === tracked) this.#relisting = undefined
+    })
+    this.#relisting = tracked
+  }
+
+  /** Upstreams that change their definitions without saying so are listed again every `relistSeconds`. */
+  #startRelisting(): void {
+    if (this.#relistTimer !== undefined || this.#options.relistMs <= 0) return
+    this.#relistTimer = setInterval(() => {
+      const client = this.#client
+      if (client !== undefined && this.#state === 'up' && this.#relisting === undefined) this.#relist(client, 'the periodic re-list')
+    }, this.#options.relistMs)
+    this.#relistTimer.unref()
   }
 
   /** Resources and prompts, of an upstream that declares them. */
@@ -210,8 +251,12 @@ export class UpstreamConnection {
           return []
         }
       })
-    const resources = capabilities?.resources === undefined ? [] : parse((await client.listResources()).resources, resourceFields)
-    const prompts = capabilities?.prompts === undefined ? [] : parse((await client.listPrompts()).prompts, promptFields)
+    const listed = <T>(items: readonly T[], what: string): readonly T[] => {
+      if (items.length > MAX_LISTED) throw new Error(`the upstream lists ${items.length} ${what}, more than ${MAX_LISTED}`)
+      return items
+    }
+    const resources = capabilities?.resources === undefined ? [] : parse(listed((await client.listResources()).resources, 'resources'), resourceFields)
+    const prompts = capabilities?.prompts === undefined ? [] : parse(listed((await client.listPrompts()).prompts, 'prompts'), promptFields)
     onCatalog({ resources, prompts }, invalid)
   }
 
@@ -230,6 +275,8 @@ export class UpstreamConnection {
   #lost(client: Client): void {
     if (this.#client !== client) return
     this.#client = undefined
+    // A stdio upstream whose connection ended is stopped with its group before it is restarted.
+    void this.#process?.close()
     if (this.#closed) return
     this.#setState('down', new Error(this.#options.target.kind === 'stdio' ? 'the upstream process exited' : 'the connection closed'))
     if (this.#options.target.kind === 'stdio') this.#scheduleRestart()
@@ -272,20 +319,20 @@ export class UpstreamConnection {
    * @throws UpstreamUnavailable when it is down, failed, its breaker is open or the connection broke;
    *   the SDK's ProtocolError when it answered with a JSON-RPC error.
    */
-  call(tool: string, args: Record<string, unknown>, signal: AbortSignal, headers: Readonly<Record<string, string>>): Promise<CallToolResult> {
+  call(tool: string, args: Record<string, unknown>, signal: AbortSignal, headers: Readonly<Record<string, string>>, verify?: () => void): Promise<CallToolResult> {
     // The plain request, not callTool: the result is checked against the pinned output schema by
     // the gateway, not against whatever the upstream lists now (callTool would, and may list again).
-    return this.request({ method: 'tools/call', params: { name: tool, arguments: args } }, signal, headers) as Promise<CallToolResult>
+    return this.request({ method: 'tools/call', params: { name: tool, arguments: args } }, signal, headers, verify) as Promise<CallToolResult>
   }
 
   /** Read one of its resources. @throws as {@link call} */
-  readResource(uri: string, signal: AbortSignal): Promise<ReadResourceResult> {
-    return this.request({ method: 'resources/read', params: { uri } }, signal, {}) as Promise<ReadResourceResult>
+  readResource(uri: string, signal: AbortSignal, verify?: () => void): Promise<ReadResourceResult> {
+    return this.request({ method: 'resources/read', params: { uri } }, signal, {}, verify) as Promise<ReadResourceResult>
   }
 
   /** Get one of its prompts. @throws as {@link call} */
-  getPrompt(name: string, args: Record<string, string>, signal: AbortSignal): Promise<GetPromptResult> {
-    return this.request({ method: 'prompts/get', params: { name, arguments: args } }, signal, {}) as Promise<GetPromptResult>
+  getPrompt(name: string, args: Record<string, string>, signal: AbortSignal, verify?: () => void): Promise<GetPromptResult> {
+    return this.request({ method: 'prompts/get', params: { name, arguments: args } }, signal, {}, verify) as Promise<GetPromptResult>
   }
 
   /** One request to it, under the breaker, the message caps and the caller's signal. */
@@ -293,11 +340,16 @@ export class UpstreamConnection {
     message: { method: 'tools/call' | 'resources/read' | 'prompts/get'; params: Record<string, unknown> },
     signal: AbortSignal,
     headers: Readonly<Record<string, string>>,
+    verify?: () => void,
   ): Promise<unknown> {
     await this.ensure()
+    // Definitions announced changed are compared before anything is sent on them.
+    await this.#relisting
     const client = this.#client
     if (client === undefined || this.#state !== 'up')
       throw new UpstreamUnavailable(`upstream ${this.name} is ${this.#state}${this.#lastError === undefined ? '' : ` (${this.#lastError})`}`)
+    // After a reconnect or a re-list: the pins as they compare now (a tool may have been blocked meanwhile).
+    verify?.()
     // An answer that breaks a limit fails the call at once, and the upstream is told to stop.
     const broken = new AbortController()
     let fail: (error: Error) => void = () => {}
@@ -342,6 +394,7 @@ export class UpstreamConnection {
   async close(): Promise<void> {
     this.#closed = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)
+    if (this.#relistTimer !== undefined) clearInterval(this.#relistTimer)
     await this.#connecting?.catch(() => {})
     const client = this.#client
     this.#client = undefined

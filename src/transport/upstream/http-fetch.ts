@@ -27,22 +27,37 @@ const MAX_REDIRECTS = 3
 /** A body that errors once it passes the cap: per event for SSE (a stream may live for hours), in total otherwise. */
 function capped(body: ReadableStream<Uint8Array>, max: number, perEvent: boolean, call: CallContext | undefined): ReadableStream<Uint8Array> {
   let count = 0
+  // SSE: an event ends at a blank line; a line ends at LF, CR or CRLF (the HTML standard's event stream).
+  let lineEmpty = true
   let last = 0
+  const over = (controller: TransformStreamDefaultController<Uint8Array>): void => {
+    const error = new UpstreamHttpError(`upstream answered more than ${max} bytes`)
+    controller.error(error)
+    call?.fail(error)
+  }
   return body.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         if (perEvent) {
           for (const byte of chunk) {
-            // A blank line ends an SSE event: count from there.
-            count = byte === 0x0a && last === 0x0a ? 0 : count + 1
+            if (byte === 0x0a || byte === 0x0d) {
+              // The LF of a CRLF ends the same line as its CR.
+              if (!(byte === 0x0a && last === 0x0d)) {
+                if (lineEmpty) count = 0
+                lineEmpty = true
+              }
+            } else {
+              lineEmpty = false
+              // Checked byte by byte: one chunk may hold many events, or one huge one.
+              if (++count > max) return over(controller)
+            }
             last = byte
           }
-        } else count += chunk.length
-        if (count > max) {
-          const error = new UpstreamHttpError(`upstream answered more than ${max} bytes`)
-          controller.error(error)
-          call?.fail(error)
-        } else controller.enqueue(chunk)
+        } else {
+          count += chunk.length
+          if (count > max) return over(controller)
+        }
+        controller.enqueue(chunk)
       },
     }),
   )

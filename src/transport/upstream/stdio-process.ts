@@ -70,6 +70,13 @@ export class UpstreamProcess implements Transport {
     child.stderr?.on('data', (chunk: Buffer) => this.#readStderr(chunk))
     // A process that stops reading its stdin makes writes fail: reported, and the process is stopped.
     child.stdin?.on('error', (error) => this.onerror?.(new Error(`upstream stdin: ${error.message}`)))
+    child.once('exit', () => {
+      // The leader is gone: whatever it left in its group goes too, and pipes a leftover held are
+      // closed, so that the exit is seen at once (and restarted) rather than when the last one ends.
+      killGroup(child.pid, 'SIGKILL')
+      child.stdout?.destroy()
+      child.stderr?.destroy()
+    })
     child.once('close', () => {
       this.#closed = true
       if (this.#stderr !== '') this.#spec.onStderr(this.#stderr.slice(0, 2000))
