@@ -11,7 +11,7 @@ import { pinsOf, readPins, writePins } from '../../src/gateway/lock-file.js'
 import { type Bastion, type BastionConfigInput, createBastion, type RunningServer } from '../../src/index.js'
 import { cli } from '../cli/run.js'
 import { connect } from '../helpers/server.js'
-import { type DriftTool, ECHO, SERVERS, writeDefs } from '../helpers/upstreams.js'
+import { auditLines, type DriftTool, ECHO, SERVERS, textOf, writeDefs } from '../helpers/upstreams.js'
 import { waitFor } from '../helpers/wait.js'
 
 /**
@@ -65,11 +65,7 @@ async function open(dir: string, upstreams: BastionConfigInput['upstreams'], ext
     bastion,
     running,
     key,
-    audit: () =>
-      readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    audit: () => auditLines(dir),
     close: () => bastion.close(),
   }
   opened.push(g)
@@ -77,7 +73,6 @@ async function open(dir: string, upstreams: BastionConfigInput['upstreams'], ext
 }
 
 const names = async (c: Client): Promise<string[]> => (await c.listTools()).tools.map((t) => t.name).sort()
-const textOf = (r: { content?: unknown }): string => ((r.content as { text?: string }[] | undefined) ?? []).map((c) => c.text ?? '').join('')
 
 describe('gateway: pinned tool definitions', () => {
   it('blocks each drift while running, audits it once with an alert, shows it in diff, and unblocks the pinned definition', async () => {

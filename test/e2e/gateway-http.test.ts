@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, realpathSync } from 'node:fs'
+import { mkdtempSync, realpathSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client'
@@ -10,7 +10,7 @@ import { pinsOf, writePins } from '../../src/gateway/lock-file.js'
 import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
 import { freePort } from '../helpers/processes.js'
 import { connect } from '../helpers/server.js'
-import { type HttpUpstream, SERVERS, startHttpUpstream } from '../helpers/upstreams.js'
+import { auditLines, type HttpUpstream, SERVERS, startHttpUpstream } from '../helpers/upstreams.js'
 
 /**
  * HTTP upstreams that misbehave: one that redirects to another origin, one that answers 10 MB,
@@ -94,11 +94,7 @@ async function startEverythingHttp(): Promise<{ url: string; stop(): Promise<voi
   return { url: `http://127.0.0.1:${port}/mcp`, stop }
 }
 
-const audit = (): Record<string, unknown>[] =>
-  readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+const audit = (): Record<string, unknown>[] => auditLines(dir)
 
 async function call(tool: string): Promise<{ isError: boolean | undefined; text: string }> {
   const c = await connect(running.url, 'modern', { authorization: `Bearer ${key}` })

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, realpathSync } from 'node:fs'
+import { mkdtempSync, realpathSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
 import { connect } from '../helpers/server.js'
+import { auditLines } from '../helpers/upstreams.js'
 
 /**
  * An HTTP upstream that demands OAuth: another bastion, whose token service grants
@@ -23,11 +24,7 @@ let outerAt: RunningServer
 let callerKey = ''
 let serviceKey = ''
 
-const lines = (dir: string): Record<string, unknown>[] =>
-  readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+const lines = auditLines
 
 beforeAll(async () => {
   innerDir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-inner-')))

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /** The real MCP servers from npm (dev dependencies) and the fixture upstreams. */
@@ -79,3 +80,14 @@ export function startHttpUpstream(env: { MODE: string; RECORD_FILE: string; REQU
     child.once('exit', (code) => reject(new Error(`http upstream exited ${code}: ${out}`)))
   })
 }
+
+/** The audit lines of a bastion whose state folder is `<dir>/.bastion` (the default), parsed. */
+export function auditLines(dir: string): Record<string, unknown>[] {
+  return readFileSync(join(dir, '.bastion', 'audit.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+/** The text of a tool result's text blocks, joined. */
+export const textOf = (r: { content?: unknown }): string => ((r.content as { text?: string }[] | undefined) ?? []).map((c) => c.text ?? '').join('')
