@@ -50,7 +50,8 @@ export async function launchBrowser(options: { readonly timeoutMs?: number } = {
       executablePath: CHROMIUM,
       headless: true,
       args: [...CHROMIUM_ARGS],
-      timeout: 15_000,
+      // A cold start on two loaded cores took over 15 s twice in one day; the hook allows 60.
+      timeout: 45_000,
       // No proxy variables from the test's environment: loopback traffic goes straight to loopback.
       env: { HOME: tmpdir(), PATH: process.env.PATH ?? '' },
     })
