@@ -38,8 +38,13 @@ const cleanups: (() => Promise<void>)[] = []
 
 beforeAll(async () => {
   dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-oauth-clients-')))
-  const [started, launched] = await Promise.all([serveProcess(dir, []), launchBrowser()])
-  browser = launched
+  const [serving, launching] = await Promise.allSettled([serveProcess(dir, []), launchBrowser()])
+  // Whichever started is stopped by afterAll even when the other failed (a server left running otherwise).
+  if (serving.status === 'fulfilled') stopServer = serving.value.stop
+  if (launching.status === 'fulfilled') browser = launching.value
+  if (serving.status === 'rejected') throw serving.reason
+  if (launching.status === 'rejected') throw launching.reason
+  const started = serving.value
   // A server that stops before the tests end says so (every later failure is then this one).
   let serverErr = ''
   started.child.stderr?.on('data', (c: Buffer) => {
