@@ -1,7 +1,8 @@
-import { mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Client } from '@modelcontextprotocol/client'
+import { Client } from '@modelcontextprotocol/client'
+import { StdioClientTransport } from '@modelcontextprotocol/client/stdio'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
@@ -10,6 +11,7 @@ import { digestOf, pinnedFields } from '../../src/gateway/definitions.js'
 import { pinsOf, readPins, writePins } from '../../src/gateway/lock-file.js'
 import { type Bastion, type BastionConfigInput, createBastion, type RunningServer } from '../../src/index.js'
 import { cli } from '../cli/run.js'
+import { BIN } from '../helpers/processes.js'
 import { connect } from '../helpers/server.js'
 import { auditLines, type DriftTool, ECHO, SERVERS, textOf, writeDefs } from '../helpers/upstreams.js'
 import { waitFor } from '../helpers/wait.js'
@@ -260,5 +262,46 @@ describe('gateway: pinned resources and prompts (the real everything server)', (
       await c.close()
     }
     expect(g.audit().find((l) => l.event === 'upstream.drift' && l.prompt !== undefined)).toMatchObject({ change: 'changed', fields: 'description', decision: 'deny' })
+  })
+})
+
+describe('gateway over stdio', () => {
+  it('mcp-bastion serve --stdio fronts the pinned upstream, and stops it when its input ends', async () => {
+    const dir = newDir([ECHO])
+    pinDefs(dir)
+    writeFileSync(join(dir, 'defs-path.txt'), join(dir, 'defs.json'))
+    writeFileSync(join(dir, 'bastion.yaml'), stringify({ upstreams: upstreamConfig(dir) }))
+    const made = cli(dir, ['keys', 'create', '--role', 'admin', '--config', 'bastion.yaml'])
+    const key = /bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43}/.exec(made.stdout)?.[0] ?? ''
+    expect(key).not.toBe('')
+    const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: [BIN, 'serve', '--stdio', '--config', 'bastion.yaml'],
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', MCP_API_KEY: key },
+      stderr: 'ignore',
+    })
+    const c = new Client({ name: 'stdio-test', version: '1' })
+    await c.connect(transport)
+    try {
+      expect((await c.listTools()).tools.map((t) => t.name)).toStrictEqual(['drift__echo'])
+      expect(textOf(await c.callTool({ name: 'drift__echo', arguments: { text: 'piped' } }))).toBe('{"text":"piped"}')
+    } finally {
+      await c.close()
+    }
+    expect(auditLines(dir).filter((l) => l.event === 'upstream.up').length).toBeGreaterThanOrEqual(1)
+    // The upstream it started (found by the definitions file only it was given) is gone with it.
+    const mark = `DRIFT_DEFS=${join(dir, 'defs.json')}`
+    const running = (): string[] =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            return readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').includes(mark)
+          } catch {
+            return false
+          }
+        })
+    await waitFor(() => running().length === 0, { what: 'the upstream stopped with serve --stdio', timeoutMs: 5000 })
   })
 })
