@@ -32,6 +32,18 @@ export function detachedConnection(name: string, kind: 'stdio' | 'http'): Connec
 
 type Kind = 'tool' | 'resource' | 'prompt'
 
+/**
+ * A drift line that cannot be written (the audit sink is down) is logged instead: what it reports
+ * (a blocked tool) has already happened, and the sink's failure refuses the next request anyway.
+ */
+function recordOrLog(audit: AuditLog, log: Logger, fields: Parameters<AuditLog['record']>[0]): void {
+  try {
+    audit.record(fields)
+  } catch (error) {
+    log.error({ ...fields, err: { message: error instanceof Error ? error.message : 'error' } }, 'upstream event could not be audited')
+  }
+}
+
 /** At most this many unpinned names are kept for the report. */
 const MAX_UNPINNED = 1000
 
@@ -69,16 +81,17 @@ export class Upstream {
 
   /** Compare a fresh tool list with the pins: block what drifted, unblock what came back, report each change once. */
   compare(live: readonly ToolDefinitionPin[], audit: AuditLog, log: Logger): void {
-    this.listed = true
     const added = this.#compareKind('tool', live, this.pins?.tools, digestOf, this.blocked, audit, log)
     for (const tool of added) if (this.unpinned.size < MAX_UNPINNED) this.unpinned.add(tool)
+    // Only a complete comparison verifies the pins (until then, calls are refused as unverified).
+    this.listed = true
   }
 
   /** The same for resources and prompts. */
   compareCatalog(resources: readonly ResourcePin[], prompts: readonly PromptPin[], audit: AuditLog, log: Logger): void {
-    this.catalogListed = true
     this.#compareKind('resource', resources, this.pins?.resources, digestOfValue, this.blockedResources, audit, log)
     this.#compareKind('prompt', prompts, this.pins?.prompts, digestOfValue, this.blockedPrompts, audit, log)
+    this.catalogListed = true
   }
 
   /** One kind: returns the names listed but not pinned. */
@@ -103,7 +116,7 @@ export class Upstream {
         { upstream: this.name, [kind]: name, change, fields },
         enforced ? `upstream ${kind} definition drifted: blocked until re-pinned` : `upstream ${kind} definition drifted (pin: warn)`,
       )
-      audit.record({
+      recordOrLog(audit, log, {
         event: 'upstream.drift',
         decision: enforced ? 'deny' : 'allow',
         reason: 'UPSTREAM_DRIFT',
@@ -119,8 +132,9 @@ export class Upstream {
       const current = byName.get(name)
       const catalogName = `${this.prefix}${name}`
       if (current === undefined) {
-        report(name, 'removed', [`(${kind})`], 'removed')
+        // Blocked first: an audit sink that fails while reporting must not leave it callable.
         if (enforced) blocked.set(catalogName, { change: 'removed', fields: [`(${kind})`] })
+        report(name, 'removed', [`(${kind})`], 'removed')
         continue
       }
       const digest = digestOfDef(current)
@@ -128,13 +142,13 @@ export class Upstream {
         if (blocked.delete(catalogName)) {
           this.#reported.delete(`${kind}:${name}`)
           log.info({ upstream: this.name, [kind]: name }, `upstream ${kind} definition matches its pin again: unblocked`)
-          audit.record({ event: 'upstream.pin_matched', decision: 'allow', reason: 'OK', upstream: this.name, [kind]: catalogName })
+          recordOrLog(audit, log, { event: 'upstream.pin_matched', decision: 'allow', reason: 'OK', upstream: this.name, [kind]: catalogName })
         }
         continue
       }
       const fields = diffDefinitions(pin.definition as unknown as ToolDefinitionPin, current as unknown as ToolDefinitionPin).map((c) => c.path)
-      report(name, 'changed', fields, digest)
       if (enforced) blocked.set(catalogName, { change: 'changed', fields })
+      report(name, 'changed', fields, digest)
     }
     const added: string[] = []
     const addedDigests: string[] = []
@@ -152,7 +166,7 @@ export class Upstream {
         this.#reported.set(key, digest)
         const first = added.slice(0, 20).map((n) => `${this.prefix}${n}`)
         log.warn({ upstream: this.name, kind, added: added.length, first }, `upstream lists ${kind}s that are not pinned: not served until pinned`)
-        audit.record({
+        recordOrLog(audit, log, {
           event: 'upstream.drift',
           decision: enforced ? 'deny' : 'allow',
           reason: 'UPSTREAM_DRIFT',

@@ -10,6 +10,7 @@ import { type Bastion, type BastionConfigInput, createBastion, type RunningServe
 import { connect } from '../helpers/server.js'
 import { auditLines, type DriftTool, ECHO, SERVERS, textOf, writeDefs } from '../helpers/upstreams.js'
 import { waitFor } from '../helpers/wait.js'
+import { SwitchableSink } from '../helpers/wire-server.js'
 
 /**
  * Upstreams that try to get around the pins or wear the gateway down: definitions changed without
@@ -127,6 +128,27 @@ describe('gateway: hostile upstreams', () => {
     } finally {
       await c.close()
     }
+  })
+
+  it('blocks a drifted tool even while the audit sink refuses the drift line', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-hostile-sink-')))
+    writeDefs(join(dir, 'defs.json'), [ECHO])
+    writeFileSync(join(dir, 'defs-path.txt'), join(dir, 'defs.json'))
+    writePins(join(dir, 'bastion.lock.json'), new Map([['drift', pinsOf([pinnedFields(ECHO)])]]))
+    const sink = new SwitchableSink()
+    const bastion = await createBastion({
+      baseDir: dir,
+      announce: false,
+      auditSink: sink,
+      logger: pino({ level: 'silent' }),
+      config: { upstreams: { drift: { command: process.execPath, args: [SERVERS.drift], env: { DRIFT_DEFS: { file: join(dir, 'defs-path.txt') } } } }, alerts: { rules: [] } },
+    })
+    opened.push(bastion)
+    sink.failing = true
+    writeDefs(join(dir, 'defs.json'), [SHADY])
+    await waitFor(() => sink.refused.some((l) => l.includes('upstream.drift')), { what: 'the drift line refused by the sink', timeoutMs: 5000 })
+    sink.failing = false
+    expect(bastion.gateway?.report()[0]?.blocked).toHaveProperty('drift__echo')
   })
 
   it('under pin: off, a tool whose schema does not compile is left out; bastion and the other tools serve', async () => {
