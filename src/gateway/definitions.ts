@@ -16,9 +16,6 @@ export interface ToolDefinitionPin {
   readonly annotations?: { readonly [key: string]: Json }
 }
 
-/** The pinned fields, in this order, and nothing else: an upstream's other members (`_meta`, icons) are not served. */
-export const PINNED_FIELDS = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'] as const
-
 /** Canonical JSON: object keys sorted, no whitespace. The same definition always hashes the same. */
 export function canonicalJson(value: unknown): string {
   const canonical = (v: unknown): unknown => {
