@@ -7,6 +7,8 @@ import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NodeStreamableHTTPServerTransport, toNodeHandler } from '@modelcontextprotocol/node'
+import { McpServer as McpServerV1 } from '@modelcontextprotocol/sdk/server/mcp.js'
+import { StreamableHTTPServerTransport as TransportV1 } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { createMcpHandler, McpServer } from '@modelcontextprotocol/server'
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/server/validators/ajv'
 import { SignJWT } from 'jose'
@@ -40,6 +42,28 @@ function sdkServer(validator) {
   const server = new McpServer({ name: 'bench', version: '1' }, validator === undefined ? {} : { jsonSchemaValidator: validator })
   server.registerTool('echo', { description: 'echo', inputSchema: z.object({ text: z.string().max(100) }) }, echo)
   return server
+}
+
+function sdkV1Server() {
+  const server = new McpServerV1({ name: 'bench', version: '1' })
+  server.registerTool('echo', { description: 'echo', inputSchema: { text: z.string().max(100) } }, echo)
+  return server
+}
+
+/** Node reads the body; SDK v1's Node transport takes it parsed. */
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = []
+    req.on('data', (c) => chunks.push(c))
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+      } catch (error) {
+        reject(error)
+      }
+    })
+    req.on('error', reject)
+  })
 }
 
 async function listen(handler) {
@@ -113,10 +137,42 @@ async function bastion(layers) {
   const running = await b.listen({ host: '127.0.0.1', port: 0 })
   const key = b.keys.create({ name: 'bench', roles: ['caller'], expiresAt: null }).key
   const credential = layers.jwt || layers.jwtNoCache ? jwt : key
+  if (layers.legacy) return { url: running.url, ...(await openSession(running.url, { authorization: `Bearer ${credential}` })) }
   return { url: running.url, headers: { ...MODERN.headers, authorization: `Bearer ${credential}` }, body: MODERN.body }
 }
 
 const VARIANTS = {
+  // The floor: node:http, one JSON parse, a canned answer; no MCP at all.
+  floor: async () => {
+    const url = await listen(async (req, res) => {
+      const message = await readJson(req)
+      const text = message.params?.arguments?.text
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text }] } }))
+    })
+    return { url, headers: { 'content-type': 'application/json' }, body: LEGACY_CALL }
+  },
+  // SDK v1, one server and transport for a 2025-11-25 session, as its README shows.
+  'sdk1-session': async () => {
+    const transport = new TransportV1({ sessionIdGenerator: () => crypto.randomUUID() })
+    await sdkV1Server().connect(transport)
+    const url = await listen(async (req, res) => transport.handleRequest(req, res, await readJson(req)))
+    return { url, ...(await openSession(url, {})) }
+  },
+  // SDK v1 stateless, as its README's stateless example: a new server and transport per request.
+  'sdk1-stateless': async () => {
+    const url = await listen(async (req, res) => {
+      const body = await readJson(req)
+      const server = sdkV1Server()
+      const transport = new TransportV1({ sessionIdGenerator: undefined, enableJsonResponse: true })
+      res.on('close', () => {
+        transport.close()
+        server.close()
+      })
+      await server.connect(transport)
+      await transport.handleRequest(req, res, body)
+    })
+    return { url, headers: LEGACY_HEADERS, body: LEGACY_CALL }
+  },
   'sdk-stateless-new': async () => ({ url: await listen(toNodeHandler(createMcpHandler(() => sdkServer(undefined)))), ...MODERN }),
   'sdk-stateless-shared': async () => ({ url: await listen(toNodeHandler(createMcpHandler(() => sdkServer(shared)))), ...MODERN }),
   'sdk-session': async () => {
@@ -134,6 +190,8 @@ const VARIANTS = {
   'bastion-audit': () => bastion({ audit: true }),
   'bastion-pii': () => bastion({ pii: true }),
   'bastion-full': () => bastion({ policy: true, memory: true, audit: true, pii: true }),
+  'bastion-minimal-legacy': () => bastion({ legacy: true }),
+  'bastion-full-legacy': () => bastion({ policy: true, memory: true, audit: true, pii: true, legacy: true }),
   fastmcp: async () => {
     const { FastMCP } = await import('fastmcp')
     const apiKey = 'bench-key-0123456789abcdef0123456789abcdef'

@@ -304,3 +304,42 @@ export function buildServer(deps: ServerDeps, exchangeOf: ExchangeOf, era: 'lega
   }
   return mcp
 }
+
+/** Idle instances kept for reuse; more than this many at once are built and dropped. */
+const POOL_MAX = 64
+
+/**
+ * 2026-07-28 server instances, reused across requests: building one (its handlers, the tools'
+ * JSON Schemas, the SDK's per-instance state) costs more than the rest of a call. An instance is
+ * taken for one exchange and comes back when the SDK closes that exchange (its transport's close
+ * chain), never while it serves. Safe because nothing of a request stays on the instance: the SDK
+ * seeds each exchange's protocol version and client identity, and the handlers find their
+ * exchange through the request they are given.
+ */
+export class ServerPool {
+  readonly #idle: McpServer[] = []
+  readonly #build: () => McpServer
+
+  constructor(build: () => McpServer) {
+    this.#build = build
+  }
+
+  take(): McpServer {
+    const reused = this.#idle.pop()
+    if (reused !== undefined) return reused
+    const made = this.#build()
+    const server = made.server
+    let home = true
+    server.onclose = () => {
+      // Closed with no transport: back to the pool once (a second close of the same exchange is a no-op).
+      if (server.transport !== undefined || !home) return
+      if (this.#idle.length < POOL_MAX && !this.#idle.includes(made)) this.#idle.push(made)
+      else home = false
+    }
+    return made
+  }
+
+  get size(): number {
+    return this.#idle.length
+  }
+}

@@ -14,7 +14,7 @@ import type { Metrics } from '../../pipeline/metrics.js'
 import type { CompiledPolicy } from '../../policy/engine.js'
 import type { RbacPolicy } from '../../policy/rbac.js'
 import type { ToolRegistry } from '../../tools/registry.js'
-import { buildServer, type ServerDeps } from '../mcp-server.js'
+import { buildServer, type ServerDeps, ServerPool } from '../mcp-server.js'
 import { answerHttp, requestStages } from '../stages.js'
 import { Wire } from '../wire.js'
 import type { AuthorizePagesOptions } from './authorize-routes.js'
@@ -86,11 +86,11 @@ export function createEdge(options: EdgeOptions): Edge {
     if (x === undefined) throw new SecurityError('ERR_INTERNAL', 'SDK handler called for a request bastion did not admit')
     return x
   }
+  const idle = new ServerPool(() => buildServer(serverDeps, (ctx) => exchangeOf(ctx.http?.req), 'modern'))
   const modern = createMcpHandler(
-    (mcpCtx) => {
-      const x = exchangeOf(mcpCtx.requestInfo)
-      return buildServer(serverDeps, () => x, 'modern')
-    },
+    // Instances are reused, not built per request: the SDK seeds each exchange's protocol version
+    // and client identity itself, and the handlers find their exchange by the request they serve.
+    () => idle.take(),
     { legacy: 'reject', maxRequestBodySize: options.body.maxBytes, ...(options.onError === undefined ? {} : { onerror: options.onError }) },
   )
   const sessions = new LegacySessions(
