@@ -1,5 +1,6 @@
-import { existsSync, mkdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { execFile } from 'node:child_process'
+import { existsSync, mkdirSync, renameSync, rmdirSync, rmSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import type { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import { SecurityError } from '../../errors.js'
@@ -109,6 +110,49 @@ function embeddedSession(tx: EmbeddedTransaction): SqlSession {
 }
 
 /**
+ * PGlite's own start parameters and one change. `shared_buffers` is PostgreSQL's page cache, and
+ * its default 128MB are all touched at start-up inside the WebAssembly memory (RSS); the demo data
+ * is well under 1 MB, so 16MB hold it many times over (measured: reopen RSS 307 → 180 MB, see
+ * bench/embedded-db.mjs). Left as they were: `initialMemory` (pglite.wasm declares 128 MiB as its
+ * minimum; less fails to link), `work_mem` and `temp_buffers` (allocated per query only when used;
+ * lowering them would change plans, not RSS), durability (`relaxedDurability` only defers syncs,
+ * which NodeFS does not have; PGlite's `-F` is unchanged).
+ */
+function startParams(defaults: readonly string[]): string[] {
+  return [...defaults, '-c', 'shared_buffers=16MB']
+}
+
+/**
+ * initdb on a new folder runs two more WebAssembly instances and a tar of the whole cluster beside
+ * the database, and V8 does not give that back: RSS stayed ~600 MB above a reopened database. So
+ * a short-lived child process creates the cluster in a sibling folder, which is renamed into place
+ * only once complete (a crash mid-initdb leaves no half cluster that PGlite would "resume"), and
+ * this process only ever opens an existing one. Its stdout is ignored: under `serve --stdio` it is
+ * the protocol stream. Does not check: the child's peak RSS (it is gone before the first query).
+ */
+async function createCluster(dir: string, options: { startParams: string[] }): Promise<void> {
+  const temp = join(dirname(dir), `.${basename(dir)}.init-${process.pid}-${Date.now()}`)
+  const script = 'const { PGlite } = await import(process.argv[1]); const db = await PGlite.create(process.argv[2], JSON.parse(process.argv[3])); await db.close()'
+  mkdirSync(temp, { recursive: true, mode: 0o700 })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        ['--input-type=module', '-e', script, import.meta.resolve('@electric-sql/pglite'), temp, JSON.stringify(options)],
+        { timeout: 120_000, killSignal: 'SIGKILL', maxBuffer: 1 << 20, windowsHide: true },
+        (error, _stdout, stderr) =>
+          error === null ? resolve() : reject(new SecurityError('ERR_DATABASE', `embedded database initdb failed: ${stderr.slice(-2000) || error.message}`, { cause: error })),
+      ).stdin?.end()
+    })
+    // rename(2) replaces an empty folder and refuses a non-empty one: nothing of an operator's is lost.
+    if (existsSync(dir)) rmdirSync(dir)
+    renameSync(temp, dir)
+  } finally {
+    rmSync(temp, { recursive: true, force: true })
+  }
+}
+
+/**
  * The embedded database: PGlite (PostgreSQL compiled to WebAssembly) in this process, stored under
  * the state directory, opened on first use. One connection: transactions run one at a time.
  * Does not check: `statement_timeout` (WebAssembly PostgreSQL has no timer interrupt; the tool's
@@ -134,10 +178,14 @@ export class EmbeddedDatabase implements SqlDatabase {
   #open(): Promise<PGlite> {
     if (this.#closed) return Promise.reject(new SecurityError('ERR_DATABASE', 'embedded database is closed'))
     this.#db ??= (async () => {
-      if (!existsSync(join(this.#dir, 'PG_VERSION'))) this.#onCreate?.()
-      mkdirSync(this.#dir, { recursive: true, mode: 0o700 })
       const { PGlite } = await import('@electric-sql/pglite')
-      const db = await PGlite.create(this.#dir)
+      const options = { startParams: startParams(PGlite.defaultStartParams) }
+      mkdirSync(dirname(this.#dir), { recursive: true, mode: 0o700 })
+      if (!existsSync(join(this.#dir, 'PG_VERSION'))) {
+        this.#onCreate?.()
+        await createCluster(this.#dir, options)
+      }
+      const db = await PGlite.create(this.#dir, options)
       try {
         const seed = this.#seed
         if (seed !== undefined) await db.transaction((tx) => seed(embeddedSession(tx)))
