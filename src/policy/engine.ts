@@ -106,12 +106,41 @@ export class CompiledPolicy {
   readonly rules: readonly PolicyRule[]
   readonly #compiled: readonly CompiledRule[]
   readonly #targets: PolicyTargets
+  /** The rules covering each registered tool and prompt (`tool:<name>`), in order: a decision reads only those. */
+  readonly #byTarget: ReadonlyMap<string, readonly CompiledRule[]>
+  /** The rules with a `*` target, for a name that is not registered (no rule can name it). */
+  readonly #wild: { readonly tool: readonly CompiledRule[]; readonly prompt: readonly CompiledRule[] }
 
   private constructor(rules: readonly PolicyRule[], compiled: readonly CompiledRule[], targets: PolicyTargets, version: string) {
     this.rules = rules
     this.#compiled = compiled
     this.#targets = targets
     this.version = version
+    // Built once per policy, in rule order, so that lists and calls cost the rules that cover the
+    // target rather than every rule: tools/list is linear in tools, not tools × rules.
+    const byTarget = new Map<string, CompiledRule[]>()
+    const wild = { tool: [] as CompiledRule[], prompt: [] as CompiledRule[] }
+    for (const name of targets.tools.keys()) byTarget.set(`tool:${name}`, [])
+    for (const name of targets.prompts.keys()) byTarget.set(`prompt:${name}`, [])
+    for (const rule of compiled) {
+      for (const [kind, names, all] of [
+        ['tool', rule.tools, targets.tools],
+        ['prompt', rule.prompts, targets.prompts],
+      ] as const) {
+        if (names.has('*')) {
+          wild[kind].push(rule)
+          for (const name of all.keys()) byTarget.get(`${kind}:${name}`)?.push(rule)
+        } else for (const name of names) byTarget.get(`${kind}:${name}`)?.push(rule)
+      }
+    }
+    this.#byTarget = byTarget
+    this.#wild = wild
+  }
+
+  /** The rules that may cover a target, in order (for resources: every rule; #covers decides). */
+  #candidates(target: Target): readonly CompiledRule[] {
+    if (target.kind === 'resource') return this.#compiled
+    return this.#byTarget.get(`${target.kind}:${target.name}`) ?? this.#wild[target.kind]
   }
 
   /**
@@ -195,10 +224,17 @@ export class CompiledPolicy {
    * resources: the URI and action). A `trace` array, if given, receives every rule evaluated.
    */
   decide(principal: Principal, target: Target, args: unknown, trace?: TraceEntry[]): PolicyDecision {
-    const vars = { principal: principalValue(principal), args: target.kind === 'resource' ? { uri: target.uri, action: target.action } : toCel(args ?? {}, this.#schema(target)) }
+    // The condition variables are built only if some covering rule has a condition.
+    let vars: Parameters<Condition>[0] | undefined
+    const variables = (): Parameters<Condition>[0] =>
+      (vars ??= {
+        principal: principalValue(principal),
+        args: target.kind === 'resource' ? { uri: target.uri, action: target.action } : toCel(args ?? {}, this.#schema(target)),
+      })
+    const candidates = this.#candidates(target)
     let allow: CompiledRule | undefined
     for (const pass of ['deny', 'allow'] as const) {
-      for (const rule of this.#compiled) {
+      for (const rule of candidates) {
         if (rule.effect !== pass || !this.#covers(rule, target)) continue
         if (!rule.subject(principal)) {
           trace?.push({ rule: rule.id, effect: rule.effect, result: 'subject-mismatch' })
@@ -208,7 +244,7 @@ export class CompiledPolicy {
         if (condition !== undefined) {
           let holds: boolean
           try {
-            holds = condition(vars)
+            holds = condition(variables())
           } catch (error) {
             const detail = error instanceof Error ? (error.message.split('\n')[0] ?? 'error') : 'error'
             trace?.push({ rule: rule.id, effect: rule.effect, result: 'condition-error', detail })
@@ -235,7 +271,7 @@ export class CompiledPolicy {
    */
   reachable(principal: Principal, target: Target): { allow: boolean; rule: string } {
     let allow: string | undefined
-    for (const rule of this.#compiled) {
+    for (const rule of this.#candidates(target)) {
       if (!this.#covers(rule, target) || !rule.subject(principal)) continue
       if (rule.effect === 'deny' && !rule.conditional) return { allow: false, rule: rule.id }
       if (rule.effect === 'allow') allow ??= rule.id

@@ -349,3 +349,53 @@ describe('properties', () => {
     )
   })
 })
+
+describe('the per-target rule index', () => {
+  // Rules naming any mix of tools, or every tool; conditions only where every named tool has the fields.
+  const indexedRuleA = fc.record({
+    effect: fc.constantFrom('allow', 'deny'),
+    roles: fc.array(roleA, { minLength: 1, maxLength: 2 }),
+    tools: fc.oneof(fc.constant<string[]>(['*']), fc.subarray(['query', 'echo', 'other'], { minLength: 1 })),
+    when: fc.constantFrom(undefined, 'principal.tenant == "acme"', 'args.limit <= 10'),
+  })
+  const buildIndexed = (generated: { effect: string; roles: string[]; tools: readonly string[]; when: string | undefined }[]): PolicyRule[] =>
+    generated.map((g, i) =>
+      ruleSchema.parse({
+        id: `r${i}`,
+        effect: g.effect,
+        subjects: { roles: g.roles },
+        targets: { tools: g.tools },
+        // An args condition only on rules for query alone (the other tools have no such field).
+        ...(g.when === undefined || (g.when.startsWith('args') && (g.tools.length !== 1 || g.tools[0] !== 'query')) ? {} : { when: g.when }),
+      }),
+    )
+
+  it('decides and lists exactly as every rule read in order would (the rule alone says whether it applies)', () => {
+    fc.assert(
+      fc.property(fc.array(indexedRuleA, { maxLength: 10 }), callA, fc.constantFrom('query', 'echo', 'other', 'ghost'), (generated, call, name) => {
+        const rs = buildIndexed(generated)
+        const p = CompiledPolicy.compile(rs, TARGETS)
+        const principal = who({ roles: call.roles, ...(call.tenant === undefined ? {} : { tenant: call.tenant }) })
+        const args = name === 'query' ? call.args : {}
+        // The reference: each rule compiled alone, read in order, denies first.
+        const applies = rs.map((r) => {
+          const alone = CompiledPolicy.compile([r], TARGETS).decide(principal, tool(name), args)
+          return alone.rule === r.id
+        })
+        const deny = rs.findIndex((r, i) => r.effect === 'deny' && applies[i])
+        const allow = rs.findIndex((r, i) => r.effect === 'allow' && applies[i])
+        const expected = deny >= 0 ? { allow: false, rule: rs[deny]?.id } : allow >= 0 ? { allow: true, rule: rs[allow]?.id } : { allow: false, rule: 'default-deny' }
+        expect(p.decide(principal, tool(name), args)).toMatchObject(expected)
+        // reachable: some allow covers it for this principal and no unconditional deny does.
+        const covers = (r: PolicyRule) =>
+          (r.targets.tools ?? []).some((t) => t === '*' || t === name) && r.subjects !== '*' && (r.subjects.roles ?? []).some((x) => principal.roles.includes(x))
+        const blocked = rs.find((r) => r.effect === 'deny' && r.when === undefined && covers(r))
+        const granted = rs.find((r) => r.effect === 'allow' && covers(r))
+        expect(p.reachable(principal, tool(name))).toEqual(
+          blocked !== undefined ? { allow: false, rule: blocked.id } : granted === undefined ? { allow: false, rule: 'default-deny' } : { allow: true, rule: granted.id },
+        )
+      }),
+      { numRuns: 1000 },
+    )
+  })
+})
