@@ -285,7 +285,7 @@ const lineFields = (args) => ({
     'layer',
     'audit: record, no redaction, no seal (serialise only)',
     time(() => plain.record(fields)),
-    'finding F6: three object copies and serialisation of a 22-field line',
+    'serialising a 22-field line (JSON.stringify)',
   )
   row(
     'layer',
@@ -297,23 +297,23 @@ const lineFields = (args) => ({
     'layer',
     'audit: record + redaction',
     time(() => redacted.record(fields)),
-    'finding F5: redaction of every field',
+    'serialising, and a redaction test per key and string',
   )
   row(
     'layer',
     "audit: record + redaction + seal (the server's line)",
     time(() => sealed.record(fields)),
-    'redaction (F5) + crypto floor of the seal',
+    'crypto floor of the seal (SHA-256 + HMAC-SHA256) + serialising + redaction',
   )
   row(
     'layer',
     'audit: redaction alone (redact(fields))',
     time(() => redact(fields)),
-    'finding F5: a full copy, two regex tests per key and value, defineProperty per key',
+    'a regex test per string; no copy unless something is redacted',
   )
   row(
     'layer',
-    'audit: auditArgs(args) (redact + JSON size check)',
+    'audit: auditArgs(args) (JSON size check and snapshot; redaction is the line\'s)',
     time(() => auditArgs(ARGS)),
   )
   // The floor under sealing, and what a key prepared once saves (see the findings).
@@ -348,13 +348,13 @@ const lineFields = (args) => ({
     'layer',
     'PII: maskValue, ~450 B result without PII',
     time(() => maskValue(clean)),
-    'finding F4: every detector scans a text with a digit in it; email and IP regexes without their @ / . / :',
+    'one pass counting characters, then only the detectors that text could match',
   )
   row(
     'layer',
     'PII: maskValue, ~480 B result with email, phone, card',
     time(() => maskValue(dirty)),
-    'finding F4 (regex scans, linear in text); no cryptography',
+    'the email, phone and card detectors scan the text and mask three matches (linear in text); no cryptography',
   )
 }
 
@@ -513,11 +513,11 @@ await growth(
 // ---- report ---------------------------------------------------------------------------------
 
 const FINDINGS = {
-  decide: 'finding F1: decide() scans every rule of the policy, twice, not the rules of the tool',
-  list: 'finding F1: reachable() scans every rule for every listed tool: quadratic',
-  call: 'finding F1: linear in all rules through reachable() + decide()',
-  auditBig: 'finding F3: the whole argument is redacted and serialised only to be omitted (over 8 KiB)',
-  auditInline: 'linear in line size: redaction, serialisation, 3 escape passes, SHA-256, HMAC',
+  decide: 'reads the rules that cover the tool (an index per policy)',
+  list: 'linear in the tools listed (each reads its own rules)',
+  call: 'reads the rules that cover the tool',
+  auditBig: 'linear in argument size: serialised once to measure it (omitted over 8 KiB, never redacted then)',
+  auditInline: 'linear in line size: redaction, serialisation, SHA-256, HMAC',
 }
 function noteOf(r) {
   if (r.us <= LIMIT_US) return ''
@@ -526,7 +526,7 @@ function noteOf(r) {
   if (r.name.startsWith('tools/list, one rule')) return FINDINGS.list
   if (r.name.startsWith('tools/list, one wildcard')) return 'linear in the tools listed (the answer itself grows)'
   if (r.name.startsWith('tools/call')) return FINDINGS.call
-  if (r.name.startsWith('audit line')) return r.name.endsWith(': 100') ? 'as the layer row: redaction (F5) + crypto floor of the seal' : FINDINGS.auditBig
+  if (r.name.startsWith('audit line')) return r.name.endsWith(': 100') ? 'as the layer row: crypto floor of the seal + serialising + redaction' : FINDINGS.auditBig
   if (r.name.startsWith('audit record()')) return FINDINGS.auditInline
   return 'finding: over 10 µs without cryptography'
 }
@@ -536,7 +536,7 @@ const lines = [
   '# Cost per layer',
   '',
   `Machine: ${machine}. In process, on dist/: warm-up, then a loop of ≥ 200 ms, ${REPS} times; median µs per call.`,
-  `Over ${LIMIT_US} µs is marked ⚠ with the reason: a cryptographic floor, or a finding (see the branch's report).`,
+  `Over ${LIMIT_US} µs is marked ⚠ with the reason: a cryptographic floor, or what the cost grows with.`,
   '',
   '| layer | µs per call | |',
   '|---|---|---|',
@@ -555,8 +555,6 @@ const lines = [
         .map((u, i) => `×${(u / s.us[i]).toFixed(1)} for ×${s.ns[i + 1] / s.ns[i]}`)
         .join(', ')} |`,
   ),
-  '',
-  'Findings (F1–F6) and proposed changes are in the report of the branch that added this file.',
 ]
 const text = `${lines.join('\n')}\n`
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true })

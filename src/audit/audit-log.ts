@@ -51,11 +51,12 @@ type Pending = { readonly line: string; readonly done?: () => void }
  * a raw line break.
  */
 export function toJsonLine(record: AuditRecord): string {
-  return `${JSON.stringify(record)
-    .replace(/\u0085/g, '\\u0085')
-    .replace(/\u2028/g, '\\u2028')
-    .replace(/\u2029/g, '\\u2029')}\n`
+  const json = JSON.stringify(record)
+  // One scan in the usual case: a line without any of the three characters is left as it is.
+  return `${UNICODE_BREAK.test(json) ? json.replace(UNICODE_BREAKS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : json}\n`
 }
+const UNICODE_BREAK = /[\u0085\u2028\u2029]/
+const UNICODE_BREAKS = /[\u0085\u2028\u2029]/g
 
 /** In-process sink for library users who collect lines themselves. */
 export class MemoryAuditSink implements AuditSink {

@@ -48,16 +48,53 @@ const DATE = /^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$/
 
 const MAYBE_PII = /[@:\d]/
 
-interface Detector {
+/** What a text holds, counted in one pass, so that a detector runs only where it could match. */
+export interface Shape {
+  readonly at: boolean
+  readonly digits: number
+  readonly colons: number
+  readonly dots: number
+  readonly dashes: number
+  readonly upper: number
+}
+
+export function shapeOf(text: string): Shape {
+  let at = false
+  let digits = 0
+  let colons = 0
+  let dots = 0
+  let dashes = 0
+  let upper = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 48 && c <= 57) digits++
+    else if (c >= 65 && c <= 90) upper++
+    else if (c === 64) at = true
+    else if (c === 58) colons++
+    else if (c === 46) dots++
+    else if (c === 45) dashes++
+  }
+  return { at, digits, colons, dots, dashes, upper }
+}
+
+export interface Detector {
   readonly kind: PiiKind
   readonly pattern: RegExp
   readonly accept: (value: string) => boolean
+  /** Could the pattern match a text of this shape at all? (What every match of it must contain.) */
+  readonly maybe: (s: Shape) => boolean
 }
 
-const DETECTORS: readonly Detector[] = [
-  { kind: 'email', pattern: /(?<![\w.%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])/g, accept: () => true },
+/** The detectors, in precedence order (exported for the test of their shape pre-checks). */
+export const PII_DETECTORS: readonly Detector[] = [
+  {
+    kind: 'email',
+    pattern: /(?<![\w.%+'-])[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])/g,
+    accept: () => true,
+    maybe: (s) => s.at && s.dots >= 1,
+  },
   // US SSN with dashes; never issued: area 000, 666, 9xx; group 00; serial 0000.
-  { kind: 'ssn', pattern: /(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])/g, accept: (v) => !/^(000|666|9\d\d)-|-00-|-0000$/.test(v) },
+  { kind: 'ssn', pattern: /(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])/g, accept: (v) => !/^(000|666|9\d\d)-|-00-|-0000$/.test(v), maybe: (s) => s.digits >= 9 && s.dashes >= 2 },
   {
     kind: 'card',
     pattern: /(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])/g,
@@ -67,13 +104,25 @@ const DETECTORS: readonly Detector[] = [
       const grouped = /^\d+$/.test(v) || /^(\d{4}[ -]){3}\d{4}$|^\d{4}[ -]\d{6}[ -]\d{5}$|^(\d{4}[ -]){4}\d{3}$/.test(v)
       return grouped && /^[2-6]/.test(digits) && !/^(\d)\1+$/.test(digits) && luhn(digits)
     },
+    maybe: (s) => s.digits >= 13,
   },
-  { kind: 'iban', pattern: /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])/g, accept: ibanValid },
-  { kind: 'ip', pattern: /(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])/g, accept: () => true },
+  {
+    kind: 'iban',
+    pattern: /(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])/g,
+    accept: ibanValid,
+    maybe: (s) => s.upper >= 2 && s.digits >= 2,
+  },
+  {
+    kind: 'ip',
+    pattern: /(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])/g,
+    accept: () => true,
+    maybe: (s) => s.dots >= 3 && s.digits >= 4,
+  },
   {
     kind: 'ip',
     pattern: /(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])/g,
     accept: (v) => v.replace(/[^:]/g, '').length >= 2 && isIPv6(v) && /[0-9a-fA-F]/.test(v),
+    maybe: (s) => s.colons >= 2,
   },
   {
     kind: 'phone',
@@ -83,6 +132,7 @@ const DETECTORS: readonly Detector[] = [
       const digits = v.replace(/\D/g, '').length
       return digits >= 10 && digits <= 15 && !DATE.test(v)
     },
+    maybe: (s) => s.digits >= 10,
   },
 ]
 
@@ -91,9 +141,10 @@ export function findPii(text: string, kinds: readonly PiiKind[] = PII_KINDS): Pi
   const found: PiiMatch[] = []
   // Every detector needs an `@`, a digit or a `:` (IPv6): most strings skip them all.
   if (!MAYBE_PII.test(text)) return found
+  const shape = shapeOf(text)
   const taken: [number, number][] = []
-  for (const d of DETECTORS) {
-    if (!kinds.includes(d.kind)) continue
+  for (const d of PII_DETECTORS) {
+    if (!kinds.includes(d.kind) || !d.maybe(shape)) continue
     for (const m of text.matchAll(d.pattern)) {
       const start = m.index
       const end = start + m[0].length

@@ -93,41 +93,73 @@ export function redactor(secretKeys: readonly string[] = DEFAULT_SECRET_KEYS): (
       .replace(/[^a-z0-9]/g, '\\$&'),
   )
   const pattern = new RegExp(names.join('|'))
-  const verdicts = new Map<string, boolean>()
-  const secretKey = (key: string): boolean => {
-    // Key names repeat endlessly (the audit fields): remember the verdict, within a bound.
-    let verdict = verdicts.get(key)
-    if (verdict === undefined) {
-      verdict = pattern.test(key.toLowerCase().replace(/[-_]/g, ''))
-      if (verdicts.size < 10_000) verdicts.set(key, verdict)
+  // Key names repeat endlessly (the audit fields): each one's verdict and redacted text are
+  // remembered, within a bound.
+  const keys = new Map<string, { readonly secret: boolean; readonly text: string }>()
+  const keyOf = (key: string): { readonly secret: boolean; readonly text: string } => {
+    let known = keys.get(key)
+    if (known === undefined) {
+      known = { secret: pattern.test(key.toLowerCase().replace(/[-_]/g, '')), text: redactText(key) }
+      if (keys.size < 10_000) keys.set(key, known)
     }
-    return verdict
+    return known
   }
+  // Copy on write: a value with nothing to redact is returned as it is, so a record without a
+  // secret costs one test per key and per string and no copy. Callers that keep what they pass
+  // (and may see it change) snapshot it first.
   const walk = (value: unknown, depth: number): unknown => {
     if (typeof value === 'string') return redactText(value)
     if (value === null || typeof value !== 'object') return value
     if (depth > 32) return REDACTED
-    if (Array.isArray(value)) return value.map((v) => walk(v, depth + 1))
-    const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) {
-      // defineProperty: a key named `__proto__` stays data.
-      Object.defineProperty(out, redactText(k), { value: secretKey(k) ? REDACTED : walk(v, depth + 1), enumerable: true, writable: true, configurable: true })
+    // Anything but a plain object or array is copied as its own enumerable data (as JSON would
+    // see it through a copy), never passed on: a class's toJSON or getters would run unredacted.
+    const proto: unknown = Object.getPrototypeOf(value)
+    const copy = proto !== Object.prototype && proto !== Array.prototype && proto !== null
+    if (Array.isArray(value)) {
+      let out: unknown[] | undefined = copy ? [] : undefined
+      for (let i = 0; i < value.length; i++) {
+        const v: unknown = value[i]
+        const w = walk(v, depth + 1)
+        if (w !== v && out === undefined) out = value.slice(0, i)
+        out?.push(w)
+      }
+      return out ?? value
     }
-    return out
+    let out: Record<string, unknown> | undefined = copy ? {} : undefined
+    const entries = Object.entries(value)
+    for (let i = 0; i < entries.length; i++) {
+      const [k, v] = entries[i] as [string, unknown]
+      const key = keyOf(k)
+      const w = key.secret ? REDACTED : walk(v, depth + 1)
+      if (out === undefined && (w !== v || key.text !== k)) {
+        out = {}
+        for (const [pk, pv] of entries.slice(0, i)) put(out, pk, pv)
+      }
+      if (out !== undefined) put(out, key.text, w)
+    }
+    return out ?? value
   }
   return (value) => walk(value, 0)
+}
+
+// A key named `__proto__` stays data (defineProperty); every other key is a plain assignment.
+function put(out: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true })
+  else out[key] = value
 }
 
 /** Redaction with the default key names. */
 export const redact = redactor()
 
 /**
- * Arguments for an audit line: redacted, and omitted when their JSON is over `maxBytes` (the line
- * then says so instead of growing without bound).
+ * Arguments for an audit line: a snapshot of them (the tool may change the value it was given before
+ * the line is written), or, when their JSON is over `maxBytes`, a note that they were omitted (the
+ * line does not grow without bound, and an omitted argument costs no redaction). Redaction is the
+ * audit log's, applied to the whole line as it is written (audit/audit-log.ts).
  */
 export function auditArgs(args: unknown, maxBytes = 8192): { args: unknown } | { argsOmitted: string } {
-  const redacted = redact(args)
-  const json = JSON.stringify(redacted) ?? 'null'
-  if (Buffer.byteLength(json) > maxBytes) return { argsOmitted: `over ${maxBytes} bytes` }
-  return { args: redacted }
+  const json = JSON.stringify(args) ?? 'null'
+  // A UTF-16 code unit is at most 3 bytes of UTF-8: only a string over a third of the limit needs counting.
+  if (json.length > maxBytes / 3 && Buffer.byteLength(json) > maxBytes) return { argsOmitted: `over ${maxBytes} bytes` }
+  return { args: JSON.parse(json) as unknown }
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { findPii, maskPii, maskValue, PII_KINDS, type PiiKind } from '../../src/protect/pii.js'
+import { findPii, maskPii, maskValue, PII_DETECTORS, PII_KINDS, type PiiKind, shapeOf } from '../../src/protect/pii.js'
 
 interface Vector {
   readonly text: string
@@ -63,5 +64,56 @@ describe('masking', () => {
     const { value, counts } = maskValue(deep)
     expect(JSON.stringify(value)).not.toContain('deep@example.com')
     expect(counts.get('email')).toBe(1)
+  })
+})
+
+describe('shape pre-checks', () => {
+  // Every accepted match of a detector lies in a text whose shape the detector's pre-check admits:
+  // skipping a detector by shape never loses a match.
+  const admitsEveryMatch = (text: string): void => {
+    const shape = shapeOf(text)
+    for (const d of PII_DETECTORS) {
+      const accepted = [...text.matchAll(d.pattern)].filter((m) => d.accept(m[0]))
+      if (accepted.length > 0) expect(d.maybe(shape), `${d.kind} in ${JSON.stringify(text)}`).toBe(true)
+    }
+  }
+  it('admit every match in the labelled corpus', () => {
+    for (const v of CORPUS) admitsEveryMatch(v.text)
+  })
+  // The shortest text of each kind, so that a pre-check one count too strict fails here.
+  const digits = (n: number) => fc.string({ unit: fc.constantFrom(...'0123456789'), minLength: n, maxLength: n })
+  const luhnCard = (body: string): string => {
+    for (let d = 0; d <= 9; d++) if (findPii(`${body}${d}`, ['card']).length > 0) return `${body}${d}`
+    return body
+  }
+  const minimal = fc.oneof(
+    digits(11).map((d) => luhnCard(`4${d}`)),
+    fc.constant('4111 1111 1111 1111'),
+    fc.constant('123-45-6789'),
+    fc.constant('a@b.cd'),
+    fc.constant('1.2.3.4'),
+    fc.constant('::1'),
+    fc.constant('555-123-4567'),
+    fc.constant('+14155552671'),
+    fc.constant('GB82 WEST 1234 5698 7654 32'),
+    fc.constant('NO9386011117947'),
+  )
+  it('property: admit every match in the shortest text of each kind, with filler around it', () => {
+    const filler = fc.string({ unit: fc.constantFrom('a', ' ', 'x', ','), maxLength: 4 })
+    fc.assert(
+      fc.property(filler, minimal, filler, (before, pii, after) => {
+        const text = `${before} ${pii} ${after}`
+        expect(findPii(text).length, JSON.stringify(text)).toBeGreaterThan(0)
+        admitsEveryMatch(text)
+      }),
+      { numRuns: 1000 },
+    )
+  })
+  it('property: admit every match in generated text dense in digits and separators', () => {
+    const unit = fc.constantFrom(...'0123456789', ...'0123456789', 'a', 'Z', 'G', 'B', 'D', 'E', '@', '.', ':', '-', ' ', '+', '(', ')', '/', 'x')
+    fc.assert(
+      fc.property(fc.string({ unit, maxLength: 60 }), (text) => admitsEveryMatch(text)),
+      { numRuns: 3000 },
+    )
   })
 })

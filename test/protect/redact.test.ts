@@ -109,3 +109,44 @@ describe('redaction', () => {
     expect(JSON.stringify(out)).toBe(`{"__proto__":{"password":"${REDACTED}"}}`)
   })
 })
+
+describe('copy on write', () => {
+  const json = fc.jsonValue({ maxDepth: 4 })
+  it('property: redaction never changes its input, and a value with nothing to redact is returned as it is', () => {
+    fc.assert(
+      fc.property(json, (value) => {
+        const before = JSON.stringify(value)
+        const out = redact(value)
+        expect(JSON.stringify(value)).toBe(before)
+        if (JSON.stringify(out) === before) expect(out).toBe(value)
+        // Idempotent: what was redacted has nothing left to redact.
+        expect(redact(out)).toBe(out)
+      }),
+      { numRuns: 500 },
+    )
+  })
+  it('a secret deep inside is redacted in a copy; its siblings are shared, the input untouched', () => {
+    const sibling = { note: 'plain' }
+    const input = { a: sibling, b: [{ password: 'hunter2' }], c: 'text' }
+    const out = redact(input) as typeof input
+    expect(out).not.toBe(input)
+    expect(out.a).toBe(sibling)
+    expect(out.b[0]).toEqual({ password: '[REDACTED]' })
+    expect(input.b[0]).toEqual({ password: 'hunter2' })
+  })
+  it('a key shaped like a credential is redacted like a value, in a copy', () => {
+    const key = `note eyJabcdefgh.eyJabcdefgh.sig`
+    const out = redact({ keep: 1, [key]: 2 }) as Record<string, unknown>
+    expect(Object.keys(out)).toEqual(['keep', 'note [REDACTED:jwt]'])
+  })
+  it('an object that is not plain data is copied as its own fields: its toJSON and getters do not run at write', () => {
+    class Leaky {
+      readonly id = 'x'
+      toJSON(): string {
+        return 'Bearer abcdefghijklmnopqrstuvwxyz'
+      }
+    }
+    const out = redact({ value: new Leaky() })
+    expect(JSON.stringify(out)).toBe('{"value":{"id":"x"}}')
+  })
+})
