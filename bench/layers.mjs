@@ -313,7 +313,7 @@ const lineFields = (args) => ({
   )
   row(
     'layer',
-    'audit: auditArgs(args) (JSON size check and snapshot; redaction is the line\'s)',
+    "audit: auditArgs(args) (JSON size check and snapshot; redaction is the line's)",
     time(() => auditArgs(ARGS)),
   )
   // The floor under sealing, and what a key prepared once saves (see the findings).
