@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { AuditLog } from '../audit/audit-log.js'
 import { ConfigError, type LoadedConfig, readSecret, resolvePath, statePath } from '../config/load.js'
 import { secureUrl } from '../config/urls.js'
+import { weakSecretReason } from '../doctor/weak-secret.js'
 import type { Keyring } from '../protect/keyring.js'
 import { ApiKeyAuthenticator } from './authenticate.js'
 import { Authenticator } from './authenticator.js'
@@ -95,6 +96,9 @@ export async function setupAuth(input: {
         const secret = Buffer.from(readSecret(loaded, c.secret, `${where}.secret`, env), 'utf8')
         // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
         if (secret.length < 32) throw new ConfigError(`config ${source}: ${where}.secret: an HS256 secret must be at least 32 bytes (got ${secret.length})`)
+        const weak = c.dangerouslyAllowWeakSecret ? undefined : weakSecretReason(secret.toString('utf8'))
+        if (weak !== undefined)
+          throw new ConfigError(`config ${source}: ${where}.secret: refused, ${weak}; use a random one (openssl rand -base64 32), or set ${where}.dangerouslyAllowWeakSecret: true`)
         keys = { secret: new Uint8Array(secret) }
       }
     } catch (error) {

@@ -22,6 +22,8 @@ export const issuerSchema = z
     jwksFile: z.string().min(1).optional(),
     keys: z.array(z.union([z.strictObject({ pem: secretRef }), z.strictObject({ jwk: z.record(z.string(), z.unknown()) })])).optional(),
     secret: secretRef.optional(),
+    /** Accept an HS256 secret that looks guessable (a published example, words, a repeated pattern): serve refuses one otherwise. */
+    dangerouslyAllowWeakSecret: z.boolean().default(false),
     /** Require `typ: at+jwt` (RFC 9068). */
     requireTyp: z.boolean().default(false),
     clockSkewSeconds: seconds(0, 600, 60),

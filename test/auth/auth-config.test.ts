@@ -26,6 +26,30 @@ describe('token configuration errors', () => {
     )
   })
   it.each([
+    { secret: 'your-256-bit-secret'.repeat(2), says: /a published example secret/ },
+    { secret: 'a-string-secret-at-least-256-bits-long', says: /a published example secret/ },
+    { secret: 'x'.repeat(40), says: /about \d+ bits \(a 1-character unit repeated\)/ },
+    { secret: 'ThisIsMySuperSecretKeyForJWTSigning123456', says: /about \d+ bits \(9 word\(s\) and 6 digit\(s\)\)/ },
+    { secret: 'abcdefghijklmnopqrstuvwxyzabcdefgh', says: /a run of neighbouring characters/ },
+  ])('a guessable HS256 secret ($secret) is refused at start-up, naming why and never the secret', async ({ secret, says }) => {
+    const issuers = [{ issuer: 'https://idp.test', algorithms: ['HS256' as const], secret: { env: 'S' } }]
+    const message = await configError({ issuers }, { S: secret })
+    expect(message).toMatch(says)
+    expect(message).toMatch(/auth\.issuers\.0\.secret: refused, .*openssl rand -base64 32.*auth\.issuers\.0\.dangerouslyAllowWeakSecret: true/)
+    expect(message).not.toContain(secret)
+  })
+  it('dangerouslyAllowWeakSecret accepts a guessable secret, by name', async () => {
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), 'bastion-weak-')))
+    const b = await createBastion({
+      baseDir: dir,
+      logger: pino({ level: 'silent' }),
+      announce: false,
+      config: { auth: { issuers: [{ issuer: 'https://idp.test', algorithms: ['HS256'], secret: { env: 'S' }, dangerouslyAllowWeakSecret: true }] } },
+      env: { S: 'x'.repeat(40) },
+    })
+    await b.close()
+  })
+  it.each([
     {
       name: 'a plain-HTTP JWKS on another host',
       auth: { issuers: [{ issuer: 'x', algorithms: ['ES256' as const], jwksUri: 'http://idp.example.com/jwks' }] },
@@ -108,7 +132,7 @@ describe('an embedded edge that never listened and has no auth.resource', () => 
       logger: pino({ level: 'silent' }),
       announce: false,
       config: { auth: { issuers: [{ issuer: 'https://idp.test', algorithms: ['HS256'], secret: { env: 'S' } }] } },
-      env: { S: 'x'.repeat(40) },
+      env: { S: 'Qx7vR2mK9pL4wZ8nT3bF6hJ1cY5dG0sA' },
     })
     try {
       const edge = b.edge()

@@ -74,7 +74,7 @@ describe('the address bound decides the URL, the Host allowlist and the resource
   })
 
   it('without auth.resource, the resource URI is the URL listened on (metadata, challenge)', async () => {
-    const b = await bastion({ server: { host: '127.0.0.1' }, auth: HS256 }, { S: 'x'.repeat(40) })
+    const b = await bastion({ server: { host: '127.0.0.1' }, auth: HS256 }, { S: 'Qx7vR2mK9pL4wZ8nT3bF6hJ1cY5dG0sA' })
     const running = await b.listen({ host: '127.0.0.2', port: 0 })
     const origin = new URL(running.url).origin
     const prm = await fetch(`${origin}/.well-known/oauth-protected-resource/mcp`)
@@ -85,7 +85,7 @@ describe('the address bound decides the URL, the Host allowlist and the resource
   })
 
   it('auth.resource, when set, is the resource whatever the address', async () => {
-    const b = await bastion({ auth: { ...HS256, resource: 'https://mcp.example.com/mcp' } }, { S: 'x'.repeat(40) })
+    const b = await bastion({ auth: { ...HS256, resource: 'https://mcp.example.com/mcp' } }, { S: 'Qx7vR2mK9pL4wZ8nT3bF6hJ1cY5dG0sA' })
     const running = await b.listen({ host: '127.0.0.2', port: 0 })
     const prm = await fetch(`${new URL(running.url).origin}/.well-known/oauth-protected-resource/mcp`)
     expect(((await prm.json()) as { resource: string }).resource).toBe('https://mcp.example.com/mcp')

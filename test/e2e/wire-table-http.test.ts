@@ -20,7 +20,7 @@ import { type WireUpstreams, wireUpstreams } from '../helpers/wire-upstreams.js'
 
 const RESOURCE = 'https://mcp.test/mcp'
 const ISSUER = 'https://issuer.wire.test'
-const JWT_SECRET = 'wire-table-hs256-secret-0123456789abcdef0123456789'
+const JWT_SECRET = 'wT9cV2xQ7mB4nK8pL3zR6sF1hD5gJ0aYe4Ur'
 const FIXTURES = new URL('../fixtures/isolated-tools.mjs', import.meta.url)
 const WRITE_CAPS = { ...MODERN_META, 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } }
 

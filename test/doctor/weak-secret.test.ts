@@ -1,0 +1,37 @@
+import { randomBytes } from 'node:crypto'
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { MIN_SECRET_BITS, secretStrength, weakSecretReason } from '../../src/doctor/weak-secret.js'
+
+describe('weak HS256 secrets', () => {
+  it.each([
+    ['a published example', 'a-string-secret-at-least-256-bits-long', /published example/],
+    ['an example repeated to length', 'your-256-bit-secret'.repeat(2), /published example/],
+    ['one character', 'a'.repeat(48), /1-character unit repeated/],
+    ['a short unit repeated', 'Tr0ub4dor&3'.repeat(3), /11-character unit repeated/],
+    ['camelCase words', 'ThisIsMySuperSecretKeyForJWTSigning123456', /9 word\(s\) and 6 digit\(s\)/],
+    ['words with separators', 'correct-horse-battery-staple-correct-horse', /6 word\(s\)/],
+    ['a run of neighbours', 'abcdefghijklmnopqrstuvwxyzabcdefgh', /neighbouring characters/],
+    ['few characters, skewed', `${'a'.repeat(30)}bcbcbcd`, /bits/],
+  ])('%s is refused, saying why', (_name, secret, why) => {
+    const reason = weakSecretReason(secret)
+    expect(reason).toMatch(why)
+    expect(reason).not.toContain(secret)
+  })
+
+  it('property: what the refusal tells the operator to run (openssl rand -base64 32) is accepted', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), (bytes) => {
+        expect(weakSecretReason(Buffer.from(bytes).toString('base64'))).toBeUndefined()
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('random hex and base64url secrets of 32 bytes and more carry their bits', () => {
+    for (let i = 0; i < 500; i++) {
+      expect(secretStrength(randomBytes(32).toString('hex')).bits).toBeGreaterThanOrEqual(MIN_SECRET_BITS)
+      expect(weakSecretReason(randomBytes(32).toString('base64url'))).toBeUndefined()
+    }
+  })
+})
