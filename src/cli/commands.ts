@@ -17,6 +17,16 @@ export const SERVE: CommandSpec = {
   examples: ['mcp-bastion serve --port 8080', 'MCP_API_KEY=bst_… mcp-bastion serve --stdio'],
 }
 
+export const DOCTOR: CommandSpec = {
+  name: 'doctor',
+  brief: 'check that a deployment is safe; writes nothing',
+  usage: ['doctor [--config FILE] [--url URL] [--json]'],
+  summary:
+    'The deployment checklist, run: TLS off loopback, dangerously* options, secrets and their files, state and key file permissions, guessable HS256 secrets, roles holding *, tools without a permission, limits, key age and expiry, the audit trail and its key, Redis and PostgreSQL, issuer clocks, upstream pins; with --url, a running server as an anonymous client sees it (challenge, Host and Origin refusals, metadata, headers, TLS versions). Each finding: pass, warn or fail, why, and the fix. Exit 1 on any fail.',
+  flags: [CONFIG, { name: 'url', value: 'URL', help: 'also check the server running at this MCP URL' }, JSON_OUT],
+  examples: ['mcp-bastion doctor', 'mcp-bastion doctor --config bastion.yaml --url https://mcp.example.com/mcp'],
+}
+
 export const KEYS_CREATE: CommandSpec = {
   name: 'keys create',
   brief: 'create an API key (printed once)',
@@ -247,7 +257,7 @@ export const GROUPS: ReadonlyMap<string, CommandGroup> = new Map(
   ].map((g) => [g.name, g]),
 )
 
-export const ALL_COMMANDS: readonly CommandSpec[] = [SERVE, ...[...GROUPS.values()].flatMap((g) => [...g.subcommands.values()])]
+export const ALL_COMMANDS: readonly CommandSpec[] = [SERVE, DOCTOR, ...[...GROUPS.values()].flatMap((g) => [...g.subcommands.values()])]
 
 /** `mcp-bastion keys --help`: each subcommand's synopsis. */
 export function groupHelp(g: CommandGroup): string {

@@ -7,6 +7,7 @@ import {
   AUDIT_VERIFY,
   CONFIG_CHECK,
   type CommandGroup,
+  DOCTOR,
   GRANTS_LIST,
   GRANTS_REVOKE,
   GROUPS,
@@ -33,6 +34,7 @@ type Run = (p: Parsed) => number | Promise<number> | Promise<void>
 // server, the config schema or the SDK (a tenth of the start-up time).
 const RUN = new Map<CommandSpec, () => Promise<Run>>([
   [SERVE, async () => (await import('./serve.js')).serve],
+  [DOCTOR, async () => (await import('./doctor.js')).doctor],
   [KEYS_CREATE, async () => (await import('./keys.js')).keysCreate],
   [KEYS_LIST, async () => (await import('./keys.js')).keysList],
   [KEYS_REVOKE, async () => (await import('./keys.js')).keysRevoke],
@@ -70,6 +72,7 @@ config check found problems) or the command could not do its work; 2 usage, conf
 function resolve(argv: readonly string[]): { spec: CommandSpec; rest: readonly string[] } | { group: CommandGroup; sub: string | undefined } | undefined {
   const [first, second, ...rest] = argv
   if (first === 'serve') return { spec: SERVE, rest: argv.slice(1) }
+  if (first === 'doctor') return { spec: DOCTOR, rest: argv.slice(1) }
   const group = first === undefined ? undefined : GROUPS.get(first)
   if (group === undefined) return undefined
   const spec = second === undefined ? undefined : group.subcommands.get(second)
