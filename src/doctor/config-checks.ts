@@ -55,7 +55,7 @@ export function tlsCheck({ loaded, now, env }: DoctorContext): Finding[] {
 export function dangerousOptions({ loaded }: DoctorContext): Finding[] {
   const on: string[] = []
   const walk = (value: unknown, path: string): void => {
-    if (Array.isArray(value)) value.forEach((v, i) => walk(v, `${path}.${i}`))
+    if (Array.isArray(value)) for (const [i, v] of value.entries()) walk(v, `${path}.${i}`)
     else if (value !== null && typeof value === 'object')
       for (const [k, v] of Object.entries(value)) {
         const at = path === '' ? k : `${path}.${k}`
