@@ -27,6 +27,36 @@ export const DOCTOR: CommandSpec = {
   examples: ['mcp-bastion doctor', 'mcp-bastion doctor --config bastion.yaml --url https://mcp.example.com/mcp'],
 }
 
+export const CALL: CommandSpec = {
+  name: 'call',
+  brief: 'send one MCP request to a server and print the answer',
+  usage: [
+    'call URL [METHOD] [--tool NAME] [--arg NAME=TEXT | --arg NAME:=JSON …] [--args JSON] [--uri URI] [--prompt NAME]',
+    ' [--key KEY | --key-file FILE | --client-credentials ID:SECRET@TOKEN_URL] [--era auto|modern|legacy] [--timeout SECONDS] [--json]',
+  ],
+  summary:
+    "One request with the MCP SDK's client over Streamable HTTP, in the protocol era the server offers (2026-07-28, else 2025-11-25): tools/list (the default), tools/call (with --tool), resources/list, resources/read (--uri), prompts/list, prompts/get (--prompt). The result goes to stdout; a refusal to stderr as the server sent it: its code, text and request id. The API key comes from --key, --key-file or $MCP_API_KEY; --client-credentials obtains a token at TOKEN_URL first (the secret may come from $MCP_CLIENT_SECRET instead: ID@TOKEN_URL). Exit 1 on a refusal or a tool error.",
+  flags: [
+    { name: 'tool', value: 'NAME', help: 'the tool to call (METHOD defaults to tools/call)' },
+    { name: 'arg', value: 'NAME=TEXT', multiple: true, help: 'an argument, a string; NAME:=JSON for a number, boolean, list or object' },
+    { name: 'args', value: 'JSON', help: 'the arguments as one JSON object (--arg entries are added to it)' },
+    { name: 'uri', value: 'URI', help: 'the resource to read (METHOD defaults to resources/read)' },
+    { name: 'prompt', value: 'NAME', help: 'the prompt to get (METHOD defaults to prompts/get)' },
+    { name: 'key', value: 'KEY', help: 'the API key (visible to other users in the process list: prefer --key-file or $MCP_API_KEY)' },
+    { name: 'key-file', value: 'FILE', help: 'read the API key from this file' },
+    { name: 'client-credentials', value: 'ID:SECRET@TOKEN_URL', help: 'obtain an access token by the OAuth client credentials grant first' },
+    { name: 'era', value: 'ERA', help: 'auto (default), modern (2026-07-28 only) or legacy (2025-11-25 only)' },
+    { name: 'timeout', value: 'SECONDS', help: 'for connecting and for the request (default 30)' },
+    JSON_OUT,
+  ],
+  positionals: { name: 'URL [METHOD]', min: 1, max: 2 },
+  examples: [
+    'mcp-bastion call http://127.0.0.1:8080/mcp --key-file admin.key',
+    'mcp-bastion call http://127.0.0.1:8080/mcp --key $KEY --tool read_file --arg path=notes/todo.txt',
+    'mcp-bastion call https://mcp.example.com/mcp --client-credentials ci@https://mcp.example.com/oauth/token --tool query --arg sql="select 1"',
+  ],
+}
+
 export const KEYS_CREATE: CommandSpec = {
   name: 'keys create',
   brief: 'create an API key (printed once)',
@@ -257,7 +287,7 @@ export const GROUPS: ReadonlyMap<string, CommandGroup> = new Map(
   ].map((g) => [g.name, g]),
 )
 
-export const ALL_COMMANDS: readonly CommandSpec[] = [SERVE, DOCTOR, ...[...GROUPS.values()].flatMap((g) => [...g.subcommands.values()])]
+export const ALL_COMMANDS: readonly CommandSpec[] = [SERVE, DOCTOR, CALL, ...[...GROUPS.values()].flatMap((g) => [...g.subcommands.values()])]
 
 /** `mcp-bastion keys --help`: each subcommand's synopsis. */
 export function groupHelp(g: CommandGroup): string {

@@ -5,6 +5,7 @@ import {
   ALL_COMMANDS,
   AUDIT_ROTATE_KEY,
   AUDIT_VERIFY,
+  CALL,
   CONFIG_CHECK,
   type CommandGroup,
   DOCTOR,
@@ -35,6 +36,7 @@ type Run = (p: Parsed) => number | Promise<number> | Promise<void>
 const RUN = new Map<CommandSpec, () => Promise<Run>>([
   [SERVE, async () => (await import('./serve.js')).serve],
   [DOCTOR, async () => (await import('./doctor.js')).doctor],
+  [CALL, async () => (await import('./call.js')).call],
   [KEYS_CREATE, async () => (await import('./keys.js')).keysCreate],
   [KEYS_LIST, async () => (await import('./keys.js')).keysList],
   [KEYS_REVOKE, async () => (await import('./keys.js')).keysRevoke],
@@ -73,6 +75,7 @@ function resolve(argv: readonly string[]): { spec: CommandSpec; rest: readonly s
   const [first, second, ...rest] = argv
   if (first === 'serve') return { spec: SERVE, rest: argv.slice(1) }
   if (first === 'doctor') return { spec: DOCTOR, rest: argv.slice(1) }
+  if (first === 'call') return { spec: CALL, rest: argv.slice(1) }
   const group = first === undefined ? undefined : GROUPS.get(first)
   if (group === undefined) return undefined
   const spec = second === undefined ? undefined : group.subcommands.get(second)

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, realpathSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,7 +9,7 @@ import { pinsOf, writePins } from '../../src/gateway/lock-file.js'
 import { type Bastion, createBastion, type RunningServer } from '../../src/index.js'
 import { freePort } from '../helpers/processes.js'
 import { connect } from '../helpers/server.js'
-import { auditLines, type HttpUpstream, SERVERS, startHttpUpstream } from '../helpers/upstreams.js'
+import { auditLines, type HttpUpstream, startEverythingHttp, startHttpUpstream } from '../helpers/upstreams.js'
 
 /**
  * HTTP upstreams that misbehave: one that redirects to another origin, one that answers 10 MB,
@@ -69,30 +68,6 @@ afterAll(async () => {
   await Promise.all(Object.values(fixtures).map((f) => f.stop()))
   await everything?.stop()
 })
-
-/** `mcp-server-everything streamableHttp` on a free port, held to loopback by a preload (it binds every interface otherwise). */
-async function startEverythingHttp(): Promise<{ url: string; stop(): Promise<void> }> {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', SERVERS.loopbackOnly, SERVERS.everything, 'streamableHttp'], {
-    env: { PATH: process.env.PATH ?? '', PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
-  const stop = (): Promise<void> =>
-    new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve()
-      child.once('exit', () => resolve())
-      child.kill('SIGTERM')
-    })
-  await new Promise<void>((resolve, reject) => {
-    let err = ''
-    child.stderr?.on('data', (c: Buffer) => {
-      err += c.toString()
-      if (err.includes('listening on port')) resolve()
-    })
-    child.once('exit', (code) => reject(new Error(`everything (streamableHttp) exited ${code}: ${err}`)))
-  })
-  return { url: `http://127.0.0.1:${port}/mcp`, stop }
-}
 
 const audit = (): Record<string, unknown>[] => auditLines(dir)
 

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from './processes.js'
 
 /** The real MCP servers from npm (dev dependencies) and the fixture upstreams. */
 export const SERVERS = {
@@ -91,3 +92,27 @@ export function auditLines(dir: string): Record<string, unknown>[] {
 
 /** The text of a tool result's text blocks, joined. */
 export const textOf = (r: { content?: unknown }): string => ((r.content as { text?: string }[] | undefined) ?? []).map((c) => c.text ?? '').join('')
+
+/** `mcp-server-everything streamableHttp` on a free port, held to loopback by a preload (it binds every interface otherwise). */
+export async function startEverythingHttp(): Promise<{ url: string; stop(): Promise<void> }> {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', SERVERS.loopbackOnly, SERVERS.everything, 'streamableHttp'], {
+    env: { PATH: process.env.PATH ?? '', PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      child.once('exit', () => resolve())
+      child.kill('SIGTERM')
+    })
+  await new Promise<void>((resolve, reject) => {
+    let err = ''
+    child.stderr?.on('data', (c: Buffer) => {
+      err += c.toString()
+      if (err.includes('listening on port')) resolve()
+    })
+    child.once('exit', (code) => reject(new Error(`everything (streamableHttp) exited ${code}: ${err}`)))
+  })
+  return { url: `http://127.0.0.1:${port}/mcp`, stop }
+}
