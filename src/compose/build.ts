@@ -156,6 +156,7 @@ export function buildEdge(runtime: Runtime, serving: Serving, at: EdgeAt): Edge 
     path: server.path,
     limits: rateLimits(runtime, bound),
     metrics: runtime.metrics,
+    ...(runtime.tracing === undefined ? {} : { tracing: runtime.tracing }),
     onError: (error) => log.warn({ err: { name: error.name, message: error.message } }, 'mcp sdk error'),
     ...(serving.upstreams === undefined ? {} : { upstreams: serving.upstreams }),
   })
@@ -179,5 +180,6 @@ export function buildStdio(runtime: Runtime, serving: Serving): Omit<StdioOption
       scopes: bound.scopes,
     },
     log: runtime.log,
+    ...(runtime.tracing === undefined ? {} : { tracing: runtime.tracing }),
   }
 }

@@ -17,6 +17,7 @@ import { Metrics } from '../pipeline/metrics.js'
 import { type Keyring, type KeyringSignals, watchedKeyring } from '../protect/keyring.js'
 import { DEFAULT_SECRET_KEYS, redactor } from '../protect/redact.js'
 import { keyringFor } from '../protect/setup.js'
+import { startTracing, type Tracing } from '../telemetry/tracing.js'
 import { openToolResources, type ToolResources } from '../tools/setup.js'
 import { ResourceUri } from './address.js'
 import type { CheckedConfig } from './bind.js'
@@ -52,6 +53,8 @@ export interface Runtime {
   /** The keyring for encryption at rest, read again when `mcp-bastion secrets rotate` changes its file. @throws ConfigError */
   readonly keyring: () => Keyring
   readonly tools: ToolResources
+  /** OpenTelemetry traces, when `telemetry.otlp` is configured. */
+  readonly tracing: Tracing | undefined
   /** Close the backends, authentication, the tools' resources, then the audit trail. */
   close(): Promise<void>
 }
@@ -142,7 +145,10 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
   let audit: AuditLog | undefined
   let auth: AuthSetup | undefined
   let tools: { resources: ToolResources; close(): Promise<void> } | undefined
+  let tracing: Tracing | undefined
   const close = async (): Promise<void> => {
+    // Spans still buffered are sent (within the exporter's timeout); a collector that is down delays nothing else.
+    await tracing?.shutdown().catch(() => undefined)
     await limiter?.close()
     await auth?.close()
     await tools?.close()
@@ -182,6 +188,7 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     const keyring = keyringSource(loaded, env, { log, audit: trail })
     auth = await setupAuth({ loaded, env, keys, audit: trail, log, resource: () => resource.get(), keyring })
     tools = await openToolResources({ loaded, env, log, keyring })
+    tracing = await startTracing(loaded, env)
     return {
       loaded,
       log,
@@ -195,6 +202,7 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
       resource,
       keyring,
       tools: tools.resources,
+      tracing,
       close,
     }
   } catch (error) {

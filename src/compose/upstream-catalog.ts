@@ -109,7 +109,11 @@ export function upstreamTool(u: Upstream, def: ToolDefinitionPin, deps: ToolDeps
       let result: CallToolResult
       try {
         // Checked again once connected: a reconnect or re-list may just have blocked it.
-        result = await u.conn.call(def.name, args as Record<string, unknown>, ctx.signal, headers, verify)
+        const sent = performance.now()
+        // OpenTelemetry: the call's trace context goes on in the request's params._meta and, over HTTP, its headers.
+        const trace = ctx.trace?.context ?? {}
+        result = await u.conn.call(def.name, args as Record<string, unknown>, ctx.signal, { ...trace, ...headers }, verify, trace)
+        ctx.trace?.mark('upstream', sent)
       } catch (error) {
         if (error instanceof SecurityError) throw error
         if (error instanceof UpstreamUnavailable) throw new SecurityError('ERR_UPSTREAM_UNAVAILABLE', error.message)

@@ -302,6 +302,23 @@ export const configSchema = z.strictObject({
     })
     .refine((p) => p.file === undefined || p.rules.length === 0, 'give rules inline or in a file, not both')
     .prefault({}),
+  /** OpenTelemetry traces (off unless `otlp.endpoint` is set); Prometheus `/metrics` is separate. */
+  telemetry: z
+    .strictObject({
+      serviceName: z.string().min(1).max(128).default('mcp-bastion'),
+      otlp: z
+        .strictObject({
+          /** The OTLP/HTTP traces endpoint, e.g. `https://collector:4318/v1/traces` (plain HTTP only to loopback). */
+          endpoint: z.url(),
+          /** Headers for the collector (an API key): secret references. */
+          headers: z.record(z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'a header name'), secretRef).default({}),
+          timeoutMs: z.number().int().min(100).max(60_000).default(10_000),
+          /** Spans are sent in batches at most this far apart. */
+          flushIntervalMs: z.number().int().min(50).max(60_000).default(5000),
+        })
+        .optional(),
+    })
+    .prefault({}),
   /** The SQL tools (`query`, `run_query`, `delete_records`) over the embedded database or PostgreSQL. */
   sql: sqlSchema.prefault({}),
   /** Allowlisted executables for `run_command` (permission `commands:run`); none: no such tool. */

@@ -92,6 +92,7 @@ export function executeTool(deps: ExecuteDeps): (x: Exchange, mcp: ToolContext['
           signal,
         }).finally(() => {
           settled = true
+          x.trace?.mark('tool', started)
         })
         extra.cpuMs = ran.usage.cpuMs
         extra.peakRssBytes = ran.usage.peakRssBytes
@@ -106,9 +107,11 @@ export function executeTool(deps: ExecuteDeps): (x: Exchange, mcp: ToolContext['
           input: deps.input,
           policy: x.decision?.output ?? {},
           audit: (fields: Record<string, unknown>) => x.audit.note(fields),
+          ...(x.trace === undefined ? {} : { trace: { context: x.trace.carrier(), mark: (name: string, start: number) => x.trace?.mark(name, start) } }),
         }
         const work = def.run(x.args, toolCtx).finally(() => {
           settled = true
+          x.trace?.mark('tool', started)
         })
         running = work
         output = await untilAborted(work, signal)

@@ -3,6 +3,7 @@ import type { AuditLog } from '../audit/audit-log.js'
 import { type SecurityError, type SecurityErrorCode, WIRE } from '../errors.js'
 import type { CompiledPolicy, PolicyDecision } from '../policy/engine.js'
 import type { Principal } from '../principal.js'
+import { ExchangeTrace, type Tracing } from '../telemetry/tracing.js'
 import type { RegisteredTool } from '../tools/registry.js'
 
 export type Era = 'modern' | 'legacy'
@@ -52,6 +53,8 @@ export interface Exchange {
   decision: PolicyDecision | undefined
   /** The policy this request is decided by: taken once, so a reload never splits a request. */
   policy: CompiledPolicy | undefined
+  /** OpenTelemetry: this request's span and its stage timings; undefined when tracing is off. */
+  readonly trace: ExchangeTrace | undefined
 }
 
 // Opaque tokens a proxy may use: short, printable, no separators that break logs.
@@ -80,10 +83,12 @@ export function createExchange(init: {
   http?: HttpPart
   message?: unknown
   era?: Era
+  tracing?: Tracing | undefined
 }): Exchange {
+  const startedAt = performance.now()
   const x: Exchange = {
     requestId: init.requestId,
-    startedAt: performance.now(),
+    startedAt,
     transport: init.transport,
     remoteAddress: init.remoteAddress,
     signal: init.signal,
@@ -98,6 +103,7 @@ export function createExchange(init: {
     args: undefined,
     decision: undefined,
     policy: undefined,
+    trace: init.tracing === undefined ? undefined : new ExchangeTrace(init.tracing, startedAt, init.http?.request.headers),
   }
   return x
 }
@@ -188,6 +194,26 @@ export class AuditScope {
     }
     this.#committed = true
     const x = this.#exchange()
+    try {
+      await this.#write(x, extra)
+    } finally {
+      x.trace?.finish({
+        method: x.method,
+        tool: x.tool?.definition.name ?? toolNameOf(x.message),
+        requestId: x.requestId,
+        rpcId: rpcIdOf(x.message),
+        transport: x.transport,
+        era: x.era,
+        sessionId: x.sessionId,
+        principal: x.principal?.id,
+        decision: this.#decision,
+        reason: this.#reason,
+        rpcCode: this.#reason === 'OK' ? undefined : WIRE[this.#reason].rpc,
+      })
+    }
+  }
+
+  async #write(x: Exchange, extra: Record<string, unknown> | undefined): Promise<void> {
     const p = x.principal
     // Noted fields first: they can add to a line, never overwrite the decision or who decided.
     this.#log.record({

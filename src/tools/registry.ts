@@ -21,6 +21,12 @@ export interface ToolContext {
   readonly policy: Readonly<Record<string, string>>
   /** Add fields to this call's audit line (what a destructive tool changed). Redacted like the rest. */
   audit(fields: Record<string, unknown>): void
+  /**
+   * OpenTelemetry, when tracing is on: the W3C trace context of this call's span (`traceparent`,
+   * `tracestate`) to send on with a request this tool makes, and `mark` to record a part of the
+   * work (from `start`, a performance.now() time, until now) as a child span.
+   */
+  readonly trace?: { readonly context: Readonly<Record<string, string>>; mark(name: string, start: number): void }
 }
 
 /** What a tool returns: a result, or (2026-07-28 multi-round-trip) a request for client input. */

@@ -31,6 +31,40 @@ export interface StageDeps {
   readonly session: Stage
 }
 
+/**
+ * OpenTelemetry: time a stage (its own work, until it hands on or refuses) as a child span of the
+ * request. Without tracing the stage runs as it is.
+ */
+function timed(name: string, stage: Stage): Stage {
+  return async function timedStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
+    const trace = x.trace
+    if (trace === undefined) return stage(x, next)
+    const start = performance.now()
+    let marked = false
+    const mark = (): void => {
+      if (marked) return
+      marked = true
+      trace.mark(name, start)
+    }
+    try {
+      return await stage(x, () => {
+        mark()
+        return next()
+      })
+    } finally {
+      mark()
+    }
+  }
+}
+
+/** OpenTelemetry: open the request's span once the message is read (its parent may be in `params._meta`). */
+function openTrace(): Stage {
+  return async function openTraceStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
+    x.trace?.open(x.message)
+    return next()
+  }
+}
+
 /** HTTP: label the request with its protocol era. Does not check: anything; later stages branch on it. */
 function classifyEra(era: (x: Exchange) => Promise<Era>): Stage {
   return async function classifyEraStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
@@ -56,14 +90,18 @@ export function requestStages(d: StageDeps): Stage[] {
     checkRequestShape(), //                       HTTP: method, Content-Type, Accept
     refuseQueryCredential(), //                   HTTP: no credential in the URL
     anonymousLimit(d.limits), //                  HTTP: the address's bucket, charged by failed authentication
-    authenticate(d.auth), //                      who is calling, from this request's own credential (headers only)
+    timed('authenticate', authenticate(d.auth)), // who is calling, from this request's own credential (headers only)
     readBody(d.body), //                          HTTP: byte cap, strict UTF-8, depth cap, the one JSON parse
-    rateLimit(d.limits, (n) => d.registry.get(n) !== undefined), // principal, tenant, global and tool buckets
+    openTrace(), //                               OpenTelemetry: the request's span, its parent from params._meta
+    timed(
+      'limits',
+      rateLimit(d.limits, (n) => d.registry.get(n) !== undefined),
+    ), // principal, tenant, global and tool buckets
     checkMessage(), //                            JSON-RPC envelope: what the SDK would refuse never reaches it
     classifyEra(d.era), //                        HTTP: 2026-07-28 or 2025-11-25
     d.session, //                                 HTTP 2025-11-25: the session exists and is this principal's
     resolveTool(d.registry), //                   tools/call: a registered tool, else not found
-    authorizeTool(d.policy, d.scopes), //         may this principal use the tool at all; token scopes
+    timed('policy', authorizeTool(d.policy, d.scopes)), // may this principal use the tool at all; token scopes
     checkParamHeaders(), //                       HTTP 2026-07-28: Mcp-Param-* headers agree with the body
   ] // then the SDK parses the message and calls its tools/call handler, which runs callPath:
 }
@@ -76,7 +114,7 @@ export function requestStages(d: StageDeps): Stage[] {
 export function callPath(policy: () => CompiledPolicy, run: (x: Exchange, mcp: ServerContext, canElicit: boolean) => Promise<ToolOutput>): ServerDeps['run'] {
   const stages: Stage[] = [
     validateArgs(), //                            the tool's schema; its output is the value the tool gets
-    authorizeArgs(policy), //                     argument policy on exactly that value
+    timed('policy', authorizeArgs(policy)), //    argument policy on exactly that value
   ]
   return (x, mcp, canElicit) => compose<Exchange, ToolOutput>(stages, (ex) => run(ex, mcp, canElicit))(x)
 }

@@ -11,6 +11,7 @@ import { parseJsonBody } from '../limits/json-body.js'
 import { compose, type Guard } from '../pipeline/compose.js'
 import { createExchange, type Era, type Exchange, requestIdFrom, rpcIdOf, rpcMethodOf, type Stage } from '../pipeline/exchange.js'
 import type { Principal } from '../principal.js'
+import type { Tracing } from '../telemetry/tracing.js'
 import { buildServer, type ServerDeps } from './mcp-server.js'
 import { requestStages, type StageDeps } from './stages.js'
 import { Wire } from './wire.js'
@@ -22,6 +23,8 @@ export interface StdioOptions {
   readonly bruteForce: BruteForce
   readonly stages: Omit<StageDeps, 'auth' | 'era' | 'session'>
   readonly log: { warn(fields: object, message: string): void }
+  /** OpenTelemetry traces, when configured. */
+  readonly tracing?: Tracing
   readonly env?: NodeJS.ProcessEnv
   /** Streams instead of the process's stdin and stdout (tests). */
   readonly stdin?: NodeJS.ReadableStream
@@ -267,6 +270,7 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
       audit,
       message,
       ...(era === undefined ? {} : { era }),
+      tracing: options.tracing,
     })
   }
   let transport: GuardedTransport | undefined = new GuardedTransport(

@@ -13,6 +13,7 @@ import { createExchange, type Exchange, requestIdFrom } from '../../pipeline/exc
 import type { Metrics } from '../../pipeline/metrics.js'
 import type { CompiledPolicy } from '../../policy/engine.js'
 import type { RbacPolicy } from '../../policy/rbac.js'
+import type { Tracing } from '../../telemetry/tracing.js'
 import type { ToolRegistry } from '../../tools/registry.js'
 import { buildServer, type ServerDeps, ServerPool } from '../mcp-server.js'
 import { answerHttp, requestStages } from '../stages.js'
@@ -49,6 +50,8 @@ export interface EdgeOptions {
   readonly path?: string
   /** Operator log for failures that have no request (SDK out-of-band errors). */
   readonly onError?: (error: Error) => void
+  /** OpenTelemetry traces, when configured. */
+  readonly tracing?: Tracing
   /** Each upstream's state (gateway), shown by `/healthz`: names and states only, never errors. */
   readonly upstreams?: () => Readonly<Record<string, string>>
 }
@@ -157,6 +160,7 @@ export function createEdge(options: EdgeOptions): Edge {
       signal: request.signal,
       audit,
       http: { request, url, bodyTooLarge: info.bodyTooLarge === true, headerFault: info.headerFault, responseHeaders: new Headers() },
+      tracing: options.tracing,
     })
 
   return {

@@ -319,10 +319,18 @@ export class UpstreamConnection {
    * @throws UpstreamUnavailable when it is down, failed, its breaker is open or the connection broke;
    *   the SDK's ProtocolError when it answered with a JSON-RPC error.
    */
-  call(tool: string, args: Record<string, unknown>, signal: AbortSignal, headers: Readonly<Record<string, string>>, verify?: () => void): Promise<CallToolResult> {
+  call(
+    tool: string,
+    args: Record<string, unknown>,
+    signal: AbortSignal,
+    headers: Readonly<Record<string, string>>,
+    verify?: () => void,
+    meta?: Readonly<Record<string, string>>,
+  ): Promise<CallToolResult> {
     // The plain request, not callTool: the result is checked against the pinned output schema by
     // the gateway, not against whatever the upstream lists now (callTool would, and may list again).
-    return this.request({ method: 'tools/call', params: { name: tool, arguments: args } }, signal, headers, verify) as Promise<CallToolResult>
+    const params = { name: tool, arguments: args, ...(meta === undefined || Object.keys(meta).length === 0 ? {} : { _meta: { ...meta } }) }
+    return this.request({ method: 'tools/call', params }, signal, headers, verify) as Promise<CallToolResult>
   }
 
   /** Read one of its resources. @throws as {@link call} */
