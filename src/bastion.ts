@@ -28,6 +28,7 @@ import type { Edge } from './transport/http/edge.js'
 import { clientErrorListener, connectListener, nodeListener } from './transport/http/node-listener.js'
 import type { ServerDeps } from './transport/mcp-server.js'
 import type { StdioOptions } from './transport/stdio.js'
+import { websocketUpgrade } from './transport/websocket.js'
 
 export { isLoopback } from './config/urls.js'
 export { VERSION } from './version.js'
@@ -289,6 +290,25 @@ export class Bastion {
     )
     server.on('clientError', clientErrorListener(edge, { secure: tls !== undefined }))
     server.on('connect', connectListener(edge, { secure: tls !== undefined }))
+    const websocket = config.server.websocket
+    const sockets = websocket.enabled
+      ? websocketUpgrade({
+          path: websocket.path,
+          authTimeoutMs: websocket.authTimeoutMs,
+          idleTimeoutMs: websocket.idleTimeoutMs,
+          maxConnections: websocket.maxConnections,
+          maxMessageBytes: config.server.maxBodyBytes,
+          origins: { allowedHosts: at.allowedHosts, allowedOrigins: config.server.allowedOrigins },
+          secure: tls !== undefined,
+          audit: this.audit,
+          edge,
+          serving: buildStdio(this.#runtime, serving),
+        })
+      : undefined
+    if (sockets !== undefined) {
+      server.on('upgrade', sockets.upgrade)
+      server.once('close', () => sockets.close())
+    }
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url: at.url, tools: this.registry.all().length })
     firstRunKey({ loaded: this.loaded, keys: this.keys, audit: this.audit, say: this.#announce })
     if (this.#announce !== false) this.#announce.write(listeningLine(this.loaded, at.url))

@@ -3,7 +3,7 @@ import { SecurityError } from '../errors.js'
 import { addressKey } from '../limits/rate-plan.js'
 import type { Exchange, Stage } from '../pipeline/exchange.js'
 import { parseApiKey } from './api-key.js'
-import { credentialFromHeaders } from './authenticate.js'
+import { type CredentialSource, credentialFromHeaders } from './authenticate.js'
 import type { Authenticator } from './authenticator.js'
 import type { BruteForce } from './brute-force.js'
 
@@ -31,6 +31,8 @@ export interface AuthenticateOptions {
   readonly audit: AuditLog
   /** stdio: the API key the process was started with. */
   readonly presented?: string
+  /** Where `presented` came from (default `environment`: API keys only); a WebSocket's Authorization header or subprotocol is `authorization`. */
+  readonly presentedSource?: CredentialSource
 }
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -99,9 +101,10 @@ export function authenticate(options: AuthenticateOptions): Stage {
     const http = x.http
     if (http === undefined) {
       if (presented === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'no credential for this transport')
-      x.principal = await authenticator.verify(presented, 'environment')
+      const source = options.presentedSource ?? 'environment'
+      x.principal = await authenticator.verify(presented, source)
       x.audit.allow('auth.success')
-      x.audit.note({ via: 'environment', kind: x.principal.kind })
+      x.audit.note({ via: source, kind: x.principal.kind })
       return next()
     }
     const address = addressSubject(x)

@@ -151,6 +151,21 @@ export const configSchema = z.strictObject({
       keepAliveTimeoutSeconds: z.number().int().min(1).max(3600).default(5),
       tls: z.strictObject({ cert: secretRef, key: secretRef }).optional(),
       dangerouslyAllowPlaintext: z.boolean().default(false),
+      /** MCP over WebSocket (off by default): every message through the same stage list as HTTP and stdio. */
+      websocket: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          path: z
+            .string()
+            .regex(/^\/[A-Za-z0-9/._-]{0,200}$/, 'a path such as /mcp/ws')
+            .default('/mcp/ws'),
+          /** A connection without a credential in its upgrade request must send one in its first message within this. */
+          authTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
+          /** A connection that does not answer a ping within this is closed. */
+          idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+          maxConnections: z.number().int().min(1).max(100_000).default(1000),
+        })
+        .prefault({}),
       sessions: z
         .strictObject({
           maxTotal: z.number().int().min(1).default(1000),

@@ -31,7 +31,7 @@ export interface HttpPart {
 export interface Exchange {
   readonly requestId: string
   readonly startedAt: number
-  readonly transport: 'http' | 'stdio'
+  readonly transport: 'http' | 'stdio' | 'websocket'
   readonly remoteAddress: string | undefined
   /** Aborted when the client disconnects or cancels. */
   readonly signal: AbortSignal
@@ -76,7 +76,7 @@ export function requestIdFrom(header: string | null | undefined, survives: (id: 
 
 export function createExchange(init: {
   requestId: string
-  transport: 'http' | 'stdio'
+  transport: 'http' | 'stdio' | 'websocket'
   remoteAddress: string | undefined
   signal: AbortSignal
   audit: AuditLog

@@ -73,7 +73,7 @@ export interface TraceOutcome {
   readonly tool: string | undefined
   readonly requestId: string
   readonly rpcId: string | number | null
-  readonly transport: 'http' | 'stdio'
+  readonly transport: 'http' | 'stdio' | 'websocket'
   readonly era: 'modern' | 'legacy' | undefined
   readonly sessionId: string | undefined
   readonly principal: string | undefined
@@ -155,7 +155,7 @@ export class ExchangeTrace {
     span.updateName(method === undefined ? 'mcp' : o.tool === undefined ? method : `${method} ${o.tool}`)
     span.setAttributes({
       ...(method === undefined ? {} : { 'mcp.method.name': method }),
-      'network.transport': o.transport === 'http' ? 'tcp' : 'pipe',
+      'network.transport': o.transport === 'stdio' ? 'pipe' : 'tcp',
       'bastion.request_id': o.requestId,
       'bastion.decision': o.decision,
       'bastion.reason': o.reason,

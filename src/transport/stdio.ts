@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { JSONRPCMessage, MessageExtraInfo, Transport, TransportSendOptions } from '@modelcontextprotocol/server'
 import { serveStdio as sdkServeStdio } from '@modelcontextprotocol/server/stdio'
 import type { AuditLog } from '../audit/audit-log.js'
+import type { CredentialSource } from '../auth/authenticate.js'
 import type { Authenticator } from '../auth/authenticator.js'
 import type { BruteForce } from '../auth/brute-force.js'
 import { ConfigError } from '../config/load.js'
@@ -26,9 +27,19 @@ export interface StdioOptions {
   /** OpenTelemetry traces, when configured. */
   readonly tracing?: Tracing
   readonly env?: NodeJS.ProcessEnv
-  /** Streams instead of the process's stdin and stdout (tests). */
+  /** Streams instead of the process's stdin and stdout (tests, and a WebSocket's messages). */
   readonly stdin?: NodeJS.ReadableStream
   readonly stdout?: NodeJS.WritableStream
+  /**
+   * The connection's credential when it is not `$MCP_API_KEY` (a WebSocket's, from its upgrade
+   * request or first message), with what the audit lines call the transport and the peer.
+   */
+  readonly connection?: {
+    readonly credential: string
+    readonly source: CredentialSource
+    readonly transport: 'websocket'
+    readonly remoteAddress: string | undefined
+  }
 }
 
 type Reply = JSONRPCMessage | undefined
@@ -218,19 +229,42 @@ function resultVersionOf(reply: JSONRPCMessage): string | undefined {
  */
 export async function serveStdioTransport(options: StdioOptions): Promise<{ close(): Promise<void> }> {
   const env = options.env ?? process.env
-  const key = env.MCP_API_KEY
+  const conn = options.connection
+  const key = conn?.credential ?? env.MCP_API_KEY
   if (key === undefined || key === '') throw new ConfigError('stdio mode: environment variable MCP_API_KEY is not set (an API key from `mcp-bastion keys create`)')
+  const source: CredentialSource = conn?.source ?? 'environment'
+  const transportName = conn?.transport ?? 'stdio'
+  const remoteAddress = conn?.remoteAddress
   const { audit } = options
   const requestId = randomUUID()
   let principal: Principal
   try {
-    principal = await options.authenticator.verify(key, 'environment')
+    principal = await options.authenticator.verify(key, source)
   } catch (error) {
     const failure = toSecurityError(error)
-    audit.record({ event: 'auth.failure', requestId, decision: 'deny', reason: failure.code, transport: 'stdio', via: 'environment', detail: failure.message })
+    audit.record({
+      event: 'auth.failure',
+      requestId,
+      decision: 'deny',
+      reason: failure.code,
+      transport: transportName,
+      via: source,
+      remote: remoteAddress,
+      detail: failure.message,
+    })
     throw failure
   }
-  audit.record({ event: 'auth.success', requestId, principal: principal.id, roles: principal.roles, decision: 'allow', reason: 'OK', transport: 'stdio', via: 'environment' })
+  audit.record({
+    event: 'auth.success',
+    requestId,
+    principal: principal.id,
+    roles: principal.roles,
+    decision: 'allow',
+    reason: 'OK',
+    transport: transportName,
+    via: source,
+    remote: remoteAddress,
+  })
   const wire = new Wire(undefined)
   const answer: Guard<Exchange, Reply> = async function answerStdioStage(x, next) {
     let reply: Reply
@@ -254,7 +288,7 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
   }
   const stages = requestStages({
     ...options.stages,
-    auth: { authenticator: options.authenticator, bruteForce: options.bruteForce, audit, presented: key },
+    auth: { authenticator: options.authenticator, bruteForce: options.bruteForce, audit, presented: key, presentedSource: source },
     era: async () => 'legacy',
     session: pass,
   })
@@ -264,8 +298,8 @@ export async function serveStdioTransport(options: StdioOptions): Promise<{ clos
     if (era === undefined && message !== undefined) era = rpcMethodOf(message) === 'initialize' ? 'legacy' : 'modern'
     return createExchange({
       requestId: requestIdFrom(undefined, (id) => audit.survives(id)),
-      transport: 'stdio',
-      remoteAddress: undefined,
+      transport: transportName,
+      remoteAddress,
       signal: NEVER,
       audit,
       message,

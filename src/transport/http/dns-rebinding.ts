@@ -22,24 +22,30 @@ export function hostnameOf(host: string): string | undefined {
  * Does not check: the credential (authentication does); `Referer`.
  */
 export function checkHostAndOrigin(policy: OriginPolicy): Stage {
-  const hosts = new Set(policy.allowedHosts.map((h) => h.toLowerCase()))
-  const origins = new Set(policy.allowedOrigins.map((o) => o.toLowerCase().replace(/\/$/, '')))
+  const refusal = hostOriginRefusal(policy)
   return async function checkHostAndOriginStage<R>(x: Exchange, next: () => Promise<R>): Promise<R> {
     const http = x.http
     if (http === undefined) return next()
-    const host = http.request.headers.get('host')
+    const refused = refusal(http.request.headers.get('host'), http.request.headers.get('origin'), http.url.protocol)
+    if (refused !== undefined) throw refused
+    return next()
+  }
+}
+
+/** The same check on raw header values (a WebSocket upgrade): the refusal, or undefined when both pass. */
+export function hostOriginRefusal(policy: OriginPolicy): (host: string | null, origin: string | null, protocol: string) => SecurityError | undefined {
+  const hosts = new Set(policy.allowedHosts.map((h) => h.toLowerCase()))
+  const origins = new Set(policy.allowedOrigins.map((o) => o.toLowerCase().replace(/\/$/, '')))
+  return (host, origin, protocol) => {
     const hostname = host === null ? undefined : hostnameOf(host)
     if (hostname === undefined || !hosts.has(hostname)) {
-      throw new SecurityError('ERR_HOST_FORBIDDEN', `Host header ${JSON.stringify((host ?? '(none)').slice(0, 100))} not in the allowlist`)
+      return new SecurityError('ERR_HOST_FORBIDDEN', `Host header ${JSON.stringify((host ?? '(none)').slice(0, 100))} not in the allowlist`)
     }
-    const origin = http.request.headers.get('origin')
     if (origin !== null) {
-      const own = `${http.url.protocol}//${(host ?? '').toLowerCase()}`
+      const own = `${protocol}//${(host ?? '').toLowerCase()}`
       const normalized = origin.toLowerCase()
-      if (normalized !== own && !origins.has(normalized)) {
-        throw new SecurityError('ERR_ORIGIN_FORBIDDEN', `Origin ${JSON.stringify(origin.slice(0, 200))} not allowed`)
-      }
+      if (normalized !== own && !origins.has(normalized)) return new SecurityError('ERR_ORIGIN_FORBIDDEN', `Origin ${JSON.stringify(origin.slice(0, 200))} not allowed`)
     }
-    return next()
+    return undefined
   }
 }

@@ -132,7 +132,7 @@ async function writeResponse(res: ServerResponse, response: Response, signal: Ab
 }
 
 /** Answer a refusal on a bare socket (no ServerResponse exists), through the edge's renderer and audit. */
-function refuseOnSocket(edge: Edge, socket: Socket, refusal: SecurityError, options: { secure: boolean; method: string }): void {
+export function refuseOnSocket(edge: Edge, socket: Socket, refusal: SecurityError, options: { secure: boolean; method: string }): void {
   edge
     .refuse(refusal, { remoteAddress: socket.remoteAddress, secure: options.secure, method: options.method })
     .then(async (response) => {
