@@ -13,9 +13,9 @@
 //   CLUSTER_PRINCIPAL_RATE  600/min (each principal's limit, shared by the replicas)
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest } from 'node:http'
 import { join, resolve } from 'node:path'
 import { stringify } from 'yaml'
+import { startProxy } from './cluster-proxy.mjs'
 
 const env = process.env
 const dir = resolve(env.CLUSTER_DIR ?? '.cluster')
@@ -33,7 +33,7 @@ writeFileSync(
   config,
   stringify({
     stateDir: 'state',
-    server: { host: '127.0.0.1' },
+    server: { host: '127.0.0.1', websocket: { enabled: true } },
     roles: { admin: { permissions: ['*'] }, reader: { permissions: ['files:read'] } },
     auth: {
       resource: url,
@@ -104,28 +104,5 @@ const replicas = await Promise.all(
 })
 if (replicas === undefined) process.exit(1)
 
-// The proxy: round robin, except that a 2025-11-25 session stays on the replica that opened it
-// (sessions live in one process). Bodies stream through; Host and every other header pass as sent.
-const sessions = new Map()
-let next = 0
-proxy = createServer((req, res) => {
-  const session = req.headers['mcp-session-id']
-  const target = (typeof session === 'string' ? sessions.get(session) : undefined) ?? replicas[next++ % replicas.length]
-  const upstream = httpRequest({ host: '127.0.0.1', port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-    const opened = answer.headers['mcp-session-id']
-    if (typeof opened === 'string') {
-      sessions.set(opened, target)
-      if (sessions.size > 10_000) sessions.delete(sessions.keys().next().value)
-    }
-    res.writeHead(answer.statusCode ?? 502, { ...answer.headers, 'x-bastion-replica': target.name })
-    answer.pipe(res)
-  })
-  upstream.on('error', () => {
-    if (!res.headersSent) res.writeHead(502, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"replica unavailable"}}')
-    else res.destroy()
-  })
-  req.pipe(upstream)
-})
-proxy.listen(proxyPort, '127.0.0.1', () => {
-  process.stdout.write(`cluster ready: ${url} -> ${replicas.map((r) => `replica ${r.name} http://127.0.0.1:${r.port}/mcp`).join(', ')}\n`)
-})
+proxy = await startProxy({ port: proxyPort, replicas: replicas.map((r) => ({ ...r, host: '127.0.0.1' })) })
+process.stdout.write(`cluster ready: ${url} -> ${replicas.map((r) => `replica ${r.name} http://127.0.0.1:${r.port}/mcp`).join(', ')}\n`)

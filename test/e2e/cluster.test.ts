@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
 import { freePort } from '../helpers/processes.js'
 import { connect, JSON_HEADERS, MODERN_META, modernHeaders, rpcBody } from '../helpers/server.js'
 import { PG_ADMIN_URL } from '../helpers/sql.js'
@@ -113,6 +114,19 @@ describe('npm run cluster: two replicas, one Redis, one PostgreSQL', () => {
     } finally {
       await client.close()
     }
+  })
+
+  it('a WebSocket connection passes through the proxy to a replica', async () => {
+    const { key } = await newKey()
+    const ws = new WebSocket(proxy.replace('http:', 'ws:').replace(/\/mcp$/, '/mcp/ws'), ['mcp', `bearer.${key}`])
+    const answer = new Promise<string>((ok, fail) => {
+      ws.once('message', (d) => ok(String(d)))
+      ws.once('error', fail)
+    })
+    await new Promise((r) => ws.once('open', r))
+    ws.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: MODERN_META } }))
+    expect(await answer).toContain('"read_file"')
+    ws.close()
   })
 
   it('a key revoked from the shared store is refused by both replicas', async () => {
