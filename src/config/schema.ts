@@ -325,6 +325,8 @@ export const configSchema = z.strictObject({
         .strictObject({
           /** The OTLP/HTTP traces endpoint, e.g. `https://collector:4318/v1/traces` (plain HTTP only to loopback). */
           endpoint: z.url(),
+          /** OTLP/HTTP metrics endpoint; default: the traces endpoint with `/v1/metrics` for `/v1/traces` (none otherwise). */
+          metricsEndpoint: z.url().optional(),
           /** Headers for the collector (an API key): secret references. */
           headers: z.record(z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'a header name'), secretRef).default({}),
           timeoutMs: z.number().int().min(100).max(60_000).default(10_000),

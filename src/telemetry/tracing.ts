@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Context, Span, TextMapGetter, TextMapPropagator, Tracer } from '@opentelemetry/api'
+import type { Context, Histogram, Span, TextMapGetter, TextMapPropagator, Tracer } from '@opentelemetry/api'
 import { type LoadedConfig, readSecret } from '../config/load.js'
 import { secureUrl } from '../config/urls.js'
 import { redactText } from '../protect/redact.js'
@@ -16,6 +16,8 @@ import { VERSION } from '../version.js'
  */
 export interface Tracing {
   readonly tracer: Tracer
+  /** `mcp.server.operation.duration` (seconds), when metrics are exported. */
+  readonly duration: Histogram | undefined
   readonly propagator: TextMapPropagator
   /** The API's context and span helpers (loaded with the rest). */
   readonly api: typeof import('@opentelemetry/api')
@@ -29,15 +31,44 @@ export async function startTracing(loaded: LoadedConfig, env: NodeJS.ProcessEnv)
   if (otlp === undefined) return undefined
   const url = secureUrl(loaded, 'telemetry.otlp.endpoint', otlp.endpoint)
   const headers = Object.fromEntries(Object.entries(otlp.headers).map(([k, ref]) => [k, readSecret(loaded, ref, `telemetry.otlp.headers.${k}`, env)]))
-  const [api, core, sdk, resources, exporter] = await Promise.all([
+  const [api, core, sdk, resources, exporter, metricsSdk, metricsExporter] = await Promise.all([
     import('@opentelemetry/api'),
     import('@opentelemetry/core'),
     import('@opentelemetry/sdk-trace'),
     import('@opentelemetry/resources'),
     import('@opentelemetry/exporter-trace-otlp-http'),
+    import('@opentelemetry/sdk-metrics'),
+    import('@opentelemetry/exporter-metrics-otlp-http'),
   ])
+  const resource = resources.resourceFromAttributes({ 'service.name': loaded.config.telemetry.serviceName, 'service.version': VERSION })
+  // Metrics go beside the traces (`…/v1/metrics` for `…/v1/traces`), or where configured.
+  const metricsAt =
+    otlp.metricsEndpoint === undefined
+      ? url.pathname.endsWith('/v1/traces')
+        ? new URL(url.href.replace(/\/v1\/traces$/, '/v1/metrics'))
+        : undefined
+      : secureUrl(loaded, 'telemetry.otlp.metricsEndpoint', otlp.metricsEndpoint)
+  const meters =
+    metricsAt === undefined
+      ? undefined
+      : new metricsSdk.MeterProvider({
+          resource,
+          readers: [
+            new metricsSdk.PeriodicExportingMetricReader({
+              exporter: new metricsExporter.OTLPMetricExporter({ url: metricsAt.href, headers, timeoutMillis: otlp.timeoutMs }),
+              exportIntervalMillis: otlp.flushIntervalMs,
+              exportTimeoutMillis: Math.min(otlp.timeoutMs, otlp.flushIntervalMs),
+            }),
+          ],
+        })
+  const duration = meters?.getMeter('mcp-bastion', VERSION).createHistogram('mcp.server.operation.duration', {
+    unit: 's',
+    description: 'MCP request duration as observed on the server, from the request until its answer',
+    // The bucket boundaries the semantic conventions for MCP recommend.
+    advice: { explicitBucketBoundaries: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300] },
+  })
   const provider = new sdk.TracerProvider({
-    resource: resources.resourceFromAttributes({ 'service.name': loaded.config.telemetry.serviceName, 'service.version': VERSION }),
+    resource,
     spanProcessors: [
       new sdk.BatchSpanProcessor({
         exporter: new exporter.OTLPTraceExporter({ url: url.href, headers, timeoutMillis: otlp.timeoutMs }),
@@ -49,9 +80,12 @@ export async function startTracing(loaded: LoadedConfig, env: NodeJS.ProcessEnv)
   })
   return {
     tracer: provider.getTracer('mcp-bastion', VERSION),
+    duration,
     propagator: new core.W3CTraceContextPropagator(),
     api,
-    shutdown: () => provider.shutdown(),
+    shutdown: async () => {
+      await Promise.all([provider.shutdown(), meters?.shutdown()])
+    },
   }
 }
 
@@ -84,6 +118,19 @@ export interface TraceOutcome {
 }
 
 const attr = (value: string): string => redactText(value).slice(0, 256)
+
+/** The attributes a span and the duration metric share (the conventions' low-cardinality ones). */
+function commonAttributes(o: TraceOutcome): Record<string, string> {
+  const tool =
+    o.tool === undefined ? {} : o.method === 'prompts/get' ? { 'gen_ai.prompt.name': attr(o.tool) } : { 'gen_ai.tool.name': attr(o.tool), 'gen_ai.operation.name': 'execute_tool' }
+  return {
+    ...(o.method === undefined ? {} : { 'mcp.method.name': o.method }),
+    'network.transport': o.transport === 'stdio' ? 'pipe' : 'tcp',
+    ...(o.era === undefined ? {} : { 'mcp.protocol.version': o.era === 'modern' ? '2026-07-28' : '2025-11-25' }),
+    ...tool,
+    ...(o.reason === 'OK' ? {} : { 'error.type': o.reason }),
+  }
+}
 
 /**
  * The trace of one exchange: stage timings are kept until the server span exists (it is opened
@@ -154,25 +201,18 @@ export class ExchangeTrace {
     const method = o.method
     span.updateName(method === undefined ? 'mcp' : o.tool === undefined ? method : `${method} ${o.tool}`)
     span.setAttributes({
-      ...(method === undefined ? {} : { 'mcp.method.name': method }),
-      'network.transport': o.transport === 'stdio' ? 'pipe' : 'tcp',
+      ...commonAttributes(o),
       'bastion.request_id': o.requestId,
       'bastion.decision': o.decision,
       'bastion.reason': o.reason,
       ...(o.rpcId === null ? {} : { 'jsonrpc.request.id': String(o.rpcId) }),
-      ...(o.era === undefined ? {} : { 'mcp.protocol.version': o.era === 'modern' ? '2026-07-28' : '2025-11-25' }),
       ...(o.sessionId === undefined ? {} : { 'mcp.session.id': createHash('sha256').update(o.sessionId).digest('hex').slice(0, 16) }),
       ...(o.principal === undefined ? {} : { 'bastion.principal': attr(o.principal) }),
-      ...(o.tool === undefined
-        ? {}
-        : o.method === 'prompts/get'
-          ? { 'gen_ai.prompt.name': attr(o.tool) }
-          : { 'gen_ai.tool.name': attr(o.tool), 'gen_ai.operation.name': 'execute_tool' }),
       ...(o.rpcCode === undefined ? {} : { 'rpc.response.status_code': String(o.rpcCode) }),
-      ...(o.reason === 'OK' ? {} : { 'error.type': o.reason }),
     })
     if (o.decision !== 'allow') span.setStatus({ code: api.SpanStatusCode.ERROR, message: o.reason })
     span.end()
+    this.#tracing.duration?.record((performance.now() - this.#startedAt) / 1000, commonAttributes(o))
   }
 
   #child(name: string, start: number, end: number): void {

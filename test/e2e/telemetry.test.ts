@@ -22,6 +22,7 @@ interface OtlpSpan {
 }
 let receiver: Server
 let bodies: string[] = []
+const metrics: string[] = []
 const spans = (): OtlpSpan[] =>
   bodies.flatMap((b) => (JSON.parse(b) as { resourceSpans: { scopeSpans: { spans: OtlpSpan[] }[] }[] }).resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans)))
 const attrs = (s: OtlpSpan): Record<string, string> => Object.fromEntries(s.attributes.map((a) => [a.key, String(a.value.stringValue ?? a.value.intValue)]))
@@ -39,6 +40,7 @@ beforeAll(async () => {
     })
     req.on('end', () => {
       if (req.url === '/v1/traces') bodies.push(body)
+      if (req.url === '/v1/metrics') metrics.push(body)
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
     })
   })
@@ -138,6 +140,26 @@ describe('OpenTelemetry traces (OTLP/HTTP to a local receiver)', () => {
     const a = attrs(span as OtlpSpan)
     expect(a['mcp.protocol.version']).toBe('2025-11-25')
     expect(a['mcp.session.id']).toMatch(/^[0-9a-f]{16}$/)
+  })
+
+  it('mcp.server.operation.duration: a histogram in seconds by method, tool and error type, beside the traces', async () => {
+    await callModern(server.url, server.keys.admin, 'traced', { text: 'm' })
+    type Point = { attributes: { key: string; value: OtlpValue }[]; count: string | number; explicitBounds: number[] }
+    type Body = { resourceMetrics: { scopeMetrics: { metrics: { name: string; unit: string; histogram?: { dataPoints: Point[] } }[] }[] }[] }
+    const points = (): Point[] =>
+      metrics.flatMap((b) =>
+        (JSON.parse(b) as Body).resourceMetrics.flatMap((r) =>
+          r.scopeMetrics.flatMap((sm) => sm.metrics.filter((m) => m.name === 'mcp.server.operation.duration' && m.unit === 's').flatMap((m) => m.histogram?.dataPoints ?? [])),
+        ),
+      )
+    const labels = (p: Point) => Object.fromEntries(p.attributes.map((a) => [a.key, a.value.stringValue]))
+    await waitFor(() => points().some((p) => labels(p)['gen_ai.tool.name'] === 'traced'), { what: 'the duration metric', timeoutMs: 10_000 })
+    const point = points().find((p) => labels(p)['gen_ai.tool.name'] === 'traced')
+    expect(labels(point as Point)).toMatchObject({ 'mcp.method.name': 'tools/call', 'network.transport': 'tcp', 'mcp.protocol.version': '2026-07-28' })
+    expect(Number(point?.count)).toBeGreaterThanOrEqual(1)
+    expect(point?.explicitBounds.slice(0, 3)).toEqual([0.01, 0.02, 0.05])
+    // Principals, request ids and arguments are not metric attributes.
+    expect(metrics.join('')).not.toMatch(/bastion\.principal|bastion\.request_id|do-not-export/)
   })
 
   it('a collector that is down delays no request and fails none', async () => {
