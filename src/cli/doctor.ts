@@ -3,7 +3,7 @@ import { ConfigError } from '../config/load.js'
 import { type DoctorContext, dangerousOptions, grantsCheck, keysCheck, limitsCheck, secretsCheck, stateCheck, tlsCheck, upstreamsCheck } from '../doctor/config-checks.js'
 import { type Finding, fail, formatFindings } from '../doctor/findings.js'
 import { liveChecks } from '../doctor/live-checks.js'
-import { auditCheck, issuerClockCheck, servicesCheck } from '../doctor/service-checks.js'
+import { auditCheck, issuerClockCheck, principalsOf, servicesCheck } from '../doctor/service-checks.js'
 import { DOCTOR } from './commands.js'
 import { loadConfig } from './config-path.js'
 import { EXIT, type Parsed, UsageError } from './usage.js'
@@ -35,8 +35,13 @@ export async function doctor(p: Parsed): Promise<number> {
     if (!(error instanceof ConfigError)) throw error
     findings.push(fail('config', error.message, 'fix the config (mcp-bastion config check FILE)'))
   }
-  findings.push(...limitsCheck(ctx), ...keysCheck(ctx), ...upstreamsCheck(ctx))
-  findings.push(...(await auditCheck(ctx)), ...(await servicesCheck(ctx)), ...(await issuerClockCheck(ctx)))
+  // The trail is read once: verified, and searched for when each key was last used.
+  let lastSeen: ReadonlyMap<string, string> | undefined
+  const audit = await auditCheck(ctx, (texts) => {
+    lastSeen = principalsOf(texts)
+  })
+  findings.push(...limitsCheck(ctx), ...keysCheck(ctx, lastSeen), ...upstreamsCheck(ctx))
+  findings.push(...audit, ...(await servicesCheck(ctx)), ...(await issuerClockCheck(ctx)))
   if (target !== undefined) findings.push(...(await liveChecks(target)))
   if (p.flag('json')) process.stdout.write(`${JSON.stringify({ source: loaded.source, findings }, null, 2)}\n`)
   else process.stdout.write(`mcp-bastion doctor: ${loaded.source}${target === undefined ? '' : ` and ${target.href}`}\n\n${formatFindings(findings)}`)

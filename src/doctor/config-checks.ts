@@ -156,7 +156,7 @@ export function limitsCheck({ loaded }: DoctorContext): Finding[] {
 }
 
 /** API keys without expiry or past their rotation age. Reads the key store; writes nothing. */
-export function keysCheck({ loaded, now }: DoctorContext): Finding[] {
+export function keysCheck({ loaded, now }: DoctorContext, lastSeen?: ReadonlyMap<string, string>): Finding[] {
   const file = statePath(loaded, loaded.config.auth.keysFile)
   if (!existsSync(file)) return [pass('keys', 'no key store yet')]
   const live = new KeyStore(file, [], 0).list().filter((k) => k.revokedAt === null && (k.expiresAt === null || Date.parse(k.expiresAt) > now.getTime()))
@@ -166,6 +166,14 @@ export function keysCheck({ loaded, now }: DoctorContext): Finding[] {
     out.push(warn('keys', `${old.length} key(s) older than ${ROTATION_DAYS} days: ${old.map((k) => k.id).join(', ')}`, 'rotate them: keys create, then keys revoke ID'))
   const forever = live.filter((k) => k.expiresAt === null)
   if (forever.length > 0) out.push(warn('keys', `${forever.length} key(s) never expire: ${forever.map((k) => k.id).join(', ')}`, 'create keys with --expires'))
+  // Use is read from the audit trail (a key is not written to when used): no line of it, never used.
+  if (lastSeen !== undefined) {
+    const unused = live.filter((k) => !lastSeen.has(`key:${k.id}`))
+    if (unused.length > 0)
+      out.push(
+        warn('keys', `${unused.length} key(s) never used (no line of theirs in the audit trail): ${unused.map((k) => k.id).join(', ')}`, 'revoke keys nobody uses: keys revoke ID'),
+      )
+  }
   if (out.length === 0) out.push(pass('keys', `${live.length} active key(s), each expiring and younger than ${ROTATION_DAYS} days`))
   return out
 }

@@ -26,7 +26,7 @@ function secretOf(ctx: DoctorContext, ref: SecretRef, where: string): string | u
  * The audit trail: its key is present, and every line verifies under it (the same verifier as
  * `audit verify`); a PostgreSQL sink is read from its table. Reads only: a missing key is not made.
  */
-export async function auditCheck(ctx: DoctorContext): Promise<Finding[]> {
+export async function auditCheck(ctx: DoctorContext, read?: (texts: readonly { name: string; text: string }[]) => void): Promise<Finding[]> {
   const { audit } = ctx.loaded.config
   if (audit.sink === 'stdout')
     return [
@@ -63,6 +63,7 @@ export async function auditCheck(ctx: DoctorContext): Promise<Finding[]> {
     const files = trailFiles(statePath(ctx.loaded, audit.file)).reverse()
     texts = files.map((name) => ({ name, text: readFileSync(name, 'utf8') }))
   }
+  read?.(texts)
   const lines = texts.reduce((n, t) => n + (t.text.length === 0 ? 0 : t.text.split('\n').length - 1), 0)
   if (key === undefined) {
     if (lines === 0) return [pass('audit', 'no audit trail and no audit key yet: serve creates both')]
@@ -84,6 +85,26 @@ export async function auditCheck(ctx: DoctorContext): Promise<Finding[]> {
     ]
   }
   return [pass('audit', `${report.lines} audit line(s) from ${report.writers} writer(s) verify under the audit key`)]
+}
+
+/**
+ * The principals that made requests in a trail, each with the time of its last one (which key was
+ * used, and when). Lines about a key (`key.created`, `key.revoked`) are not its use.
+ */
+export function principalsOf(texts: readonly { text: string }[]): Map<string, string> {
+  const seen = new Map<string, string>()
+  for (const { text } of texts)
+    for (const line of text.split('\n')) {
+      if (!line.includes('"principal":"')) continue
+      try {
+        const l = JSON.parse(line) as { principal?: unknown; ts?: unknown; event?: unknown }
+        if (typeof l.event === 'string' && l.event.startsWith('key.')) continue
+        if (typeof l.principal === 'string' && typeof l.ts === 'string') seen.set(l.principal, l.ts)
+      } catch {
+        // A torn or edited line: the verifier reports it.
+      }
+    }
+  return seen
 }
 
 /** Redis and PostgreSQL the config names answer (within a few seconds). */

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { stringify } from 'yaml'
 import { freePort } from '../helpers/processes.js'
+import { JSON_HEADERS, MODERN_META, modernHeaders } from '../helpers/server.js'
 
 const BIN = resolve('dist/cli/main.js')
 const children: ChildProcess[] = []
@@ -41,8 +42,8 @@ const reasons = (findings: readonly Finding[], check: string): string =>
     .map((f) => f.reason)
     .join(' | ')
 
-/** `serve` in a folder; resolves with the URL it prints. */
-function serve(cwd: string): Promise<string> {
+/** `serve` in a folder; resolves with the URL it prints (and the first-run key it printed before). */
+function serve(cwd: string): Promise<{ url: string; key: string }> {
   const child = spawn(process.execPath, [BIN, 'serve', '--port', '0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   children.push(child)
   return new Promise((ok, reject) => {
@@ -50,7 +51,7 @@ function serve(cwd: string): Promise<string> {
     child.stdout?.on('data', (c: Buffer) => {
       out += c.toString()
       const m = /listening on (\S+)/.exec(out)
-      if (m?.[1] !== undefined) ok(m[1])
+      if (m?.[1] !== undefined) ok({ url: m[1], key: /(bst_[0-9a-f]{16}_[A-Za-z0-9_-]{43})/.exec(out)?.[1] ?? '' })
     })
     child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${out}`)))
   })
@@ -62,7 +63,7 @@ describe('mcp-bastion doctor', () => {
     const before = await doctor(dir, [])
     expect(before.status).toBe(0)
     expect(before.findings.filter((f) => f.verdict === 'fail')).toEqual([])
-    const url = await serve(dir)
+    const { url, key } = await serve(dir)
     const live = await doctor(dir, ['--url', url])
     expect(live.findings.filter((f) => f.verdict === 'fail')).toEqual([])
     expect(live.status).toBe(0)
@@ -70,8 +71,17 @@ describe('mcp-bastion doctor', () => {
       expect(verdicts(live.findings, check)).toEqual(['pass'])
     expect(verdicts(live.findings, 'audit')).toEqual(['pass'])
     expect(verdicts(live.findings, 'state')).toEqual(['pass'])
-    // The first-run admin key never expires: said, not failed.
-    expect(verdicts(live.findings, 'keys')).toEqual(['warn'])
+    // The first-run admin key never expires, and has not been used yet: said, not failed.
+    expect(verdicts(live.findings, 'keys')).toEqual(['warn', 'warn'])
+    expect(reasons(live.findings, 'keys')).toMatch(/never expire.*\| 1 key\(s\) never used/)
+    // Once it is used, the audit trail says so.
+    const used = await fetch(url, {
+      method: 'POST',
+      headers: { ...JSON_HEADERS, ...modernHeaders('tools/list'), authorization: `Bearer ${key}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: MODERN_META } }),
+    })
+    expect(used.status).toBe(200)
+    expect(reasons((await doctor(dir, [])).findings, 'keys')).not.toContain('never used')
   }, 60_000)
 
   it('a weak deployment fails, each check for its reason, and never prints a secret', async () => {
@@ -123,7 +133,7 @@ describe('mcp-bastion doctor', () => {
     expect(verdicts(f, 'roles')).toEqual(['warn'])
     expect(reasons(f, 'roles')).toContain('role ops holds *')
     expect(reasons(f, 'limits')).toContain('limits.anonymous is 10000/min')
-    expect(reasons(f, 'keys')).toMatch(/1 key\(s\) never expire/)
+    expect(reasons(f, 'keys')).toMatch(/1 key\(s\) never expire.*1 key\(s\) never used/)
     expect(verdicts(f, 'audit')).toEqual(['fail'])
     expect(reasons(f, 'audit')).toMatch(/does not verify: \d+ problem\(s\), first at .*audit\.jsonl:\d+/)
     expect(verdicts(f, 'services')).toEqual(['fail'])
