@@ -80,28 +80,29 @@ function stopAll(code) {
 process.on('SIGINT', () => stopAll(0))
 process.on('SIGTERM', () => stopAll(0))
 
-const replicas = await Promise.all(
-  replicaPorts.map(
-    (port, i) =>
-      new Promise((ok, fail) => {
-        const child = spawn(process.execPath, [bin, 'serve', '--config', config, '--port', String(port)], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] })
-        children.push(child)
-        let out = ''
-        child.stdout.on('data', (c) => {
-          out += c.toString()
-          if (/listening on \S+/.test(out)) ok({ name: String.fromCharCode(97 + i), port })
-        })
-        child.once('exit', (code) => {
-          fail(new Error(`replica on port ${port} exited ${code}`))
-          stopAll(1)
-        })
-      }),
-  ),
-).catch((error) => {
+// One after the other: the first start of a shared state folder creates its keys, once.
+const startReplica = (port, i) =>
+  new Promise((ok, fail) => {
+    const child = spawn(process.execPath, [bin, 'serve', '--config', config, '--port', String(port)], { env: childEnv, stdio: ['ignore', 'pipe', 'inherit'] })
+    children.push(child)
+    let out = ''
+    child.stdout.on('data', (c) => {
+      out += c.toString()
+      if (/listening on \S+/.test(out)) ok({ name: String.fromCharCode(97 + i), port })
+    })
+    child.once('exit', (code) => {
+      fail(new Error(`replica on port ${port} exited ${code}`))
+      stopAll(1)
+    })
+  })
+let replicas = []
+try {
+  for (const [i, port] of replicaPorts.entries()) replicas.push(await startReplica(port, i))
+} catch (error) {
   process.stderr.write(`${error.message}\n`)
   stopAll(1)
-  return undefined
-})
+  replicas = undefined
+}
 if (replicas === undefined) process.exit(1)
 
 proxy = await startProxy({ port: proxyPort, replicas: replicas.map((r) => ({ ...r, host: '127.0.0.1' })) })

@@ -164,6 +164,11 @@ export const configSchema = z.strictObject({
           /** A connection that does not answer a ping within this is closed. */
           idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
           maxConnections: z.number().int().min(1).max(100_000).default(1000),
+          /** Per connection, besides the principal's own limits: messages per second (a bucket of `burst`). */
+          messagesPerSecond: z.number().int().min(1).max(1_000_000).default(100),
+          burst: z.number().int().min(1).max(1_000_000).default(200),
+          /** Requests of one connection waiting for their answers at once. */
+          maxInFlight: z.number().int().min(1).max(100_000).default(32),
         })
         .prefault({}),
       sessions: z

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import { createInterface } from 'node:readline'
@@ -5,7 +6,7 @@ import { PassThrough } from 'node:stream'
 import { type WebSocket, WebSocketServer } from 'ws'
 import type { AuditLog } from '../audit/audit-log.js'
 import { type CredentialSource, credentialFromHeaders } from '../auth/authenticate.js'
-import { SecurityError, toSecurityError } from '../errors.js'
+import { rpcError, SecurityError, toSecurityError, WIRE } from '../errors.js'
 import { hostOriginRefusal, type OriginPolicy } from './http/dns-rebinding.js'
 import type { Edge } from './http/edge.js'
 import { refuseOnSocket } from './http/node-listener.js'
@@ -17,6 +18,10 @@ export interface WebSocketOptions {
   readonly idleTimeoutMs: number
   readonly maxConnections: number
   readonly maxMessageBytes: number
+  /** Per connection: messages per second, the bucket's size, requests awaiting answers at once. */
+  readonly messagesPerSecond: number
+  readonly burst: number
+  readonly maxInFlight: number
   readonly origins: OriginPolicy
   readonly secure: boolean
   readonly audit: AuditLog
@@ -135,6 +140,33 @@ function serveConnection(
     audit.record({ event: 'auth.failure', decision: 'deny', reason: error.code, transport: 'websocket', remote: remoteAddress, detail: error.message })
     ws.close(code, reason)
   }
+  // The connection's own bucket and its requests in flight: one connection cannot take all of its
+  // principal's share, nor queue without bound behind a slow tool.
+  let tokens = options.burst
+  let refilled = performance.now()
+  const pending = new Set<string | number>()
+  const admit = (text: string): SecurityError | undefined => {
+    const now = performance.now()
+    tokens = Math.min(options.burst, tokens + ((now - refilled) * options.messagesPerSecond) / 1000)
+    refilled = now
+    if (tokens < 1)
+      return new SecurityError('ERR_RATE_LIMITED', `connection over ${options.messagesPerSecond} messages/s`, {
+        retryAfterMs: Math.ceil(((1 - tokens) * 1000) / options.messagesPerSecond),
+      })
+    const id = idOf(text)
+    if (id !== undefined && pending.size >= options.maxInFlight)
+      return new SecurityError('ERR_CONCURRENCY_LIMIT', `connection has ${options.maxInFlight} requests in flight`, { retryAfterMs: 100 })
+    tokens -= 1
+    if (id !== undefined) pending.add(id)
+    return undefined
+  }
+  /** A message refused before the message loop: one audit line, and an error answer if it was a request. */
+  const refuseMessage = (text: string, error: SecurityError): void => {
+    const requestId = randomUUID()
+    audit.record({ event: WIRE[error.code].event, requestId, decision: 'deny', reason: error.code, transport: 'websocket', remote: remoteAddress, detail: error.message })
+    const id = idOf(text)
+    if (id !== undefined && ws.readyState === ws.OPEN) ws.send(JSON.stringify({ jsonrpc: '2.0', id, error: rpcError(error, requestId) }))
+  }
   const start = (credential: string, source: CredentialSource): void => {
     const stdin = new PassThrough()
     const stdout = new PassThrough()
@@ -148,6 +180,8 @@ function serveConnection(
       (handle) => {
         // Each line the transport writes is one message.
         createInterface({ input: stdout, crlfDelay: Number.POSITIVE_INFINITY }).on('line', (line) => {
+          const answered = answerIdOf(line)
+          if (answered !== undefined) pending.delete(answered)
           if (ws.readyState === ws.OPEN) ws.send(line)
         })
         ws.once('close', () => {
@@ -191,7 +225,9 @@ function serveConnection(
       start(credential, 'authorization')
       return
     }
-    if (input === undefined) early.push(text)
+    const refused = admit(text)
+    if (refused !== undefined) refuseMessage(text, refused)
+    else if (input === undefined) early.push(text)
     else input.write(text)
   })
   ws.once('close', () => {
@@ -199,6 +235,26 @@ function serveConnection(
     clearTimeout(timer)
   })
   if (upgradeCredential !== undefined) start(upgradeCredential.token, upgradeCredential.source)
+}
+
+/** The id of a request (a message with a method and an id), if the text is one. */
+function idOf(text: string): string | number | undefined {
+  try {
+    const m = JSON.parse(text) as { id?: unknown; method?: unknown }
+    return typeof m.method === 'string' && (typeof m.id === 'string' || typeof m.id === 'number') ? m.id : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The id an outgoing line answers (a result or an error), if it is an answer. */
+function answerIdOf(line: string): string | number | undefined {
+  try {
+    const m = JSON.parse(line) as { id?: unknown; method?: unknown }
+    return m.method === undefined && (typeof m.id === 'string' || typeof m.id === 'number') ? m.id : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** `{"jsonrpc":"2.0","method":"bastion/authenticate","params":{"credential":"…"}}` → the credential. */

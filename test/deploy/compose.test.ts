@@ -22,7 +22,8 @@ const { $schema: _draft, ...schema } = withoutIds(JSON.parse(readFileSync(requir
   string,
   unknown
 >
-const compose = parse(readFileSync('compose.yaml', 'utf8')) as {
+// Compose resolves YAML merge keys (`<<: *bastion`), as `merge: true` does here.
+const compose = parse(readFileSync('compose.yaml', 'utf8'), { merge: true }) as {
   services: Record<string, Record<string, unknown>>
   networks: Record<string, { internal?: boolean }>
   secrets: Record<string, { file?: string }>
@@ -46,6 +47,8 @@ describe('compose.yaml and the Dockerfile', () => {
       expect(s.ports).toBeUndefined()
       expect(JSON.stringify(s.environment)).not.toMatch(/password|postgres:\/\//i)
     }
+    // The second replica starts once the first is healthy (the first start of the state folder makes its keys once).
+    expect(services['bastion-b']?.depends_on).toMatchObject({ 'bastion-a': { condition: 'service_healthy' } })
     expect(networks.backend?.internal).toBe(true)
     expect(services.proxy?.ports).toEqual(['8443:8443'])
     expect(services.proxy).toMatchObject({ read_only: true, cap_drop: ['ALL'] })

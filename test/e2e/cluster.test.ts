@@ -39,7 +39,11 @@ beforeAll(async () => {
         ok()
       }
     })
-    cluster.once('exit', (code) => fail(new Error(`cluster exited ${code}: ${out}`)))
+    let err = ''
+    cluster.stderr?.on('data', (c: Buffer) => {
+      err += c.toString()
+    })
+    cluster.once('exit', (code) => fail(new Error(`cluster exited ${code}: ${out}${err}`)))
   })
 }, 60_000)
 

@@ -153,8 +153,10 @@ describe('OpenTelemetry traces (OTLP/HTTP to a local receiver)', () => {
         ),
       )
     const labels = (p: Point) => Object.fromEntries(p.attributes.map((a) => [a.key, a.value.stringValue]))
-    await waitFor(() => points().some((p) => labels(p)['gen_ai.tool.name'] === 'traced'), { what: 'the duration metric', timeoutMs: 10_000 })
-    const point = points().find((p) => labels(p)['gen_ai.tool.name'] === 'traced')
+    // The 2026-07-28 call's series (another test's 2025-11-25 call has its own).
+    const mine = (p: Point) => labels(p)['gen_ai.tool.name'] === 'traced' && labels(p)['mcp.protocol.version'] === '2026-07-28' && labels(p)['error.type'] === undefined
+    await waitFor(() => points().some(mine), { what: 'the duration metric', timeoutMs: 10_000 })
+    const point = points().find(mine)
     expect(labels(point as Point)).toMatchObject({ 'mcp.method.name': 'tools/call', 'network.transport': 'tcp', 'mcp.protocol.version': '2026-07-28' })
     expect(Number(point?.count)).toBeGreaterThanOrEqual(1)
     expect(point?.explicitBounds.slice(0, 3)).toEqual([0.01, 0.02, 0.05])

@@ -2,13 +2,17 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js'
 import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/websocket.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
-import { startServer, type TestServer } from '../helpers/server.js'
+import { z } from 'zod'
+import { MODERN_META, startServer, type TestServer } from '../helpers/server.js'
 import { waitFor } from '../helpers/wait.js'
 
 let server: TestServer
 let wsUrl: string
 beforeAll(async () => {
-  server = await startServer({ server: { websocket: { enabled: true, authTimeoutMs: 300 }, maxBodyBytes: 64 * 1024 }, limits: { principal: { rate: '100000/min' } } })
+  server = await startServer({
+    server: { websocket: { enabled: true, authTimeoutMs: 300, messagesPerSecond: 100_000, burst: 100_000, maxInFlight: 2000 }, maxBodyBytes: 64 * 1024 },
+    limits: { principal: { rate: '100000/min' } },
+  })
   wsUrl = server.url.replace('http:', 'ws:').replace(/\/mcp$/, '/mcp/ws')
 }, 60_000)
 afterAll(async () => {
@@ -161,6 +165,55 @@ describe('MCP over WebSocket', () => {
     expect(new Set(lines.map((l) => l.requestId)).size).toBe(1000)
     c.ws.close()
   }, 60_000)
+
+  it('per connection: messages over its rate and requests over its in-flight cap are refused, each audited', async () => {
+    const limited = await startServer(
+      {
+        server: { websocket: { enabled: true, messagesPerSecond: 5, burst: 5, maxInFlight: 2 } },
+        limits: { principal: { rate: '100000/min' }, concurrency: { perPrincipal: 100, global: 100 } },
+      },
+      (b) =>
+        b.tool({
+          name: 'slow',
+          description: 'answers after 300 ms',
+          permissions: ['files:read'],
+          input: z.object({}),
+          run: async () => {
+            await new Promise((r) => setTimeout(r, 300))
+            return { content: [{ type: 'text', text: 'done' }] }
+          },
+        }),
+    )
+    try {
+      wsUrl = limited.url.replace('http:', 'ws:').replace(/\/mcp$/, '/mcp/ws')
+      const c = await open('mcp', { authorization: `Bearer ${limited.keys.reader}` })
+      const mark = limited.mark()
+      // A 2026-07-28 connection (no initialize): three slow calls at once, two may wait.
+      const call = (id: number) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'slow', arguments: {}, _meta: MODERN_META } })
+      for (const id of [1, 2, 3]) c.ws.send(JSON.stringify(call(id)))
+      const [a1, a2, a3] = await Promise.all([c.answer(1), c.answer(2), c.answer(3)])
+      expect(text(a1 as Record<string, unknown>)).toContain('done')
+      expect(text(a2 as Record<string, unknown>)).toContain('done')
+      expect(a3?.error).toMatchObject({ data: { code: 'ERR_CONCURRENCY_LIMIT' } })
+      // One at a time (never two in flight), faster than 5 a second: the bucket of five runs dry.
+      const codes: string[] = []
+      for (let id = 10; id < 20; id++) {
+        c.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/list', params: { _meta: MODERN_META } }))
+        codes.push(((await c.answer(id)).error as { data?: { code?: string } } | undefined)?.data?.code ?? 'ok')
+      }
+      expect(codes[0]).toBe('ok')
+      expect(codes).toContain('ERR_RATE_LIMITED')
+      // At most the bucket plus what refilled while these ran (well under a second).
+      expect(codes.filter((x) => x === 'ok').length).toBeLessThanOrEqual(8)
+      const refusals = mark().filter((l) => l.transport === 'websocket' && (l.reason === 'ERR_RATE_LIMITED' || l.reason === 'ERR_CONCURRENCY_LIMIT'))
+      expect(refusals[0]?.reason).toBe('ERR_CONCURRENCY_LIMIT')
+      expect(refusals.filter((l) => l.reason === 'ERR_RATE_LIMITED')).toHaveLength(codes.filter((x) => x === 'ERR_RATE_LIMITED').length)
+      c.ws.close()
+    } finally {
+      wsUrl = server.url.replace('http:', 'ws:').replace(/\/mcp$/, '/mcp/ws')
+      await limited.close()
+    }
+  })
 
   it("the MCP SDK's WebSocket client transport connects, lists and calls (credential as a subprotocol)", async () => {
     // The SDK's transport opens `new WebSocket(url, 'mcp')`: here with the bearer subprotocol added.
