@@ -102,6 +102,10 @@ export class PostgresAuditSink implements AuditSink {
     client.on('error', early)
     try {
       await client.connect()
+      // Replicas starting at once would race on the DDL below (two CREATE TABLE IF NOT EXISTS, or a
+      // DROP and CREATE TRIGGER, collide in the catalog): one at a time, under a lock named by the table.
+      await client.query('BEGIN')
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`mcp-bastion audit ${table}`])
       await client.query(`CREATE TABLE IF NOT EXISTS ${table} (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), line text NOT NULL)`)
       // Tables made by earlier versions get the idempotency columns; their old rows stay NULL (distinct).
       await client.query(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS writer text, ADD COLUMN IF NOT EXISTS n bigint`)
@@ -111,6 +115,7 @@ export class PostgresAuditSink implements AuditSink {
       await client.query(`CREATE TRIGGER ${table}_no_change BEFORE UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${table}_append_only()`)
       await client.query(`DROP TRIGGER IF EXISTS ${table}_no_truncate ON ${table}`)
       await client.query(`CREATE TRIGGER ${table}_no_truncate BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${table}_append_only()`)
+      await client.query('COMMIT')
       const last = await client.query<{ line: string }>(`SELECT line FROM ${table} ORDER BY id DESC LIMIT 1`)
       client.off('error', early)
       return new PostgresAuditSink(url, table, client, last.rows[0]?.line.replace(/\n$/, ''), bounds, onError)

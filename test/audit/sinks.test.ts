@@ -67,6 +67,19 @@ describe('PostgreSQL audit sink', () => {
     await expect(admin.query(`TRUNCATE ${table}`)).rejects.toThrow(/append-only/)
   })
 
+  it('replicas that start at once on a new table all open it: its setup is serialised, not raced', async () => {
+    const fresh = `bastion_audit_race_${randomBytes(4).toString('hex')}`
+    tables.push(fresh)
+    const sinks = await Promise.all(Array.from({ length: 6 }, () => PostgresAuditSink.open(PG_URL, fresh)))
+    try {
+      const triggers = await admin.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = '${fresh}'::regclass AND NOT tgisinternal`)
+      expect(triggers.rows[0]?.n).toBe(2)
+    } finally {
+      for (const sink of sinks) sink.close()
+      await Promise.all(sinks.map((sink) => sink.whenClosed()))
+    }
+  })
+
   it('audit verify --postgres names the edited row even when someone bypassed the guard', async () => {
     // Its own table, written here by two replicas: this test does not lean on the one above.
     const own = `${table}_cli`
