@@ -42,6 +42,22 @@ const KNOWN_EXAMPLES = new Set(
   ].map(normal),
 )
 
+// The words example and leaked secrets are made of (the first entries of public lists of leaked
+// JWT secrets, tutorials' placeholders): about 7 bits each to a guesser who tries them first.
+const COMMON_WORDS = new Set(
+  (
+    'an the this that is it my your our me we you for of to at in on and or with not be very so too ' +
+    'secret secrets key keys jwt jwts token tokens signing sign signature auth authentication authorization access refresh ' +
+    'password passwd pass passphrase private public super top ultra mega hyper strong secure security safe unsafe random ' +
+    'long longer string bit bits byte bytes least minimum change changeme default example sample demo test testing dev ' +
+    'development prod production staging local app application api server client service backend frontend web site ' +
+    'admin user users session sessions cookie hmac sha hash salt value code my mine shh shhh hush hidden dont tell ' +
+    'hello world foo bar baz qwerty abc xyz love god letmein welcome master root system company project team ' +
+    'node express spring django flask rails laravel next nest js ts java go rust python ruby php net core'
+  ).split(/\s+/),
+)
+const COMMON_WORD_BITS = 7
+
 function normal(text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]/g, '')
 }
@@ -89,17 +105,16 @@ export function secretStrength(secret: string): { bits: number; shape: string } 
     const inner = secretStrength(unit)
     return { bits: inner.bits + Math.log2(secret.length / unit.length + 1), shape: `a ${unit.length}-character unit repeated` }
   }
-  // Words: letter runs split where the case changes upward (camelCase), digits apart. Random text
-  // also has letter runs, but short ones; a text whose runs average over 3.5 letters reads as
-  // words, and a guesser takes it word by word (about 11 bits each from a 2,000-word vocabulary).
+  // Words: letter runs split where the case changes upward (camelCase), digits apart. A text made
+  // mostly of the words example secrets are made of is guessed word by word: a few bits for each of
+  // those, 11 (a 2,000-word vocabulary) for any other run. Random text has letter runs too, but
+  // almost never these words, so it is never taken for a phrase.
   const runs = secret.match(/[A-Z]?[a-z]+|[A-Z]+(?![a-z])/g) ?? []
-  const letters = runs.reduce((n, r) => n + r.length, 0)
   const digits = (secret.match(/\d/g) ?? []).length
-  // English has about two vowels (y counted) in five letters, random letters under one in four.
-  const vowels = (secret.match(/[aeiouyAEIOUY]/g) ?? []).length
-  const hex = /^[0-9a-fA-F]+$/.test(secret)
-  if (!hex && runs.length > 0 && letters / runs.length > 3.5 && vowels >= 0.3 * letters) {
-    return { bits: runs.length * 11 + digits * Math.log2(10), shape: `${runs.length} word(s)${digits > 0 ? ` and ${digits} digit(s)` : ''}` }
+  const known = runs.filter((r) => COMMON_WORDS.has(r.toLowerCase())).length
+  // Hex digits spell a few of these (be, abc): hex is taken as characters.
+  if (!/^[0-9a-fA-F]+$/.test(secret) && known >= 2 && known >= 0.5 * runs.length) {
+    return { bits: known * COMMON_WORD_BITS + (runs.length - known) * 11 + digits * Math.log2(10), shape: `${runs.length} word(s)${digits > 0 ? ` and ${digits} digit(s)` : ''}` }
   }
   // Otherwise characters drawn from the smallest alphabet that holds them (hex, alphanumerics,
   // base64, printable), unless their frequencies show less.
