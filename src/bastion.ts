@@ -12,7 +12,7 @@ import { buildEdge, buildServing, buildStdio, type ServeOptions, type Serving } 
 import { type Announce, envPort, firstRunKey, listeningLine } from './compose/first-run.js'
 import { Gateway, registerUpstreamCatalog } from './compose/gateway.js'
 import { openRuntime, type Runtime, type RuntimeOptions } from './compose/runtime.js'
-import { bindSocket, refuseUnsafeBind } from './compose/socket.js'
+import { bindSocket, consoleServed, refuseUnsafeBind } from './compose/socket.js'
 import { embeddedConfig, type LoadedConfig, loadConfigFile, validateConfig } from './config/load.js'
 import type { BastionConfigInput } from './config/schema.js'
 import type { ConcurrencyCaps } from './limits/concurrency.js'
@@ -190,7 +190,7 @@ export class Bastion {
     registerUpstreamCatalog(loaded, this.gateway, catalog)
     registerBuiltins(loaded, builtinTools(loaded, servingResources(loaded, this.#runtime.tools, builtinFeatures(loaded, own))), registry)
     const gateway = this.gateway
-    const upstreams = gateway === undefined ? undefined : () => Object.fromEntries(gateway.report().map((u) => [u.name, u.state]))
+    const upstreams = gateway === undefined ? undefined : () => gateway.report()
     this.#serving = buildServing(this.#runtime, bindConfig(this.#checked, { registry, catalog }), this.#options, upstreams)
     return this.#serving
   }
@@ -226,7 +226,14 @@ export class Bastion {
     const { server } = this.loaded.config
     this.#edgeStarted = true
     const at = servedAt({ requested: server.host, address: server.host, port: server.port, secure: server.tls !== undefined, path: server.path, allowedHosts: server.allowedHosts })
-    this.#edge = { edge: buildEdge(this.#runtime, serving, { allowedHosts: at.allowedHosts, resource: this.#runtime.resource.fix(undefined) }), url: undefined }
+    this.#edge = {
+      edge: buildEdge(this.#runtime, serving, {
+        allowedHosts: at.allowedHosts,
+        resource: this.#runtime.resource.fix(undefined),
+        console: consoleServed(this.loaded, server.host, this.log),
+      }),
+      url: undefined,
+    }
     return this.#edge.edge
   }
 
@@ -277,7 +284,8 @@ export class Bastion {
       this.log.warn({ resource }, 'auth.resource is not set and every interface is bound: tokens must name the loopback URL; set auth.resource to the public URL')
     }
     // Built before the first request can arrive: the handler is attached in this same tick.
-    const edge = buildEdge(this.#runtime, serving, { allowedHosts: at.allowedHosts, resource })
+    const withConsole = consoleServed(this.loaded, address.address, this.log)
+    const edge = buildEdge(this.#runtime, serving, { allowedHosts: at.allowedHosts, resource, console: withConsole })
     this.#edge = { edge, url: at.url }
     server.on(
       'request',
@@ -314,7 +322,7 @@ export class Bastion {
     }
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url: at.url, tools: this.registry.all().length })
     firstRunKey({ loaded: this.loaded, keys: this.keys, audit: this.audit, say: this.#announce })
-    if (this.#announce !== false) this.#announce.write(listeningLine(this.loaded, at.url))
+    if (this.#announce !== false) this.#announce.write(listeningLine(this.loaded, at.url, withConsole))
     return {
       url: at.url,
       port: address.port,

@@ -31,6 +31,7 @@ const RUN_BY: Record<string, string> = {
   'commands-example': 'test/readme-examples.test.ts',
   'gateway-example': 'test/e2e/gateway-readme.test.ts',
   'gateway-commands': 'test/e2e/gateway-readme.test.ts',
+  'console-api': 'test/e2e/console-api.test.ts',
 }
 
 function yamlOf(name: string): Record<string, unknown> {

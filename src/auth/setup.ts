@@ -8,6 +8,7 @@ import { ApiKeyAuthenticator } from './authenticate.js'
 import { Authenticator } from './authenticator.js'
 import { AuthorizationServer } from './authorization-server.js'
 import { BruteForce } from './brute-force.js'
+import { listGrants, revokeGrant, type StoredGrant } from './grants.js'
 import { Introspector } from './introspection.js'
 import { type IssuerOptions, JwtVerifier, jwksFromFile, staticJwks } from './jwt.js'
 import type { KeyStore } from './key-store.js'
@@ -35,7 +36,16 @@ export interface AuthSetup {
   readonly oidcLogin: OidcLogin | undefined
   /** The RFC 7591 initial access token, when registrations need one. */
   readonly registrationToken: string | undefined
+  /** Standing grants (users' consents to clients), when the token service is on: the console lists and revokes them. */
+  readonly grants: GrantAdmin | undefined
   close(): Promise<void>
+}
+
+/** Listing and revoking standing grants in the stores a running server holds open. */
+export interface GrantAdmin {
+  list(): Promise<StoredGrant[]>
+  /** The grant revoked (its refresh families and access tokens too), or undefined when none has that id. */
+  revoke(id: string): Promise<StoredGrant | undefined>
 }
 
 /**
@@ -295,6 +305,13 @@ export async function setupAuth(input: {
     authorization,
     oidcLogin,
     registrationToken,
+    grants:
+      store === undefined || oauthStore === undefined
+        ? undefined
+        : {
+            list: () => listGrants(oauthStore),
+            revoke: (id) => revokeGrant(oauthStore, store, id, ts),
+          },
     close: async () => {
       await store?.close()
       await oauthStore?.close()

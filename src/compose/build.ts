@@ -1,5 +1,7 @@
 import type { ResourceServer } from '../auth/resource-metadata.js'
 import { ConfigError, resolvePath } from '../config/load.js'
+import { ConsoleService, type UpstreamView } from '../console/service.js'
+import { ConsoleSessions } from '../console/sessions.js'
 import { executeTool } from '../limits/execute.js'
 import type { RateLimitDeps } from '../limits/rate-guard.js'
 import type { CompiledPolicy } from '../policy/engine.js'
@@ -7,6 +9,7 @@ import { PolicyError } from '../policy/engine.js'
 import { PolicySource } from '../policy/source.js'
 import type { ServerCapabilities, ServerOptions } from '../protocol.js'
 import { confirmationStateVerifier } from '../tools/confirm.js'
+import type { ConsoleRouteOptions } from '../transport/http/console-routes.js'
 import { createEdge, type Edge } from '../transport/http/edge.js'
 import type { ServerDeps } from '../transport/mcp-server.js'
 import { createValidator, INPUT_HELPERS } from '../transport/mcp-server.js'
@@ -36,8 +39,8 @@ export interface Serving {
   /** The policy in force now. */
   readonly policy: () => CompiledPolicy
   readonly serverDeps: ServerDeps
-  /** Each upstream's state, when bastion fronts upstreams (gateway). */
-  readonly upstreams: (() => Readonly<Record<string, string>>) | undefined
+  /** Each upstream's report (state, pins, drift), when bastion fronts upstreams (gateway). */
+  readonly upstreams: (() => readonly UpstreamView[]) | undefined
 }
 
 /** Where the HTTP edge answers: computed when serving starts, fixed for the edge's life. */
@@ -46,6 +49,43 @@ export interface EdgeAt {
   readonly allowedHosts: readonly string[]
   /** The resource URI (RFC 8707), or undefined for an embedded edge without `auth.resource`. */
   readonly resource: string | undefined
+  /** Serve the operator console (enabled, and the address is loopback or TLS). */
+  readonly console: boolean
+}
+
+/** The console's parts: its service over the runtime's stores and the serving policy, and its sessions. */
+function consoleOptions(runtime: Runtime, serving: Serving): Omit<ConsoleRouteOptions, 'authenticate'> {
+  const { bound } = serving
+  const { config } = bound.loaded
+  const roles = Object.keys(config.roles)
+  const service = new ConsoleService({
+    trail: runtime.trail,
+    keys: runtime.keys,
+    policy: serving.policy,
+    grants: bound.grants,
+    targets: bound.targets,
+    registry: bound.registry,
+    roles,
+    oauthGrants: runtime.auth.grants,
+    levels: (principal) => runtime.limiter.levels(bound.plan.principalBuckets(principal)),
+    upstreams: serving.upstreams ?? (() => []),
+    alertRules: config.alerts.rules,
+  })
+  const c = config.console
+  return {
+    path: c.path,
+    service,
+    sessions: new ConsoleSessions({ idleMs: c.idleMinutes * 60_000, absoluteMs: c.absoluteHours * 3_600_000, max: c.maxSessions }),
+    apiKeys: runtime.auth.apiKeys,
+    keys: runtime.keys,
+    bruteForce: runtime.auth.bruteForce,
+    audit: runtime.audit,
+    grants: bound.grants,
+    roles,
+    tools: () => bound.registry.all().map((t) => t.definition.name),
+    upstreams: serving.upstreams !== undefined,
+    sessionSeconds: c.absoluteHours * 3600,
+  }
 }
 
 /**
@@ -53,7 +93,7 @@ export interface EdgeAt {
  * dependencies. Nothing is built later; the HTTP edge is built by {@link buildEdge} when an
  * address is known. @throws ConfigError when the policy does not load
  */
-export function buildServing(runtime: Runtime, bound: BoundConfig, options: ServeOptions, upstreams?: () => Readonly<Record<string, string>>): Serving {
+export function buildServing(runtime: Runtime, bound: BoundConfig, options: ServeOptions, upstreams?: () => readonly UpstreamView[]): Serving {
   // A permission nothing requires grants nothing: fail closed, but say so (most often a typo).
   for (const u of unusedPermissions(bound.grants)) runtime.log.warn({ role: u.role, permission: u.permission }, describeUnusedPermission(u))
   const policySource = buildPolicySource(runtime, bound)
@@ -119,6 +159,7 @@ export function buildEdge(runtime: Runtime, serving: Serving, at: EdgeAt): Edge 
   const { bound } = serving
   const { server } = bound.loaded.config
   const { auth, log } = runtime
+  const upstreams = serving.upstreams
   const metadata = auth.resourceServer
   const resource = at.resource ?? ''
   const resourceServer: ResourceServer | undefined = metadata === undefined ? undefined : { ...metadata, resource: () => resource }
@@ -158,7 +199,8 @@ export function buildEdge(runtime: Runtime, serving: Serving, at: EdgeAt): Edge 
     metrics: runtime.metrics,
     ...(runtime.tracing === undefined ? {} : { tracing: runtime.tracing }),
     onError: (error) => log.warn({ err: { name: error.name, message: error.message } }, 'mcp sdk error'),
-    ...(serving.upstreams === undefined ? {} : { upstreams: serving.upstreams }),
+    ...(upstreams === undefined ? {} : { upstreams: () => Object.fromEntries(upstreams().map((u) => [u.name, u.state])) }),
+    ...(at.console ? { console: consoleOptions(runtime, serving) } : {}),
   })
 }
 

@@ -34,8 +34,9 @@ export function firstRunKey(deps: { readonly loaded: LoadedConfig; readonly keys
 }
 
 /** The line that says where a bastion serves, its config and its audit trail. */
-export function listeningLine(loaded: LoadedConfig, url: string): string {
+export function listeningLine(loaded: LoadedConfig, url: string, console: boolean): string {
   const { audit } = loaded.config
   const where = audit.sink === 'file' ? statePath(loaded, audit.file) : audit.sink === 'stdout' ? 'stdout' : `postgres table ${audit.postgres?.table ?? ''}`
-  return `mcp-bastion listening on ${url} (config: ${loaded.source}; audit: ${where})\n`
+  const consoleUrl = console ? `; console: ${new URL(loaded.config.console.path, url).href}` : ''
+  return `mcp-bastion listening on ${url} (config: ${loaded.source}; audit: ${where}${consoleUrl})\n`
 }

@@ -1,6 +1,7 @@
+import { dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { AlertEngine, type Webhook } from '../audit/alerts.js'
-import { fileTrailTail, sinkTrailTail, writerAuditKey } from '../audit/audit-key.js'
+import { fileTrailTail, keptAuditKeys, sinkTrailTail, writerAuditKey } from '../audit/audit-key.js'
 import { AuditLog, type AuditSink, FileAuditSink } from '../audit/audit-log.js'
 import { operatorLog } from '../audit/operator-log.js'
 import { PostgresAuditSink, StdoutAuditSink } from '../audit/sinks.js'
@@ -10,6 +11,9 @@ import { type AuthSetup, setupAuth } from '../auth/setup.js'
 import { ConfigError, type LoadedConfig, readSecret, statePath } from '../config/load.js'
 import { ensureState } from '../config/state.js'
 import { secureUrl } from '../config/urls.js'
+import { FileTrailReader } from '../console/file-trail.js'
+import { PostgresTrailReader } from '../console/postgres-trail.js'
+import type { TrailReader } from '../console/trail.js'
 import { ConcurrencyCaps } from '../limits/concurrency.js'
 import { MemoryRateLimiter, type RateLimiter } from '../limits/memory-limiter.js'
 import { RedisRateLimiter } from '../limits/redis-limiter.js'
@@ -55,6 +59,8 @@ export interface Runtime {
   readonly tools: ToolResources
   /** OpenTelemetry traces, when `telemetry.otlp` is configured. */
   readonly tracing: Tracing | undefined
+  /** The audit trail as the console reads it: the file or PostgreSQL table (none for stdout, a caller's sink, or with the console off). */
+  readonly trail: TrailReader | undefined
   /** Close the backends, authentication, the tools' resources, then the audit trail. */
   close(): Promise<void>
 }
@@ -122,6 +128,22 @@ async function auditSinkFor(loaded: LoadedConfig, env: NodeJS.ProcessEnv, log: L
   }
 }
 
+/** The console's reader of the configured trail: the file (and its rotated siblings) or the PostgreSQL table; none for stdout. */
+async function trailReaderFor(loaded: LoadedConfig, env: NodeJS.ProcessEnv, key: Buffer, auditFile: string): Promise<TrailReader | undefined> {
+  const { audit } = loaded.config
+  // Old keys `audit rotate-key` kept verify the lines sealed before a rotation.
+  const keys = [key, ...keptAuditKeys(dirname(statePath(loaded, 'audit.key')))]
+  if (audit.sink === 'file') return new FileTrailReader({ file: auditFile, keys })
+  if (audit.sink !== 'postgres' || audit.postgres === undefined) return undefined
+  try {
+    return await PostgresTrailReader.open({ url: readSecret(loaded, audit.postgres.url, 'audit.postgres.url', env), table: audit.postgres.table, keys })
+  } catch (error) {
+    throw new ConfigError(
+      `config ${loaded.source}: console: cannot read the audit table (${error instanceof Error ? error.message.replace(/postgres(ql)?:\/\/[^\s]*/gi, '[url]') : 'error'}); set console.enabled: false to serve without the console`,
+    )
+  }
+}
+
 /** The keyring, rebuilt when its file changes (`secrets rotate` in another process); a change that does not load is refused and signalled. */
 function keyringSource(loaded: LoadedConfig, env: NodeJS.ProcessEnv, signals: KeyringSignals): () => Keyring {
   const { secrets } = loaded.config
@@ -146,7 +168,9 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
   let auth: AuthSetup | undefined
   let tools: { resources: ToolResources; close(): Promise<void> } | undefined
   let tracing: Tracing | undefined
+  let reader: TrailReader | undefined
   const close = async (): Promise<void> => {
+    await reader?.close().catch(() => undefined)
     // Spans still buffered are sent (within the exporter's timeout); a collector that is down delays nothing else.
     await tracing?.shutdown().catch(() => undefined)
     await limiter?.close()
@@ -189,6 +213,7 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
     auth = await setupAuth({ loaded, env, keys, audit: trail, log, resource: () => resource.get(), keyring })
     tools = await openToolResources({ loaded, env, log, keyring })
     tracing = await startTracing(loaded, env)
+    if (config.console.enabled && options.auditSink === undefined) reader = await trailReaderFor(loaded, env, chainKey, auditFile)
     return {
       loaded,
       log,
@@ -203,6 +228,7 @@ export async function openRuntime(checked: CheckedConfig, options: RuntimeOption
       keyring,
       tools: tools.resources,
       tracing,
+      trail: reader,
       close,
     }
   } catch (error) {

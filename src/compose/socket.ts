@@ -85,3 +85,16 @@ function capConnections(server: HttpServer, caps: { maxConnections: number; maxC
     })
   })
 }
+
+/**
+ * Whether the operator console is served on this address: when enabled, on a loopback address or
+ * over TLS. A plain-HTTP non-loopback bind (`dangerouslyAllowPlaintext`) does not serve it, and
+ * says so: a console session cookie must never cross a network in the clear.
+ */
+export function consoleServed(loaded: LoadedConfig, address: string, log: Logger | undefined): boolean {
+  const { console: c, server } = loaded.config
+  if (!c.enabled) return false
+  if (server.tls !== undefined || isLoopback(address)) return true
+  log?.warn({ host: address }, `console: not served on ${address} without TLS (set server.tls, or reach it on a loopback address)`)
+  return false
+}

@@ -1,8 +1,9 @@
 import { ALL, type RbacPolicy } from '../policy/rbac.js'
+import { CONSOLE_ADMIN, CONSOLE_READ } from '../transport/http/console-routes.js'
 import { METRICS_PERMISSION } from '../transport/http/metrics-route.js'
 
 /** Permissions that endpoints outside MCP check by name (`hasPermission`), not a registration. */
-export const ENDPOINT_PERMISSIONS: readonly string[] = [METRICS_PERMISSION]
+export const ENDPOINT_PERMISSIONS: readonly string[] = [METRICS_PERMISSION, CONSOLE_READ, CONSOLE_ADMIN]
 
 /** A role permission that opens nothing. */
 export interface UnusedPermission {

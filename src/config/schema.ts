@@ -347,6 +347,26 @@ export const configSchema = z.strictObject({
   commands: commandsSchema.default({}),
   /** MCP servers bastion fronts (gateway): their tools join the catalog behind every layer; pinned in `bastion.lock.json`. */
   upstreams: upstreamsSchema,
+  /**
+   * The operator console (a web page and its JSON API): served on loopback binds and over TLS; on a
+   * plain-HTTP non-loopback bind it is off. Sign-in with an API key whose role holds `console:read`
+   * (look) or `console:admin` (act).
+   */
+  console: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      path: z
+        .string()
+        .regex(/^\/[A-Za-z0-9_-]{1,64}$/, 'one path segment such as /console')
+        .default('/console'),
+      /** A session unused this long ends. */
+      idleMinutes: z.number().int().min(1).max(1440).default(30),
+      /** A session ends this long after sign-in, used or not. */
+      absoluteHours: z.number().int().min(1).max(168).default(12),
+      /** Signed-in sessions at once (all principals); the oldest ends when a new one would pass it. */
+      maxSessions: z.number().int().min(1).max(10_000).default(100),
+    })
+    .prefault({}),
   /** The workspace tools (`read_file`, `list_files`, `write_file`). Unset `enabled`: see `builtinFeatures`. */
   workspace: z
     .strictObject({

@@ -1,4 +1,7 @@
-import { type BucketState, type Charge, type TakeDecision, take } from './token-bucket.js'
+import { type BucketLevel, type BucketState, type Charge, levelOf, type TakeDecision, take } from './token-bucket.js'
+
+// Beside the interface that returns it, for callers of `levels` (the console).
+export type { BucketLevel } from './token-bucket.js'
 
 /** A rate-limit backend: checks and consumes a set of buckets atomically. */
 export interface RateLimiter {
@@ -8,6 +11,12 @@ export interface RateLimiter {
    * @throws SecurityError ERR_LIMITS_UNAVAILABLE when the backend cannot answer.
    */
   take(charges: readonly Charge[], peek?: boolean): Promise<TakeDecision>
+  /**
+   * Each charge's bucket level now, in the order given (for display; `cost` is ignored). Never
+   * consumes and never creates state: a bucket never charged reads as full.
+   * @throws SecurityError ERR_LIMITS_UNAVAILABLE when the backend cannot answer.
+   */
+  levels(charges: readonly Charge[]): Promise<readonly BucketLevel[]>
   close(): Promise<void>
 }
 
@@ -54,6 +63,12 @@ export class MemoryRateLimiter implements RateLimiter {
     }
     if (writes.length > 0 && (this.#entries.size > this.#maxKeys || now >= this.#nextSweep)) this.#sweep(now)
     return decision
+  }
+
+  /** Reads the entries only: no write, no sweep, and no change to which entry is dropped first. */
+  async levels(charges: readonly Charge[]): Promise<readonly BucketLevel[]> {
+    const now = this.#now()
+    return charges.map((c) => levelOf(c, this.#entries.get(c.key), now))
   }
 
   #sweep(now: number): void {

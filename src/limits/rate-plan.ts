@@ -87,10 +87,18 @@ export class RatePlan {
     return [{ bucket: 'anonymous', key: `anon|${who}`, cost: 1, ...this.#anonymous }]
   }
 
-  /** Buckets for one authenticated request; `tool` only for `tools/call` of a registered tool. */
-  forRequest(principal: Principal, tool: string | undefined): Charge[] {
-    const settings = tool === undefined ? undefined : ownEntry(this.#limits.tools, tool)
-    const cost = settings?.cost ?? 1
+  /**
+   * The buckets the console shows for a principal: its own (shaped by its most generous role), its
+   * tenant's and the global one when configured, with the keys `forRequest` charges, so that their
+   * levels are what requests consumed. Cost 1, a plain request's. Pure: no I/O, no clock.
+   * Does not check: tier and tool buckets (one per tool; the console shows the request buckets).
+   */
+  principalBuckets(principal: Principal): Charge[] {
+    return this.#requestCharges(principal, 1)
+  }
+
+  /** Principal, tenant and global: the charges of every request, the one place their keys are built. */
+  #requestCharges(principal: Principal, cost: number): Charge[] {
     let shape = this.#principal
     let bucket = 'principal'
     let generous: BucketShape | undefined
@@ -108,6 +116,14 @@ export class RatePlan {
     const charges: Charge[] = [{ bucket, key: `p|${principal.id}`, cost, ...shape }]
     if (this.#tenant !== undefined && principal.tenant !== undefined) charges.push({ bucket: 'tenant', key: `t|${principal.tenant}`, cost, ...this.#tenant })
     if (this.#global !== undefined) charges.push({ bucket: 'global', key: 'g|', cost, ...this.#global })
+    return charges
+  }
+
+  /** Buckets for one authenticated request; `tool` only for `tools/call` of a registered tool. */
+  forRequest(principal: Principal, tool: string | undefined): Charge[] {
+    const settings = tool === undefined ? undefined : ownEntry(this.#limits.tools, tool)
+    const cost = settings?.cost ?? 1
+    const charges = this.#requestCharges(principal, cost)
     if (tool === undefined) return charges
     const tierName = settings?.tier
     const tier = tierName === undefined ? undefined : this.#tiers.get(tierName)

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis'
 import { connectRedis, redactRedisUrl, redisReady } from '../config/redis.js'
 import { SecurityError } from '../errors.js'
 import type { RateLimiter } from './memory-limiter.js'
-import type { Charge, TakeDecision } from './token-bucket.js'
+import { type BucketLevel, type BucketState, type Charge, levelOf, type TakeDecision } from './token-bucket.js'
 
 /**
  * The same arithmetic as `take()` in token-bucket.ts, in one script so that check-and-consume of
@@ -55,6 +55,36 @@ export interface RedisLimiterOptions {
   readonly onError?: (error: Error) => void
 }
 
+/** What the backend said, with the URL redacted: the one failure `take` and `levels` both throw. */
+function unavailable(error: unknown): SecurityError {
+  return new SecurityError('ERR_LIMITS_UNAVAILABLE', `rate-limit backend unavailable: ${error instanceof Error ? redactRedisUrl(error.message) : 'unknown error'}`, {
+    cause: error,
+  })
+}
+
+/** A stored field as the take script's `tonumber` reads it: absent or not a number is nil. */
+function field(value: unknown): number | undefined {
+  if (typeof value !== 'string' || value.trim() === '') return undefined
+  const n = Number(value)
+  return Number.isFinite(n) ? n : undefined
+}
+
+/** One HMGET reply of `t`, `at`: a bucket's state, or undefined (full) as the take script decides. */
+function stateOf(reply: unknown): BucketState | undefined {
+  if (!Array.isArray(reply)) throw new SecurityError('ERR_INTERNAL', 'rate-limit backend: HMGET reply is not an array')
+  const tokens = field(reply[0])
+  const at = field(reply[1])
+  return tokens === undefined || at === undefined ? undefined : { tokens, at }
+}
+
+/** A TIME reply (seconds, microseconds) as ms, the way the take script reads the clock. */
+function msOf(reply: unknown): number {
+  const seconds = Array.isArray(reply) ? field(reply[0]) : undefined
+  const micros = Array.isArray(reply) ? field(reply[1]) : undefined
+  if (seconds === undefined || micros === undefined) throw new SecurityError('ERR_INTERNAL', 'rate-limit backend: TIME reply is not a time')
+  return seconds * 1000 + Math.floor(micros / 1000)
+}
+
 type WithScript = Redis & { bastionTake(numKeys: number, ...args: (string | number)[]): Promise<[number, number]> }
 
 /**
@@ -85,15 +115,34 @@ export class RedisRateLimiter implements RateLimiter {
     try {
       reply = await this.#redis.bastionTake(charges.length, ...charges.map((c) => this.#prefix + c.key), ...args)
     } catch (error) {
-      throw new SecurityError('ERR_LIMITS_UNAVAILABLE', `rate-limit backend unavailable: ${error instanceof Error ? redactRedisUrl(error.message) : 'unknown error'}`, {
-        cause: error,
-      })
+      throw unavailable(error)
     }
     const [index, wait] = reply
     if (index === 0) return { admitted: true }
     const refused = charges[index - 1]
     if (refused === undefined) throw new SecurityError('ERR_INTERNAL', `rate-limit script returned bucket ${index} of ${charges.length}`)
     return { admitted: false, bucket: refused.bucket, retryAfterMs: wait }
+  }
+
+  /**
+   * Levels by Redis's clock, the one `take` uses. Read-only by construction: one MULTI of TIME and
+   * an HMGET per key, no script and no write (so no key is created, and no TTL is touched); the
+   * transaction makes every level one snapshot at one instant. Same per-command deadline as `take`.
+   */
+  async levels(charges: readonly Charge[]): Promise<readonly BucketLevel[]> {
+    if (charges.length === 0) return []
+    const tx = this.#redis.multi().time()
+    for (const c of charges) tx.hmget(this.#prefix + c.key, 't', 'at')
+    let replies: [Error | null, unknown][] | null
+    try {
+      replies = await tx.exec()
+    } catch (error) {
+      throw unavailable(error)
+    }
+    if (replies === null || replies.length !== charges.length + 1) throw new SecurityError('ERR_INTERNAL', 'rate-limit backend: transaction aborted or short')
+    for (const [error] of replies) if (error !== null) throw unavailable(error)
+    const now = msOf(replies[0]?.[1])
+    return charges.map((c, i) => levelOf(c, stateOf(replies[i + 1]?.[1]), now))
   }
 
   /** Wait until connected (start-up check and tests). @throws when not connected within `timeoutMs` */

@@ -24,6 +24,18 @@ export interface BucketState {
   at: number
 }
 
+/** A bucket's level for display (the console's Limits page): read, never charged. */
+export interface BucketLevel {
+  /** The charge's bucket name, as in audit `bucket` fields: `global`, `principal`, `role:admin`, … */
+  readonly bucket: string
+  /** Tokens now, refilled to the backend's clock: between 0 and `capacity`. */
+  readonly tokens: number
+  readonly capacity: number
+  readonly perSecond: number
+  /** Milliseconds until the bucket is full again (0 when it is full). */
+  readonly fullInMs: number
+}
+
 export type TakeDecision = { readonly admitted: true } | { readonly admitted: false; readonly bucket: string; readonly retryAfterMs: number }
 
 /** Refill is fractional; without a tolerance, float rounding could refuse a request at its advertised time. */
@@ -44,6 +56,23 @@ export function waitMs(tokens: number, cost: number, perMs: number): number {
 /** Milliseconds until a bucket holding `tokens` is full again: after that its state can be forgotten. */
 export function msUntilFull(tokens: number, shape: BucketShape): number {
   return Math.ceil((shape.capacity - tokens) / shape.perMs)
+}
+
+/**
+ * A bucket's level at `now`, from its stored state (undefined: never charged, or forgotten once
+ * full, so full). Clamped to [0, capacity]: a capacity lowered by a config reload, or a level a
+ * float rounding left a hair below zero, never shows outside the bucket. Pure: no I/O, no clock.
+ */
+export function levelOf(charge: Charge, state: BucketState | undefined, now: number): BucketLevel {
+  const tokens = Math.max(0, Math.min(charge.capacity, tokensAt(state, charge, now)))
+  return {
+    bucket: charge.bucket,
+    tokens,
+    capacity: charge.capacity,
+    perSecond: charge.perMs * 1000,
+    // The Retry-After arithmetic (its rounding tolerance included): when `capacity` tokens are there.
+    fullInMs: tokens >= charge.capacity ? 0 : waitMs(tokens, charge.capacity, charge.perMs),
+  }
 }
 
 /**

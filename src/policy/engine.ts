@@ -26,7 +26,8 @@ export interface PolicyDecision {
 export interface TraceEntry {
   readonly rule: string
   readonly effect: 'allow' | 'deny'
-  readonly result: 'matched' | 'condition-false' | 'condition-error' | 'subject-mismatch'
+  /** `not-evaluated`: a conditional rule when deciding without arguments ({@link CompiledPolicy.reachable}). */
+  readonly result: 'matched' | 'condition-false' | 'condition-error' | 'subject-mismatch' | 'not-evaluated'
   readonly detail?: string
 }
 
@@ -269,10 +270,19 @@ export class CompiledPolicy {
    * May this principal use this target for some arguments? For lists and for refusing early,
    * before arguments are validated: some allow rule covers it, and no unconditional deny does.
    */
-  reachable(principal: Principal, target: Target): { allow: boolean; rule: string } {
+  reachable(principal: Principal, target: Target, trace?: TraceEntry[]): { allow: boolean; rule: string } {
     let allow: string | undefined
     for (const rule of this.#candidates(target)) {
-      if (!this.#covers(rule, target) || !rule.subject(principal)) continue
+      if (!this.#covers(rule, target)) continue
+      if (!rule.subject(principal)) {
+        trace?.push({ rule: rule.id, effect: rule.effect, result: 'subject-mismatch' })
+        continue
+      }
+      trace?.push(
+        rule.conditional
+          ? { rule: rule.id, effect: rule.effect, result: 'not-evaluated', detail: 'its condition reads the arguments' }
+          : { rule: rule.id, effect: rule.effect, result: 'matched' },
+      )
       if (rule.effect === 'deny' && !rule.conditional) return { allow: false, rule: rule.id }
       if (rule.effect === 'allow') allow ??= rule.id
     }

@@ -36,7 +36,7 @@ export interface ReplayReport {
 }
 
 /** What a policy can see of a principal (CEL `principal.*` and rule subjects); `sub` is `id`. */
-type PrincipalField = 'id' | 'kind' | 'name' | 'roles' | 'scopes' | 'tenant' | 'claims'
+export type PrincipalField = 'id' | 'kind' | 'name' | 'roles' | 'scopes' | 'tenant' | 'claims'
 const FIELDS: readonly PrincipalField[] = ['id', 'kind', 'name', 'roles', 'scopes', 'tenant', 'claims']
 const CLAIMS_MAX_BYTES = 4096
 const fieldOrder = (missing: string): number => FIELDS.findIndex((f) => missing.startsWith(`principal.${f} `))
@@ -60,7 +60,7 @@ const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typ
 const redacted = (v: unknown): boolean => (JSON.stringify(v) ?? '').includes('[REDACTED')
 
 /** The decision a line records, as a target and arguments to decide again; undefined if it holds no replayable decision. */
-function recorded(record: Record<string, unknown>): { target: Target; args: unknown } | 'skip' | undefined {
+export function recorded(record: Record<string, unknown>): { target: Target; args: unknown } | 'skip' | undefined {
   const authz = record.authz
   if (authz !== 'allow' && authz !== 'deny') return undefined
   const method = record.method
@@ -89,7 +89,7 @@ function recorded(record: Record<string, unknown>): { target: Target; args: unkn
  * large, and values the redactor replaced. Tenant and scopes are absent from a line exactly when
  * the principal had none.
  */
-function rebuild(id: string, record: Record<string, unknown>): { principal: Principal; unknown: Map<PrincipalField, string> } {
+export function rebuild(id: string, record: Record<string, unknown>): { principal: Principal; unknown: Map<PrincipalField, string> } {
   const unknown = new Map<PrincipalField, string>()
   const kind = record.principalKind
   const name = str(record.principalName)

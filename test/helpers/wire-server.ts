@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { type AuditSink, type Bastion, type BastionConfigInput, createBastion, MemoryRateLimiter, type RateLimiter } from '../../src/index.js'
-import type { Charge, TakeDecision } from '../../src/limits/token-bucket.js'
+import type { BucketLevel, Charge, TakeDecision } from '../../src/limits/token-bucket.js'
 
 /** An audit sink that stores lines in memory and, while `failing`, refuses every write (a full disk, a dead database). */
 export class SwitchableSink implements AuditSink {
@@ -31,6 +31,10 @@ export class SwitchableLimiter implements RateLimiter {
   async take(charges: readonly Charge[], peek?: boolean): Promise<TakeDecision> {
     if (this.down) throw new Error('connect ECONNREFUSED 127.0.0.1:6390 (redis)')
     return this.#inner.take(charges, peek)
+  }
+  async levels(charges: readonly Charge[]): Promise<readonly BucketLevel[]> {
+    if (this.down) throw new Error('connect ECONNREFUSED 127.0.0.1:6390 (redis)')
+    return this.#inner.levels(charges)
   }
   async close(): Promise<void> {
     await this.#inner.close()

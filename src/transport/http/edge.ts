@@ -19,6 +19,7 @@ import { buildServer, type ServerDeps, ServerPool } from '../mcp-server.js'
 import { answerHttp, requestStages } from '../stages.js'
 import { Wire } from '../wire.js'
 import type { AuthorizePagesOptions } from './authorize-routes.js'
+import { type ConsoleRouteOptions, consoleMethod, consolePageRefusals, consoleRouter } from './console-routes.js'
 import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
 import { checkHeaders } from './headers.js'
 import { metricsTerminal } from './metrics-route.js'
@@ -54,6 +55,8 @@ export interface EdgeOptions {
   readonly tracing?: Tracing
   /** Each upstream's state (gateway), shown by `/healthz`: names and states only, never errors. */
   readonly upstreams?: () => Readonly<Record<string, string>>
+  /** The operator console, when served (its script credential is authenticated like any client's). */
+  readonly console?: Omit<ConsoleRouteOptions, 'authenticate'>
 }
 
 export interface RequestInfo {
@@ -149,6 +152,15 @@ export function createEdge(options: EdgeOptions): Edge {
     pages: options.authorization?.pages,
     registration: options.authorization?.registration,
   })
+  const consoleOptions = options.console
+  const consolePath = consoleOptions?.path
+  const consoleRoute =
+    consoleOptions === undefined
+      ? undefined
+      : compose<Exchange, Response>(
+          [consolePageRefusals(consoleOptions.path), answer, checkHeaders(), checkHostAndOrigin(options.origins), refuseQueryCredential(), anonymousLimit(options.limits)],
+          consoleRouter({ ...consoleOptions, authenticate: authenticate(auth) }),
+        )
   const notFound = compose<Exchange, Response>([answer, checkHeaders()], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')
   })
@@ -180,6 +192,11 @@ export function createEdge(options: EdgeOptions): Edge {
         }
         if (url.pathname === path) return await mcp(x)
         if (url.pathname === '/metrics') return await metricsRoute(x)
+        if (consoleRoute !== undefined && (url.pathname === consolePath || url.pathname.startsWith(`${consolePath}/`))) {
+          // Named before any stage runs, so that a refusal before the console's own routes (Host, Origin) is found by its method too.
+          x.method = consoleMethod(url.pathname.slice(consolePath?.length ?? 0))
+          return await consoleRoute(x)
+        }
         return await (oauth(x) ?? notFound(x))
       } catch (error) {
         // Only reachable if the outermost stage itself threw: fail closed without detail.

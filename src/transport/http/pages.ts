@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
 
 /**
- * The page layer for bastion's own HTML (sign-in, consent; the console uses it too): one layout,
- * one stylesheet whose hash is the only style the CSP admits, no script at all, no external
- * asset, and the headers every page carries. Values go in through {@link html} only, which
+ * The page layer for bastion's own HTML (sign-in, consent, the operator console): one layout,
+ * one stylesheet whose hash is the only style the CSP admits, no inline script (a page may name
+ * scripts bastion serves, each admitted by its exact URL), no external asset, and the headers every page carries. Values go in through {@link html} only, which
  * escapes everything it interpolates.
  */
 
@@ -20,6 +20,20 @@ label{display:block;margin:1rem 0 .25rem;font-weight:600}input[type=password],in
 ul{padding-left:1.25rem}code{font:.9em ui-monospace,SFMono-Regular,Menlo,monospace}
 .row{display:flex;gap:.75rem;margin-top:1.5rem}button{flex:1;padding:.65rem 1rem;border-radius:6px;border:1px solid var(--line);font:inherit;cursor:pointer;background:var(--card);color:var(--fg)}
 button.primary{background:var(--accent);border-color:var(--accent);color:#fff}hr{border:0;border-top:1px solid var(--line);margin:1.5rem 0}
+main.wide{max-width:80rem;margin:0 auto 2rem;border-radius:0 0 12px 12px}
+.bar{display:flex;flex-wrap:wrap;align-items:center;gap:.25rem 1rem;max-width:80rem;margin:0 auto;padding:.5rem 2rem;background:var(--card);border-bottom:1px solid var(--line)}
+.bar a{color:var(--fg);text-decoration:none;padding:.25rem .5rem;border-radius:6px}.bar a[aria-current=page]{background:var(--bg);font-weight:600}.bar .who{margin-left:auto;color:var(--muted);font-size:.9rem}
+.bar form{display:inline}.bar button,.inline button,td button{flex:none;padding:.25rem .75rem}a{color:var(--accent)}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:1rem;margin:1rem 0}.card{border:1px solid var(--line);border-radius:8px;padding:.75rem 1rem}
+.card .n{font-size:1.6rem;font-weight:700}.allow{color:#1a7f37}.deny{color:var(--bad)}.error{color:var(--warn)}
+table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem;font-size:.9rem}th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
+td code,td{word-break:break-word}pre{white-space:pre-wrap;word-break:break-all;font:.8rem ui-monospace,SFMono-Regular,Menlo,monospace;background:var(--bg);padding:.5rem;border-radius:6px;margin:.25rem 0}
+.filters{display:grid;grid-template-columns:repeat(auto-fit,minmax(12rem,1fr));gap:.25rem 1rem;align-items:end}.filters label{margin:.5rem 0 .15rem;font-size:.85rem}
+select,textarea,input[type=number],input[type=datetime-local]{width:100%;padding:.5rem;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg);font:inherit}textarea{font:.85rem ui-monospace,SFMono-Regular,Menlo,monospace;min-height:10rem}
+.ok{border-left:4px solid #1a7f37;padding:.5rem .75rem;margin:1rem 0}.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1.5rem}
+svg.chart{width:100%;height:auto;max-height:14rem;display:block}.legend span{margin-right:1rem}.sr{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}
+meter{width:10rem}summary{cursor:pointer}figure{margin:1rem 0}fieldset{border:1px solid var(--line);border-radius:6px;margin:1rem 0}fieldset label{display:inline-block;margin:.25rem 1.25rem .25rem 0;font-weight:400}.key{font:600 1rem ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-all;user-select:all}
+@media (max-width:40rem){main,main.wide{padding:1rem;margin:0}.bar{padding:.5rem 1rem}th.opt,td.opt{display:none}main.wide table thead{display:none}main.wide table tr{display:block;padding:.4rem 0;border-bottom:1px solid var(--line)}main.wide table td{display:inline-block;border:0;padding:.1rem .6rem .1rem 0;max-width:100%}main.wide table td details{display:block}}
 `
 const STYLE_HASH = `'sha256-${createHash('sha256').update(STYLE).digest('base64')}'`
 
@@ -57,6 +71,8 @@ export interface PageOptions {
    */
   readonly formTargets?: readonly string[]
   readonly headers?: Readonly<Record<string, string>>
+  /** Scripts served by bastion itself (absolute URLs on this origin): each admitted by the CSP by its exact URL, none inline. */
+  readonly scripts?: readonly string[]
 }
 
 /** The CSP source for a URL a form may end at: its origin, or the bare scheme of a private-use URI. */
@@ -77,15 +93,18 @@ function formSource(target: string): string | undefined {
  */
 export function page(options: PageOptions): Response {
   const targets = [...new Set((options.formTargets ?? []).map(formSource).filter((s): s is string => s !== undefined))]
+  // A URL in a CSP source list cannot carry ';' or ',' or spaces: anything else is not admitted.
+  const scripts = (options.scripts ?? []).filter((u) => /^https?:\/\/[^\s;,'"]+$/.test(u))
   const csp = [
     "default-src 'none'",
+    ...(scripts.length === 0 ? [] : [`script-src ${scripts.join(' ')}`, "connect-src 'self'"]),
     `style-src ${STYLE_HASH}`,
     "img-src 'self' data:",
     `form-action 'self'${targets.map((t) => ` ${t}`).join('')}`,
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ].join('; ')
-  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="same-origin"><title>${escapeHtml(options.title)}</title><style>${STYLE}</style></head><body>${options.body.value}</body></html>`
+  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="same-origin"><link rel="icon" href="data:,"><title>${escapeHtml(options.title)}</title><style>${STYLE}</style>${scripts.map((u) => `<script src="${escapeHtml(u)}" defer></script>`).join('')}</head><body>${options.body.value}</body></html>`
   return new Response(body, {
     status: options.status ?? 200,
     headers: {
