@@ -29,7 +29,7 @@ describe('unusedPermissions: role permissions that open nothing', () => {
     const [u] = unusedPermissions(grants({ viewer: ['db:read'] }, { 'tool:b': ['z:z'], 'tool:a': ['a:a', 'z:z'] }))
     expect(u?.known).toStrictEqual(['a:a', ...ENDPOINT_PERMISSIONS, 'z:z'].sort())
     expect(u === undefined ? '' : describeUnusedPermission(u)).toBe(
-      `roles.viewer: permission "db:read" is required by no tool, resource or prompt, so it grants nothing (permissions in use: ${['a:a', 'metrics:read', 'z:z'].join(', ')})`,
+      `roles.viewer: permission "db:read" is required by no tool, resource or prompt, so it grants nothing (permissions in use: ${['a:a', 'console:admin', 'console:read', 'metrics:read', 'z:z'].join(', ')})`,
     )
   })
 

@@ -3,7 +3,7 @@ import type { TrailEntry, TrailQuery } from '../../console/trail.js'
 import { SecurityError } from '../../errors.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { listOf, rangeOf, ShownError, trailQueryOf } from './console-query.js'
-import type { ConsoleRequest, ConsoleRouteOptions } from './console-routes.js'
+import type { ConsoleRequest, ConsoleRouteOptions } from './console-types.js'
 
 /** A live-tail request waits this long for a new line before answering with none. */
 const TAIL_WAIT_MS = 25_000

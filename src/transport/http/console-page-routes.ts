@@ -2,7 +2,7 @@ import { SecurityError } from '../../errors.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { navBar, overviewBody, type Section } from './console-pages.js'
 import { argumentsOf, listOf, rangeOf, ShownError, trailQueryOf } from './console-query.js'
-import type { ConsoleRequest, ConsoleRouteOptions } from './console-routes.js'
+import type { ConsoleRequest, ConsoleRouteOptions } from './console-types.js'
 import { auditBody, type ExplainForm, explainBody, explainResult, keysBody, limitsBody, replayResult, upstreamsBody } from './console-views.js'
 import { html, page, type SafeHtml } from './pages.js'
 

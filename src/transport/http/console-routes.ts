@@ -1,60 +1,20 @@
 import { randomBytes } from 'node:crypto'
-import type { AuditLog } from '../../audit/audit-log.js'
 import { parseApiKey } from '../../auth/api-key.js'
-import type { ApiKeyAuthenticator } from '../../auth/authenticate.js'
-import type { BruteForce } from '../../auth/brute-force.js'
 import { addressSubject, countFailure, refuseIfBlocked } from '../../auth/http-auth.js'
-import type { KeyStore } from '../../auth/key-store.js'
-import type { ConsoleService } from '../../console/service.js'
-import { type ConsoleSession, type ConsoleSessions, type ConsoleUser, sameSecret } from '../../console/sessions.js'
+import { type ConsoleSession, type ConsoleUser, sameSecret } from '../../console/sessions.js'
 import { SecurityError, toSecurityError } from '../../errors.js'
 import type { Guard } from '../../pipeline/compose.js'
-import type { Exchange, Stage } from '../../pipeline/exchange.js'
-import { hasPermission, type RbacPolicy } from '../../policy/rbac.js'
+import type { Exchange } from '../../pipeline/exchange.js'
+import { hasPermission } from '../../policy/rbac.js'
 import type { Principal } from '../../principal.js'
 import { consoleApi } from './console-api.js'
 import { consolePages } from './console-page-routes.js'
 import { signInBody } from './console-pages.js'
 import { CONSOLE_SCRIPT } from './console-script.js'
+import { CONSOLE_ADMIN, CONSOLE_READ, type ConsoleRequest, type ConsoleRouteOptions } from './console-types.js'
 import { html, page, readCookie, setCookie } from './pages.js'
 
-/** The permission to look at the console, and the one to act in it (revoke, create). */
-export const CONSOLE_READ = 'console:read'
-export const CONSOLE_ADMIN = 'console:admin'
-
-export interface ConsoleRouteOptions {
-  /** The console's path, e.g. `/console`. */
-  readonly path: string
-  readonly service: ConsoleService
-  readonly sessions: ConsoleSessions
-  readonly apiKeys: ApiKeyAuthenticator
-  readonly keys: KeyStore
-  readonly bruteForce: BruteForce
-  readonly audit: AuditLog
-  readonly grants: RbacPolicy
-  /** Authenticates a script's own credential (API key or token) on the JSON API. */
-  readonly authenticate: Stage
-  readonly roles: readonly string[]
-  readonly tools: () => readonly string[]
-  readonly upstreams: boolean
-  readonly sessionSeconds: number
-}
-
-/** What a console handler knows about the request it serves. */
-export interface ConsoleRequest {
-  readonly x: Exchange
-  readonly url: URL
-  /** The path below the console's, `''` for its root. */
-  readonly sub: string
-  readonly method: string
-  readonly user: ConsoleUser
-  /** Set for a browser session (cookie); absent for a script's own credential. */
-  readonly session: ConsoleSession | undefined
-  /** The request's form (POST from a page) or JSON body (POST to the API), read once by the CSRF check. */
-  readonly form: URLSearchParams | undefined
-  readonly json: unknown
-  readonly origin: string
-}
+export { CONSOLE_ADMIN, CONSOLE_READ, type ConsoleRequest, type ConsoleRouteOptions } from './console-types.js'
 
 const COOKIE = 'bastion_console'
 const PRE_COOKIE = 'bastion_console_pre'
