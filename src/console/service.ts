@@ -22,7 +22,8 @@ export interface KeyView {
   readonly expiresAt: string | null
   readonly revokedAt: string | null
   readonly lastUsedAt: string | null
-  readonly state: 'active' | 'expired' | 'revoked'
+  /** `expiring`: active, and expires within 7 days. */
+  readonly state: 'active' | 'expiring' | 'expired' | 'revoked'
 }
 
 export interface ExplainResult {
@@ -78,6 +79,13 @@ export interface UpstreamView {
 
 /** Decision lines a replay reads at most: a bounded dry run. */
 const REPLAY_MAX_LINES = 200_000
+
+const EXPIRING_MS = 7 * 86_400_000
+const stateOf = (revokedAt: string | null, expiresAt: string | null, now: number): KeyView['state'] => {
+  if (revokedAt !== null) return 'revoked'
+  const at = expiresAt === null ? Number.POSITIVE_INFINITY : Date.parse(expiresAt)
+  return at <= now ? 'expired' : at - now <= EXPIRING_MS ? 'expiring' : 'active'
+}
 
 /** The rules evaluated, denies first (the order they are decided in), each group in rule order. */
 const denyFirst = (trace: readonly TraceEntry[]): TraceEntry[] => [...trace.filter((t) => t.effect === 'deny'), ...trace.filter((t) => t.effect === 'allow')]
@@ -236,7 +244,7 @@ export class ConsoleService {
       expiresAt: k.expiresAt,
       revokedAt: k.revokedAt,
       lastUsedAt: seen.get(`key:${k.id}`) ?? null,
-      state: k.revokedAt !== null ? 'revoked' : k.expiresAt !== null && Date.parse(k.expiresAt) <= now ? 'expired' : 'active',
+      state: stateOf(k.revokedAt, k.expiresAt, now),
     }))
   }
 

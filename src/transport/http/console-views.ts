@@ -109,7 +109,7 @@ export function keysBody(
       : html`<div class="ok" id="created" role="status"><p>Key <code>${created.id}</code> created. Copy it now: it is shown only this once and stored only as a hash.</p><p class="key" id="new-key">${created.key}</p></div>`
   const rows = keys.map(
     (k) =>
-      html`<tr data-key-id="${k.id}"><td><code>${k.id}</code></td><td>${k.name}</td><td>${k.roles.join(', ')}</td><td class="${k.state === 'active' ? 'allow' : 'deny'}">${k.state}</td><td class="opt">${k.createdAt.startsWith('1970') ? 'bastion.yaml' : k.createdAt}</td><td class="opt">${k.expiresAt ?? 'never'}</td><td>${k.lastUsedAt ?? html`<span class="muted">never</span>`}</td><td>${
+      html`<tr data-key-id="${k.id}"><td><code>${k.id}</code></td><td>${k.name}</td><td>${k.roles.join(', ')}</td><td class="${k.state === 'active' ? 'allow' : k.state === 'expiring' ? 'error' : 'deny'}">${k.state === 'expiring' ? 'expires within 7 days' : k.state}</td><td class="opt">${k.createdAt.startsWith('1970') ? 'bastion.yaml' : k.createdAt}</td><td class="opt">${k.expiresAt ?? 'never'}</td><td>${k.lastUsedAt ?? html`<span class="muted">never</span>`}</td><td>${
         k.state === 'revoked' || k.source === 'config'
           ? html`<span class="muted">${k.source === 'config' ? 'in bastion.yaml' : ''}</span>`
           : html`<form class="inline" method="post" action="${base}/keys/revoke">${hidden(csrf)}<input type="hidden" name="id" value="${k.id}"><button type="submit" class="revoke" aria-label="Revoke key ${k.id}">Revoke</button></form>`
