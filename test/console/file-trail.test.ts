@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest'
 import { trailFiles } from '../../src/audit/audit-key.js'
 import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
 import { FileTrailReader } from '../../src/console/file-trail.js'
-import type { TrailEntry, TrailQuery, TrailReader } from '../../src/console/trail.js'
+import type { TrailEntry, TrailQuery } from '../../src/console/trail.js'
 import { SecurityError } from '../../src/errors.js'
-import { countsOf, KEY, NOW, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
+import { countsOf, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
 
 const tmp = (): string => realpathSync(mkdtempSync(join(tmpdir(), 'bastion-ftrail-')))
 
@@ -35,19 +35,6 @@ function stored(file: string): { raw: string; rec: Rec; where: string }[] {
 
 const reader = (file: string, extra: Partial<ConstructorParameters<typeof FileTrailReader>[0]> = {}): FileTrailReader =>
   new FileTrailReader({ file, keys: [KEY], chunkBytes: 4096, markEvery: 16, ...extra })
-
-/** Page back with `before` until the end; every page's entries. */
-async function pageAll(r: TrailReader, q: Omit<TrailQuery, 'limit'>, limit: number): Promise<TrailEntry[]> {
-  const all: TrailEntry[] = []
-  let before: string | undefined
-  for (let pages = 0; pages < 1000; pages++) {
-    const page = await r.query({ ...q, limit, ...(before === undefined ? {} : { before }) })
-    all.push(...page.entries)
-    if (page.next === undefined) return all
-    before = page.next
-  }
-  throw new Error('paging did not end')
-}
 
 const seqs = (entries: readonly TrailEntry[]): unknown[] => entries.map((e) => `${String(e.record.wid)}:${String(e.record.seq)}`)
 const seqsOf = (lines: readonly { rec: Rec }[]): unknown[] => lines.map((l) => `${String(l.rec.wid)}:${String(l.rec.seq)}`)

@@ -9,7 +9,7 @@ import { PostgresAuditSink } from '../../src/audit/sinks.js'
 import { PostgresTrailReader } from '../../src/console/postgres-trail.js'
 import type { TrailEntry, TrailQuery, TrailReader } from '../../src/console/trail.js'
 import { SecurityError } from '../../src/errors.js'
-import { countsOf, KEY, NOW, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
+import { countsOf, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
 
 // The machine's PostgreSQL (trust auth, database test). Missing, this suite fails in beforeAll.
 const PG_URL = 'postgres://postgres@127.0.0.1:5432/test'
@@ -53,17 +53,6 @@ async function open(table: string, extra: Partial<Parameters<typeof PostgresTrai
   return r
 }
 
-async function pageAll(r: TrailReader, q: Omit<TrailQuery, 'limit'>, limit: number): Promise<TrailEntry[]> {
-  const all: TrailEntry[] = []
-  let before: string | undefined
-  for (let pages = 0; pages < 1000; pages++) {
-    const page = await r.query({ ...q, limit, ...(before === undefined ? {} : { before }) })
-    all.push(...page.entries)
-    if (page.next === undefined) return all
-    before = page.next
-  }
-  throw new Error('paging did not end')
-}
 const ids = (entries: readonly TrailEntry[]): string[] => entries.map((e) => e.where)
 
 describe('PostgresTrailReader', () => {

@@ -1,4 +1,5 @@
 import type { AuditLog } from '../../src/audit/audit-log.js'
+import type { TrailEntry, TrailQuery, TrailReader } from '../../src/console/trail.js'
 
 /** A 32-byte audit key (hex text, as `<stateDir>/audit.key` holds it). */
 export const KEY = Buffer.from('0123456789abcdef'.repeat(4))
@@ -66,4 +67,17 @@ export function topOf(values: readonly unknown[]): { name: string; count: number
 export function quantile(values: readonly number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN
+}
+
+/** Page back with `before` until the end; every page's entries. */
+export async function pageAll(r: TrailReader, q: Omit<TrailQuery, 'limit'>, limit: number): Promise<TrailEntry[]> {
+  const all: TrailEntry[] = []
+  let before: string | undefined
+  for (let pages = 0; pages < 1000; pages++) {
+    const page = await r.query({ ...q, limit, ...(before === undefined ? {} : { before }) })
+    all.push(...page.entries)
+    if (page.next === undefined) return all
+    before = page.next
+  }
+  throw new Error('paging did not end')
 }
