@@ -321,6 +321,11 @@ export class Bastion {
       server.once('close', () => sockets.close())
     }
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url: at.url, tools: this.registry.all().length })
+    // The console's reader indexes the trail in the background now (about 24 s per GB), not when someone first opens it.
+    if (withConsole)
+      this.#runtime.trail
+        ?.stats(new Date())
+        .catch((e: unknown) => this.log.warn({ err: { message: e instanceof Error ? e.message : 'error' } }, 'console: the audit trail could not be indexed'))
     firstRunKey({ loaded: this.loaded, keys: this.keys, audit: this.audit, say: this.#announce })
     if (this.#announce !== false) this.#announce.write(listeningLine(this.loaded, at.url, withConsole))
     return {

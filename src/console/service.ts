@@ -10,6 +10,7 @@ import { type ReplayReport, rebuild, recorded, replay } from '../policy/replay.j
 import { parsePolicyText } from '../policy/source.js'
 import type { Principal } from '../principal.js'
 import type { ToolRegistry } from '../tools/registry.js'
+import { ShownError } from './shown-error.js'
 import type { RangeVerification, TrailPage, TrailQuery, TrailReader, TrailStats } from './trail.js'
 
 /** A key as the console shows it: never its hash or secret. */
@@ -90,7 +91,7 @@ const stateOf = (revokedAt: string | null, expiresAt: string | null, now: number
 /** The rules evaluated, denies first (the order they are decided in), each group in rule order. */
 const denyFirst = (trace: readonly TraceEntry[]): TraceEntry[] => [...trace.filter((t) => t.effect === 'deny'), ...trace.filter((t) => t.effect === 'allow')]
 
-const invalid = (why: string): SecurityError => new SecurityError('ERR_INVALID_REQUEST', why)
+const invalid = (why: string): ShownError => new ShownError(why)
 
 /**
  * What the console shows and does, without HTTP: each method is one page's data or one action.

@@ -108,6 +108,35 @@ describe('console API', () => {
     expect(exported).toEqual(rows.filter((r) => r.tool === 'list_files'))
   })
 
+  it("input mistakes are refused in the console's own words, and audited as refused", async () => {
+    const server = await startServer()
+    servers.push(server)
+    const post = async (path: string, body: unknown, id: string) => {
+      const res = await fetch(new URL(path, server.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.keys.admin}`, 'content-type': 'application/json', 'x-request-id': id },
+        body: JSON.stringify(body),
+      })
+      return { status: res.status, body: (await res.json()) as { error: { message: string; data: { code: string } } } }
+    }
+    const cases = [
+      { path: '/console/api/replay', body: { policy: 'rules:\n  - id: x\n    effect: deny\n    tools: [a]\n' }, says: /^policy candidate:.*rules\.0/s },
+      { path: '/console/api/explain', body: { tool: 'no_such_tool', roles: [] }, says: /no tool named "no_such_tool"/ },
+      { path: '/console/api/keys', body: { name: 'k', roles: ['no-such-role'] }, says: /no role named "no-such-role"/ },
+      { path: '/console/api/replay', body: { policy: 'rules: []', from: '2026-02-30' }, says: /^from: not a time/ },
+    ]
+    for (const c of cases) {
+      const id = requestId('api-input')
+      const { status, body } = await post(c.path, c.body, id)
+      expect(status, c.path).toBe(400)
+      expect(body.error.data.code).toBe('ERR_INVALID_REQUEST')
+      expect(body.error.message).toMatch(c.says)
+      const lines = server.audit().filter((r) => r.requestId === id)
+      expect(lines).toHaveLength(1)
+      expect(lines[0]).toMatchObject({ decision: 'deny', reason: 'ERR_INVALID_REQUEST', status: 400 })
+    }
+  })
+
   it('a script without a credential, or with a key holding no console role, is refused and audited', async () => {
     const server = await startServer()
     servers.push(server)

@@ -1,5 +1,7 @@
+import { ShownError } from '../../console/shown-error.js'
 import type { TrailQuery } from '../../console/trail.js'
-import { SecurityError } from '../../errors.js'
+
+export { ShownError } from '../../console/shown-error.js'
 
 /** The console's parsing of what a person or script typed: each field checked, with what is wrong said plainly. */
 
@@ -22,12 +24,6 @@ export function parseTime(field: string, value: string | null): string | undefin
   return new Date(ms).toISOString()
 }
 
-/** A refusal whose text is meant for the operator who typed the input (our words, never a library's). */
-export class ShownError extends SecurityError {
-  constructor(message: string) {
-    super('ERR_INVALID_REQUEST', message)
-  }
-}
 const shown = (m: string): ShownError => new ShownError(m)
 
 /** The audit filter from query parameters. @throws ShownError */
