@@ -1,8 +1,9 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CONSOLE_SCRIPT } from '../../src/transport/http/console-script.js'
 import { launchBrowser, type TestBrowser } from '../helpers/browser.js'
 import { requestId, signIn, toolCall } from '../helpers/console.js'
 import { LIBRARY_TEXT } from '../helpers/edge-cases.js'
@@ -546,7 +547,7 @@ describe('framing and headers', () => {
 
   it.each(PAGES)('$path ($status): CSP, no framing, no caching, no sniffing', async ({ path, key, status, script }) => {
     const s = path === '/console/signin' ? undefined : await session(key?.() ?? server.keys.admin)
-    const { res } = await send(path, s === undefined ? {} : { cookie: s.cookie })
+    const { res, text } = await send(path, s === undefined ? {} : { cookie: s.cookie })
     expect(res.status).toBe(status)
     const csp = new Map(
       (res.headers.get('content-security-policy') ?? '').split(';').map((d) => {
@@ -559,7 +560,9 @@ describe('framing and headers', () => {
     expect(csp.get('base-uri')).toEqual(["'none'"])
     expect(csp.get('form-action')).toEqual(["'self'"])
     expect(res.headers.get('content-security-policy')).not.toMatch(/unsafe-inline|unsafe-eval|\*/)
-    expect(csp.get('script-src')).toEqual(script === true ? [`${origin}/console/assets/console.js`] : undefined)
+    // The one script, admitted by its hash only (the page names it with the same integrity), never by a place.
+    expect(csp.get('script-src')).toEqual(script === true ? [`'sha256-${createHash('sha256').update(CONSOLE_SCRIPT).digest('base64')}'`] : undefined)
+    if (script === true) expect(text).toContain(`integrity="sha256-${createHash('sha256').update(CONSOLE_SCRIPT).digest('base64')}"`)
     expect(res.headers.get('x-frame-options')).toBe('DENY')
     expect(res.headers.get('cache-control')).toBe('no-store')
     expect(res.headers.get('x-content-type-options')).toBe('nosniff')

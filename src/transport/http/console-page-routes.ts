@@ -2,9 +2,12 @@ import { SecurityError } from '../../errors.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { navBar, overviewBody, type Section } from './console-pages.js'
 import { argumentsOf, listOf, rangeOf, ShownError, trailQueryOf } from './console-query.js'
+import { CONSOLE_SCRIPT } from './console-script.js'
 import type { ConsoleRequest, ConsoleRouteOptions } from './console-types.js'
 import { auditBody, type ExplainForm, explainBody, explainResult, keysBody, limitsBody, replayResult, upstreamsBody } from './console-views.js'
-import { html, page, type SafeHtml } from './pages.js'
+import { html, type PageScript, page, type SafeHtml, scriptHash } from './pages.js'
+
+const SCRIPT_SHA256 = scriptHash(CONSOLE_SCRIPT)
 
 /**
  * The console's HTML pages: each GET renders one page; each POST (from a page's form) acts and
@@ -16,7 +19,7 @@ export function consolePages(o: ConsoleRouteOptions): (x: Exchange, r: ConsoleRe
   const { service, path: base } = o
   const source = (): string => (service.trailKind === 'postgres' ? 'PostgreSQL audit table' : service.trailKind === 'file' ? 'audit file' : 'no readable trail (stdout sink)')
 
-  const render = async (x: Exchange, r: ConsoleRequest, section: Section, title: string, body: SafeHtml, status = 200, scripts: readonly string[] = []): Promise<Response> => {
+  const render = async (x: Exchange, r: ConsoleRequest, section: Section, title: string, body: SafeHtml, status = 200, scripts: readonly PageScript[] = []): Promise<Response> => {
     const chrome = { base, user: r.user, csrf: r.session?.csrf ?? '', upstreams: o.upstreams }
     const response = page({ status, title: `${title} — mcp-bastion console`, body: html`${navBar(chrome, section)}<main class="wide" id="content">${body}</main>`, scripts })
     await x.audit.commit({ status })
@@ -65,7 +68,7 @@ export function consolePages(o: ConsoleRouteOptions): (x: Exchange, r: ConsoleRe
     }
     const { after: _after, ...shownQuery } = q
     const { page: found, verification } = await service.audit(shownQuery)
-    return render(x, r, 'audit', 'Audit', auditBody(base, shownQuery, found, verification, source()), 200, [`${r.origin}${base}/assets/console.js`])
+    return render(x, r, 'audit', 'Audit', auditBody(base, shownQuery, found, verification, source()), 200, [{ src: `${base}/assets/console.js`, sha256: SCRIPT_SHA256 }])
   }
 
   const explain = async (x: Exchange, r: ConsoleRequest, replayed?: SafeHtml, form: ExplainForm = {}, replayStatus = 200): Promise<Response> => {

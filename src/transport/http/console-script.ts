@@ -2,7 +2,7 @@
  * The console's only script: the audit page's live tail. It long-polls the JSON API for lines
  * newer than the newest shown and puts each at the top of the table, built with DOM calls and
  * `textContent` only (never markup from data). Served by bastion at `<console>/assets/console.js`
- * and admitted by the CSP by that exact URL. Without it every page still works (filters, paging,
+ * and admitted by the CSP by its SHA-256 hash (the page names it as the script's integrity). Without it every page still works (filters, paging,
  * expandable lines, forms); only the tail needs it.
  */
 export const CONSOLE_SCRIPT = `'use strict';

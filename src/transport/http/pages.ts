@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 /**
  * The page layer for bastion's own HTML (sign-in, consent, the operator console): one layout,
  * one stylesheet whose hash is the only style the CSP admits, no inline script (a page may name
- * scripts bastion serves, each admitted by its exact URL), no external asset, and the headers every page carries. Values go in through {@link html} only, which
+ * scripts bastion serves, each admitted by its hash), no external asset, and the headers every page carries. Values go in through {@link html} only, which
  * escapes everything it interpolates.
  */
 
@@ -61,6 +61,16 @@ export function html(strings: TemplateStringsArray, ...values: Interpolated[]): 
   return new SafeHtml(out)
 }
 
+export interface PageScript {
+  /** An absolute path on this origin (`/console/assets/console.js`). */
+  readonly src: string
+  /** Base64 SHA-256 of the script's text ({@link scriptHash}). */
+  readonly sha256: string
+}
+
+/** The base64 SHA-256 of a script's text, for {@link PageScript}. */
+export const scriptHash = (text: string): string => createHash('sha256').update(text).digest('base64')
+
 export interface PageOptions {
   readonly title: string
   readonly body: SafeHtml
@@ -71,8 +81,12 @@ export interface PageOptions {
    */
   readonly formTargets?: readonly string[]
   readonly headers?: Readonly<Record<string, string>>
-  /** Scripts served by bastion itself (absolute URLs on this origin): each admitted by the CSP by its exact URL, none inline. */
-  readonly scripts?: readonly string[]
+  /**
+   * Scripts served by bastion itself, by path on this origin, with the SHA-256 of their text: each
+   * admitted by the CSP by that hash, which the browser checks against the script it fetched
+   * (Subresource Integrity). None inline.
+   */
+  readonly scripts?: readonly PageScript[]
 }
 
 /** The CSP source for a URL a form may end at: its origin, or the bare scheme of a private-use URI. */
@@ -93,18 +107,17 @@ function formSource(target: string): string | undefined {
  */
 export function page(options: PageOptions): Response {
   const targets = [...new Set((options.formTargets ?? []).map(formSource).filter((s): s is string => s !== undefined))]
-  // A URL in a CSP source list cannot carry ';' or ',' or spaces: anything else is not admitted.
-  const scripts = (options.scripts ?? []).filter((u) => /^https?:\/\/[^\s;,'"]+$/.test(u))
+  const scripts = (options.scripts ?? []).filter((s) => /^\/[A-Za-z0-9/._-]*$/.test(s.src) && /^[A-Za-z0-9+/]{43}=$/.test(s.sha256))
   const csp = [
     "default-src 'none'",
-    ...(scripts.length === 0 ? [] : [`script-src ${scripts.join(' ')}`, "connect-src 'self'"]),
+    ...(scripts.length === 0 ? [] : [`script-src ${scripts.map((s) => `'sha256-${s.sha256}'`).join(' ')}`, "connect-src 'self'"]),
     `style-src ${STYLE_HASH}`,
     "img-src 'self' data:",
     `form-action 'self'${targets.map((t) => ` ${t}`).join('')}`,
     "frame-ancestors 'none'",
     "base-uri 'none'",
   ].join('; ')
-  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="same-origin"><link rel="icon" href="data:,"><title>${escapeHtml(options.title)}</title><style>${STYLE}</style>${scripts.map((u) => `<script src="${escapeHtml(u)}" defer></script>`).join('')}</head><body>${options.body.value}</body></html>`
+  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="same-origin"><link rel="icon" href="data:,"><title>${escapeHtml(options.title)}</title><style>${STYLE}</style>${scripts.map((s) => `<script src="${escapeHtml(s.src)}" integrity="sha256-${s.sha256}" defer></script>`).join('')}</head><body>${options.body.value}</body></html>`
   return new Response(body, {
     status: options.status ?? 200,
     headers: {
