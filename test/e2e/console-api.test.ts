@@ -137,6 +137,18 @@ describe('console API', () => {
     }
   })
 
+  it("console requests are charged to the principal's own buckets: past them 429, audited", async () => {
+    const server = await startServer({ limits: { principal: { rate: '3/h' } } })
+    servers.push(server)
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) statuses.push((await api(server, '/console/api/overview', server.keys.admin)).status)
+    expect(statuses).toEqual([200, 200, 200, 429])
+    // The same budget as its MCP calls: the key's next tool call is refused too.
+    expect((await toolCall(server.url, server.keys.admin, 'list_files', {})).status).toBe(429)
+    const limited = server.audit().filter((r) => r.method === 'console/api/overview' && r.reason === 'ERR_RATE_LIMITED')
+    expect(limited).toHaveLength(1)
+  })
+
   it('a script without a credential, or with a key holding no console role, is refused and audited', async () => {
     const server = await startServer()
     servers.push(server)

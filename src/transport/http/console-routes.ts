@@ -182,6 +182,7 @@ export function consoleRouter(o: ConsoleRouteOptions): (x: Exchange) => Promise<
       if (principal === undefined) throw new SecurityError('ERR_AUTH_MISSING', 'console API without a credential')
       user = userOf(principal, principal.id.replace(/^key:/, ''))
       if (user === undefined) throw new SecurityError('ERR_FORBIDDEN', `no role of ${principal.id} grants ${CONSOLE_READ}`)
+      await o.rateLimit(x, async () => undefined)
       return api(x, {
         x,
         url,
@@ -200,6 +201,7 @@ export function consoleRouter(o: ConsoleRouteOptions): (x: Exchange) => Promise<
       return done(x, new Response(null, { status: 303, headers: { location: `${o.path}/signin`, 'cache-control': 'no-store' } }))
     }
     x.principal = principalOf(user)
+    await o.rateLimit(x, async () => undefined)
     let form: URLSearchParams | undefined
     let json: unknown
     if (request.method === 'POST') {

@@ -7,7 +7,7 @@ import type { ResourceServer, ScopeRules } from '../../auth/resource-metadata.js
 import type { TokenService } from '../../auth/token-service.js'
 import { SecurityError } from '../../errors.js'
 import type { BodyLimits } from '../../limits/body-guard.js'
-import { anonymousLimit, type RateLimitDeps } from '../../limits/rate-guard.js'
+import { anonymousLimit, type RateLimitDeps, rateLimit } from '../../limits/rate-guard.js'
 import { compose } from '../../pipeline/compose.js'
 import { createExchange, type Exchange, requestIdFrom } from '../../pipeline/exchange.js'
 import type { Metrics } from '../../pipeline/metrics.js'
@@ -56,7 +56,7 @@ export interface EdgeOptions {
   /** Each upstream's state (gateway), shown by `/healthz`: names and states only, never errors. */
   readonly upstreams?: () => Readonly<Record<string, string>>
   /** The operator console, when served (its script credential is authenticated like any client's). */
-  readonly console?: Omit<ConsoleRouteOptions, 'authenticate'>
+  readonly console?: Omit<ConsoleRouteOptions, 'authenticate' | 'rateLimit'>
 }
 
 export interface RequestInfo {
@@ -159,7 +159,7 @@ export function createEdge(options: EdgeOptions): Edge {
       ? undefined
       : compose<Exchange, Response>(
           [consolePageRefusals(consoleOptions.path), answer, checkHeaders(), checkHostAndOrigin(options.origins), refuseQueryCredential(), anonymousLimit(options.limits)],
-          consoleRouter({ ...consoleOptions, authenticate: authenticate(auth) }),
+          consoleRouter({ ...consoleOptions, authenticate: authenticate(auth), rateLimit: rateLimit(options.limits, () => false) }),
         )
   const notFound = compose<Exchange, Response>([answer, checkHeaders()], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')
