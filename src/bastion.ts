@@ -321,7 +321,7 @@ export class Bastion {
       server.once('close', () => sockets.close())
     }
     this.audit.record({ event: 'config.loaded', decision: 'allow', reason: 'OK', source, transport: 'http', url: at.url, tools: this.registry.all().length })
-    // The console's reader indexes the trail in the background now (about 24 s per GB), not when someone first opens it.
+    // The console's reader indexes the trail in the background now (about 30 s per GB), not when someone first opens it.
     if (withConsole)
       this.#runtime.trail
         ?.stats(new Date())
