@@ -301,7 +301,10 @@ export class ConsoleService {
     return this.d.alertRules
   }
 
+  /** Each upstream's state and pins: the fields shown, never its process id or its last error text. */
   upstreams(): readonly UpstreamView[] {
-    return this.d.upstreams()
+    return this.d
+      .upstreams()
+      .map((u) => ({ name: u.name, state: u.state, since: u.since, restarts: u.restarts, pin: u.pin, tools: u.tools, blocked: u.blocked, unpinned: u.unpinned }))
   }
 }

@@ -95,6 +95,8 @@ describe('console: upstreams', () => {
       { what: 'upstream drift up', timeoutMs: 10_000 },
     )
     expect(clean).toMatchObject({ name: 'drift', state: 'up', restarts: 0, pin: 'enforce', tools: ['drift__echo', 'drift__other'], blocked: {}, unpinned: [] })
+    // The documented fields only: no process id, no upstream error text.
+    expect(Object.keys(clean ?? {}).sort()).toEqual(['blocked', 'name', 'pin', 'restarts', 'since', 'state', 'tools', 'unpinned'])
     expect(Number.isNaN(Date.parse(clean?.since ?? ''))).toBe(false)
     const before = await toolCall(server.url, server.keys.admin, 'drift__echo', { text: 'hi' })
     expect(textOf(before.body.result as { content?: unknown })).toBe('{"text":"hi"}')
@@ -166,6 +168,9 @@ describe('console: upstreams', () => {
     const res = await page.goto(`${origin}/console/upstreams`)
     expect(res?.status()).toBe(404)
     expect(await page.locator('#upstreams').count()).toBe(0)
-    expect(await api(server, server.keys.admin)).toStrictEqual({ status: 200, body: { upstreams: [] } })
+    // The API agrees with the page: no gateway, no such resource.
+    const none = await api(server, server.keys.admin)
+    expect(none.status).toBe(404)
+    expect((none.body.error as { data?: { code?: string } } | undefined)?.data?.code).toBe('ERR_NOT_FOUND')
   })
 })

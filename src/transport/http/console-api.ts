@@ -166,6 +166,7 @@ export function consoleApi(o: ConsoleRouteOptions): (x: Exchange, r: ConsoleRequ
         return json(x, { busiest: data.busiest, refused: data.refused.entries, alerts: data.alerts.entries, rules: service.alertRules })
       }
       case '/upstreams':
+        if (!o.upstreams) break
         method(r, 'GET')
         x.audit.allow('console.upstreams')
         return json(x, { upstreams: service.upstreams() })
