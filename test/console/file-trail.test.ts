@@ -7,7 +7,7 @@ import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
 import { FileTrailReader } from '../../src/console/file-trail.js'
 import type { TrailEntry, TrailQuery } from '../../src/console/trail.js'
 import { SecurityError } from '../../src/errors.js'
-import { countsOf, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
+import { countsOf, FILTER_CASES, type FilterCase, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
 
 const tmp = (): string => realpathSync(mkdtempSync(join(tmpdir(), 'bastion-ftrail-')))
 
@@ -44,15 +44,8 @@ describe('FileTrailReader', () => {
     const { file } = trail(300)
     const lines = stored(file)
     const r = reader(file)
-    const cases: [Omit<TrailQuery, 'limit'>, (x: Rec, raw: string) => boolean][] = [
-      [{}, () => true],
-      [{ principal: 'p3' }, (x) => x.principal === 'p3'],
-      [{ tool: 't1' }, (x) => x.tool === 't1'],
-      [{ decision: 'deny' }, (x) => x.decision === 'deny'],
-      [{ reason: 'ERR_TOOL_FAILED' }, (x) => x.reason === 'ERR_TOOL_FAILED'],
-      [{ requestId: 'a-req-123' }, (x) => x.requestId === 'a-req-123'],
-      [{ event: 'server.note' }, (x) => x.event === 'server.note'],
-      [{ text: 'NOTE A1' }, (_x, raw) => raw.toLowerCase().includes('note a1')],
+    const cases: FilterCase[] = [
+      ...FILTER_CASES,
       [{ principal: 'p2', decision: 'allow' }, (x) => x.principal === 'p2' && x.decision === 'allow'],
       [
         { from: new Date(START + 50_000).toISOString(), to: new Date(START + 120_000).toISOString() },

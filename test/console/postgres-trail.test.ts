@@ -9,7 +9,7 @@ import { PostgresAuditSink } from '../../src/audit/sinks.js'
 import { PostgresTrailReader } from '../../src/console/postgres-trail.js'
 import type { TrailEntry, TrailQuery, TrailReader } from '../../src/console/trail.js'
 import { SecurityError } from '../../src/errors.js'
-import { countsOf, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
+import { countsOf, FILTER_CASES, type FilterCase, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
 
 // The machine's PostgreSQL (trust auth, database test). Missing, this suite fails in beforeAll.
 const PG_URL = 'postgres://postgres@127.0.0.1:5432/test'
@@ -74,17 +74,7 @@ describe('PostgresTrailReader', () => {
     const r = await open(table, { scanRows: 40 })
     const from = new Date(START + 50_000).toISOString()
     const to = new Date(START + 120_000).toISOString()
-    const cases: [Omit<TrailQuery, 'limit'>, (x: Rec, raw: string) => boolean][] = [
-      [{}, () => true],
-      [{ principal: 'p3' }, (x) => x.principal === 'p3'],
-      [{ tool: 't1' }, (x) => x.tool === 't1'],
-      [{ decision: 'deny' }, (x) => x.decision === 'deny'],
-      [{ reason: 'ERR_TOOL_FAILED' }, (x) => x.reason === 'ERR_TOOL_FAILED'],
-      [{ requestId: 'a-req-123' }, (x) => x.requestId === 'a-req-123'],
-      [{ event: 'server.note' }, (x) => x.event === 'server.note'],
-      [{ text: 'NOTE A1' }, (_x, raw) => raw.toLowerCase().includes('note a1')],
-      [{ from, to }, (x) => String(x.ts) >= from && String(x.ts) < to],
-    ]
+    const cases: FilterCase[] = [...FILTER_CASES, [{ from, to }, (x) => String(x.ts) >= from && String(x.ts) < to]]
     for (const [q, want] of cases) {
       const expected = lines.filter((l) => want(l.rec, l.raw)).reverse()
       expect(expected.length, JSON.stringify(q)).toBeGreaterThan(0)

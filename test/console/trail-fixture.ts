@@ -81,3 +81,18 @@ export async function pageAll(r: TrailReader, q: Omit<TrailQuery, 'limit'>, limi
   }
   throw new Error('paging did not end')
 }
+
+/** A filter and what it must match, by the record and by its stored text. */
+export type FilterCase = [Omit<TrailQuery, 'limit'>, (x: Rec, raw: string) => boolean]
+
+/** The filters both readers must apply exactly as the predicate says, over {@link writeMix}'s lines. */
+export const FILTER_CASES: readonly FilterCase[] = [
+  [{}, () => true],
+  [{ principal: 'p3' }, (x) => x.principal === 'p3'],
+  [{ tool: 't1' }, (x) => x.tool === 't1'],
+  [{ decision: 'deny' }, (x) => x.decision === 'deny'],
+  [{ reason: 'ERR_TOOL_FAILED' }, (x) => x.reason === 'ERR_TOOL_FAILED'],
+  [{ requestId: 'a-req-123' }, (x) => x.requestId === 'a-req-123'],
+  [{ event: 'server.note' }, (x) => x.event === 'server.note'],
+  [{ text: 'NOTE A1' }, (_x, raw) => raw.toLowerCase().includes('note a1')],
+]

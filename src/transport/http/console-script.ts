@@ -39,7 +39,7 @@ export const CONSOLE_SCRIPT = `'use strict';
         status.textContent = 'Live: ' + shown + ' new line(s)';
         poll();
       })
-      .catch(function (e) { if (!on) return; status.textContent = 'Live tail paused (' + e.message + '); retrying'; setTimeout(poll, 5000); });
+      .catch(function (e) { if (!on) return; status.textContent = 'Live tail paused (' + (/^HTTP d{3}$/.test(e.message) ? e.message : 'no connection') + '); retrying'; setTimeout(poll, 5000); });
   }
   button.addEventListener('click', function () {
     on = !on;
