@@ -54,7 +54,7 @@ export interface EdgeAt {
 }
 
 /** The console's parts: its service over the runtime's stores and the serving policy, and its sessions. */
-function consoleOptions(runtime: Runtime, serving: Serving): Omit<ConsoleRouteOptions, 'authenticate' | 'rateLimit'> {
+function consoleOptions(runtime: Runtime, serving: Serving): Omit<ConsoleRouteOptions, 'authenticate' | 'rateLimit' | 'maxJsonDepth'> {
   const { bound } = serving
   const { config } = bound.loaded
   const roles = Object.keys(config.roles)

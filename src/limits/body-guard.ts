@@ -29,8 +29,11 @@ export function readBody(limits: BodyLimits): Stage {
   }
 }
 
-/** A body stream's bytes, up to `maxBytes` (one past it is a refusal; the rest is not read). */
-async function readBytes(body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Uint8Array> {
+/**
+ * A body stream's bytes, up to `maxBytes` (one past it is a refusal; the rest is not read).
+ * @throws SecurityError ERR_BODY_TOO_LARGE, ERR_INVALID_REQUEST (the stream broke off)
+ */
+export async function readBytes(body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Uint8Array> {
   if (body === null) return new Uint8Array(0)
   const reader = body.getReader()
   const chunks: Uint8Array[] = []

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { trailFiles } from '../../src/audit/audit-key.js'
 import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
 import { FileTrailReader } from '../../src/console/file-trail.js'
-import type { TrailEntry, TrailQuery } from '../../src/console/trail.js'
+import type { TrailEntry } from '../../src/console/trail.js'
 import { SecurityError } from '../../src/errors.js'
 import { countsOf, FILTER_CASES, type FilterCase, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
 

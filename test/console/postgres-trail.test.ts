@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AuditLog, FileAuditSink } from '../../src/audit/audit-log.js'
 import { PostgresAuditSink } from '../../src/audit/sinks.js'
 import { PostgresTrailReader } from '../../src/console/postgres-trail.js'
-import type { TrailEntry, TrailQuery, TrailReader } from '../../src/console/trail.js'
+import type { TrailEntry, TrailReader } from '../../src/console/trail.js'
 import { SecurityError } from '../../src/errors.js'
 import { countsOf, FILTER_CASES, type FilterCase, KEY, NOW, pageAll, quantile, type Rec, START, steppingClock, topOf, writeMix } from './trail-fixture.js'
 

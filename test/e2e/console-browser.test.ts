@@ -388,10 +388,16 @@ describe('operator console in a browser', () => {
     expect(await top.locator('td').nth(4).textContent()).toBe('allow')
     expect(JSON.parse((await top.locator('pre').textContent()) ?? '{}')).toMatchObject({ requestId: id, tool: 'read_file' })
     await expect.poll(() => page.locator('#live-status').textContent()).toMatch(/^Live: \d+ new line\(s\)$/)
+    // The session ends under it (signed out in another tab): the tail says why it paused, in its own words.
+    const other = await page.context().newPage()
+    await other.goto(`${origin}/console`)
+    await other.locator('#signout').click()
+    await other.waitForURL(`${origin}/console/signin`)
+    await expect.poll(() => page.locator('#live-status').textContent(), { timeout: 10_000 }).toBe('Live tail paused (HTTP 401); retrying')
     // Stopping the tail aborts its pending long poll: that one failed request is expected.
     await page.locator('#live').click()
     expect(await page.locator('#live').getAttribute('aria-pressed')).toBe('false')
-    expect(watch.problems([/^request failed: GET .*\/console\/api\/audit\?.*wait=1 \(net::ERR_ABORTED\)$/])).toEqual([])
+    expect(watch.problems([/^request failed: GET .*\/console\/api\/audit\?.*wait=1 \(net::ERR_ABORTED\)$/, /status of 401/])).toEqual([])
   })
 
   it('limits: the admin principal is listed with its buckets as meters', async () => {

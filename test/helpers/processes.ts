@@ -88,7 +88,7 @@ export function runProcess(
  * A private redis-server on a free loopback port, for outage tests: stopping it never touches the
  * machine's shared Redis. Fails loudly if redis-server is not installed.
  */
-export async function privateRedis(): Promise<{ port: number; url: string; stop(): Promise<void>; start(): Promise<void> }> {
+export async function privateRedis(): Promise<{ port: number; url: string; stop(): Promise<void>; start(): Promise<void>; signal(signal: 'SIGSTOP' | 'SIGCONT'): void }> {
   const port = await freePort()
   let child: ChildProcess | undefined
   const start = (): Promise<void> =>
@@ -110,6 +110,12 @@ export async function privateRedis(): Promise<{ port: number; url: string; stop(
       proc.once('exit', () => resolve())
       proc.kill('SIGKILL')
     })
+  /** Pause (a hung server: connected, never answers) or resume the process started here, by its PID. */
+  const signal = (sig: 'SIGSTOP' | 'SIGCONT'): void => {
+    const pid = child?.pid
+    if (pid === undefined || child?.exitCode !== null || child.signalCode !== null) throw new Error('the private redis-server is not running')
+    process.kill(pid, sig)
+  }
   await start()
-  return { port, url: `redis://127.0.0.1:${port}`, stop, start }
+  return { port, url: `redis://127.0.0.1:${port}`, stop, start, signal }
 }

@@ -1,6 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { validateConfig } from '../../src/config/load.js'
 import type { BastionConfigInput } from '../../src/config/schema.js'
@@ -9,24 +7,16 @@ import { RatePlan } from '../../src/limits/rate-plan.js'
 import { RedisRateLimiter } from '../../src/limits/redis-limiter.js'
 import type { Charge } from '../../src/limits/token-bucket.js'
 import type { Principal } from '../../src/principal.js'
-import { freePort } from '../helpers/processes.js'
+import { privateRedis } from '../helpers/processes.js'
+import { SHARED_REDIS, sharedRedis } from '../helpers/redis.js'
 
 // The machine's shared Redis. Missing Redis fails this file in beforeAll; nothing is skipped.
-const SHARED_REDIS = 'redis://127.0.0.1:6379'
 const HOUR = 3_600_000
 /** One token an hour: the few ms a test takes refill about 1e-6 of a token. */
 const slow = (key: string, capacity: number, cost = 1): Charge => ({ bucket: `b:${key}`, key, capacity, perMs: 1 / HOUR, cost })
 const TOLERANCE = 0.01
 
-let raw: Redis
-beforeAll(async () => {
-  raw = new Redis(SHARED_REDIS, { lazyConnect: true, maxRetriesPerRequest: 0 })
-  await raw.connect()
-  expect(await raw.ping()).toBe('PONG')
-})
-afterAll(() => {
-  raw.disconnect()
-})
+const raw = sharedRedis()
 
 /** A limiter of each backend, fresh per test; the Redis one under a prefix of its own, deleted after. */
 interface Backend {
@@ -50,13 +40,13 @@ const BACKENDS: { name: string; open: () => Promise<Backend> }[] = [
       const keyPrefix = `bastion-test:levels:${randomBytes(6).toString('hex')}:`
       const limiter = new RedisRateLimiter({ url: SHARED_REDIS, keyPrefix, timeoutMs: 1000 })
       await limiter.ready()
-      const stored = async (): Promise<number> => (await raw.keys(`${keyPrefix}*`)).length
+      const stored = async (): Promise<number> => (await raw().keys(`${keyPrefix}*`)).length
       return {
         limiter,
         stored,
         close: async () => {
-          const keys = await raw.keys(`${keyPrefix}*`)
-          if (keys.length > 0) await raw.del(...keys)
+          const keys = await raw().keys(`${keyPrefix}*`)
+          if (keys.length > 0) await raw().del(...keys)
           await limiter.close()
         },
       }
@@ -128,49 +118,31 @@ describe('redis backend: the read is read-only', () => {
     await limiter.ready()
   })
   afterAll(async () => {
-    const keys = await raw.keys(`${keyPrefix}*`)
-    if (keys.length > 0) await raw.del(...keys)
+    const keys = await raw().keys(`${keyPrefix}*`)
+    if (keys.length > 0) await raw().del(...keys)
     await limiter.close()
   })
 
   it('leaves a charged bucket byte for byte as it was, its expiry untouched, and creates no key', async () => {
     const charge = slow('held', 9)
     await limiter.take([charge])
-    const before = await raw.hgetall(`${keyPrefix}held`)
-    const ttl = await raw.pttl(`${keyPrefix}held`)
+    const before = await raw().hgetall(`${keyPrefix}held`)
+    const ttl = await raw().pttl(`${keyPrefix}held`)
     for (let i = 0; i < 20; i++) await limiter.levels([charge, slow('absent', 9)])
-    expect(await raw.hgetall(`${keyPrefix}held`)).toStrictEqual(before)
+    expect(await raw().hgetall(`${keyPrefix}held`)).toStrictEqual(before)
     // A write (HSET/PEXPIRE) would reset the expiry to about the same value or later; it only runs down.
-    expect(await raw.pttl(`${keyPrefix}held`)).toBeLessThanOrEqual(ttl)
-    expect(await raw.exists(`${keyPrefix}absent`)).toBe(0)
-    expect(await raw.keys(`${keyPrefix}*`)).toStrictEqual([`${keyPrefix}held`])
+    expect(await raw().pttl(`${keyPrefix}held`)).toBeLessThanOrEqual(ttl)
+    expect(await raw().exists(`${keyPrefix}absent`)).toBe(0)
+    expect(await raw().keys(`${keyPrefix}*`)).toStrictEqual([`${keyPrefix}held`])
   })
 })
 
-/** A private redis-server this file started, controlled by its PID only. */
-async function privateServer(): Promise<{ url: string; pid: number; child: ChildProcess }> {
-  const port = await freePort()
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  await new Promise<void>((resolve, reject) => {
-    let out = ''
-    child.once('error', (e) => reject(new Error(`cannot start redis-server: ${e.message}`)))
-    child.once('exit', (code) => reject(new Error(`redis-server exited ${code}: ${out}`)))
-    child.stdout?.on('data', (c: Buffer) => {
-      out += c.toString()
-      if (out.includes('Ready to accept connections')) resolve()
-    })
-  })
-  const pid = child.pid
-  if (pid === undefined) throw new Error('redis-server has no pid')
-  return { url: `redis://127.0.0.1:${port}`, pid, child }
-}
-
 describe('redis backend unavailable: levels fail closed like take', () => {
   const TIMEOUT = 400
-  let server: Awaited<ReturnType<typeof privateServer>>
+  let server: Awaited<ReturnType<typeof privateRedis>>
   let limiter: RedisRateLimiter
   beforeEach(async () => {
-    server = await privateServer()
+    server = await privateRedis()
     limiter = new RedisRateLimiter({ url: server.url, keyPrefix: 'levels:', timeoutMs: TIMEOUT })
     await limiter.ready()
     await limiter.take([slow('x', 5)])
@@ -178,13 +150,8 @@ describe('redis backend unavailable: levels fail closed like take', () => {
   })
   afterEach(async () => {
     await limiter.close()
-    const { child, pid } = server
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      process.kill(pid, 'SIGCONT')
-      process.kill(pid, 'SIGKILL')
-      await exited
-    }
+    // SIGKILL ends a paused process too.
+    await server.stop()
   })
 
   const expectUnavailable = async (read: Promise<unknown>, start: number): Promise<void> => {
@@ -193,15 +160,13 @@ describe('redis backend unavailable: levels fail closed like take', () => {
   }
 
   it('a stopped server (process gone) → ERR_LIMITS_UNAVAILABLE at once', async () => {
-    const exited = new Promise((resolve) => server.child.once('exit', resolve))
-    process.kill(server.pid, 'SIGKILL')
-    await exited
+    await server.stop()
     const start = performance.now()
     await expectUnavailable(limiter.levels([slow('x', 5)]), start)
   })
 
   it('a hung server (SIGSTOP: connected, never answers) → ERR_LIMITS_UNAVAILABLE within the deadline', async () => {
-    process.kill(server.pid, 'SIGSTOP')
+    server.signal('SIGSTOP')
     const start = performance.now()
     await expectUnavailable(limiter.levels([slow('x', 5), slow('y', 5)]), start)
     // The same deadline take has: the two fail alike.

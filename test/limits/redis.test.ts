@@ -3,28 +3,18 @@ import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
-import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateApiKey } from '../../src/auth/api-key.js'
 import { MemoryRateLimiter } from '../../src/limits/memory-limiter.js'
 import { RedisRateLimiter } from '../../src/limits/redis-limiter.js'
 import type { Charge } from '../../src/limits/token-bucket.js'
 import { privateRedis, serveProcess } from '../helpers/processes.js'
+import { SHARED_REDIS, sharedRedis } from '../helpers/redis.js'
 import { callModern, startServer, type TestServer } from '../helpers/server.js'
 
-// The machine's shared Redis. Missing Redis fails this suite in beforeAll; nothing is skipped.
-const SHARED_REDIS = 'redis://127.0.0.1:6379'
 const prefix = (): string => `bastion-test:${randomBytes(6).toString('hex')}:`
 
-let raw: Redis
-beforeAll(async () => {
-  raw = new Redis(SHARED_REDIS, { lazyConnect: true, maxRetriesPerRequest: 0 })
-  await raw.connect()
-  expect(await raw.ping()).toBe('PONG')
-})
-afterAll(() => {
-  raw.disconnect()
-})
+const raw = sharedRedis()
 
 describe('Redis backend: the same arithmetic as memory, one atomic script', () => {
   let limiter: RedisRateLimiter
@@ -79,7 +69,7 @@ describe('Redis backend: the same arithmetic as memory, one atomic script', () =
       expect(refused.retryAfterMs).toBeLessThanOrEqual(1000)
     }
     // Empty bucket: full again in 2 s, plus a second of slack.
-    const ttl = await raw.pttl(`${keyPrefix}expiry`)
+    const ttl = await raw().pttl(`${keyPrefix}expiry`)
     expect(ttl).toBeGreaterThan(2500)
     expect(ttl).toBeLessThanOrEqual(3000)
   })
@@ -87,7 +77,7 @@ describe('Redis backend: the same arithmetic as memory, one atomic script', () =
   it('a bucket that takes longer than ten years to refill still works, its key kept for ten years at most', async () => {
     const slow: Charge = { bucket: 'slow', key: 'slow', capacity: 1_000_000_000, perMs: 1 / 86_400_000, cost: 100_000_000 }
     expect(await limiter.take([slow])).toStrictEqual({ admitted: true })
-    const ttl = await raw.pttl(`${keyPrefix}slow`)
+    const ttl = await raw().pttl(`${keyPrefix}slow`)
     expect(ttl).toBeGreaterThan(300_000_000_000)
     expect(ttl).toBeLessThanOrEqual(315_360_000_000)
   })

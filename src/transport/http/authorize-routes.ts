@@ -8,8 +8,7 @@ import { addressSubject, countFailure, refuseIfBlocked } from '../../auth/http-a
 import type { OAuthClient } from '../../auth/oauth-clients.js'
 import type { OidcLogin } from '../../auth/oidc-login.js'
 import { isNativeRedirect, redirectHost } from '../../auth/redirect-uri.js'
-import { isSecurityErrorCode, SecurityError, toSecurityError, WIRE } from '../../errors.js'
-import type { Guard } from '../../pipeline/compose.js'
+import { SecurityError, toSecurityError } from '../../errors.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { html, page, readCookie, type SafeHtml, setCookie } from './pages.js'
 
@@ -28,42 +27,6 @@ export interface AuthorizePagesOptions {
 /** The cookie that binds one flow to the browser it started in: one per flow. */
 const flowCookie = (flowId: string): string => `bastion_flow_${flowId.replace(/[^0-9a-f]/g, '').slice(0, 16)}`
 
-/**
- * Outermost on the page routes: a refusal the shared stages rendered as JSON (a foreign Origin, a
- * Host not allowed, a blocked address, the audit sink down) reaches a person, so it is shown as
- * the error page, with the same status, code, text and request id (already audited once).
- * Does not check: anything.
- */
-export function pageRefusals(): Guard<Exchange, Response> {
-  return async function pageRefusalsStage(x, next) {
-    const response = await next()
-    if (response.status < 400 || !(response.headers.get('content-type') ?? '').startsWith('application/json')) return response
-    // The text comes from the wire table by the code the answer carries, never from the body's words.
-    let text = 'the request was refused'
-    let code = ''
-    try {
-      const body = (await response.clone().json()) as { error?: { data?: { code?: unknown } } }
-      const carried = body.error?.data?.code
-      if (isSecurityErrorCode(carried)) {
-        code = carried
-        text = WIRE[carried].text
-      }
-    } catch {
-      // Not the wire's JSON: the generic text.
-    }
-    const headers: Record<string, string> = {}
-    for (const name of ['retry-after', 'x-request-id']) {
-      const value = response.headers.get(name)
-      if (value !== null) headers[name] = value
-    }
-    return page({
-      status: response.status,
-      title: 'Sign-in failed',
-      headers,
-      body: html`<main id="error"><h1>This sign-in cannot continue</h1><p class="bad">${text}${code === '' ? '' : ` (${code})`}.</p><p class="muted">Request id <code>${x.requestId}</code>.</p></main>`,
-    })
-  }
-}
 const SEE_OTHER = (location: string, extra: Record<string, string> = {}): Response =>
   new Response(null, { status: 303, headers: { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', ...extra } })
 

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { parseApiKey } from '../../auth/api-key.js'
 import { addressSubject, countFailure, refuseIfBlocked } from '../../auth/http-auth.js'
 import { type ConsoleSession, type ConsoleUser, sameSecret } from '../../console/sessions.js'
-import { SecurityError, toSecurityError } from '../../errors.js'
+import { SecurityError, toSecurityError, WIRE } from '../../errors.js'
+import { readBytes } from '../../limits/body-guard.js'
+import { parseJsonBody } from '../../limits/json-body.js'
 import type { Guard } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { hasPermission } from '../../policy/rbac.js'
@@ -12,6 +14,7 @@ import { consolePages } from './console-page-routes.js'
 import { signInBody } from './console-pages.js'
 import { CONSOLE_SCRIPT } from './console-script.js'
 import { CONSOLE_ADMIN, CONSOLE_READ, type ConsoleRequest, type ConsoleRouteOptions } from './console-types.js'
+import { pageRefusals } from './page-refusals.js'
 import { html, page, readCookie, setCookie } from './pages.js'
 
 export { CONSOLE_ADMIN, CONSOLE_READ, type ConsoleRequest, type ConsoleRouteOptions } from './console-types.js'
@@ -22,16 +25,22 @@ const MAX_BODY = 256 * 1024
 
 const secureOf = (x: Exchange): boolean => x.http?.url.protocol === 'https:'
 
-/** The body, read no further than {@link MAX_BODY} bytes, as strict UTF-8. */
-async function bodyText(request: Request): Promise<string> {
+/** The body's bytes, read no further than {@link MAX_BODY} (a larger declared length is refused unread). */
+async function bodyBytes(request: Request): Promise<Uint8Array> {
   const declared = Number(request.headers.get('content-length') ?? '0')
   if (!(declared <= MAX_BODY)) throw new SecurityError('ERR_BODY_TOO_LARGE', 'console body over 256 KiB')
-  const buffer = Buffer.from(await request.arrayBuffer())
-  if (buffer.length > MAX_BODY) throw new SecurityError('ERR_BODY_TOO_LARGE', 'console body over 256 KiB')
+  return readBytes(request.body, MAX_BODY)
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+/** A form body (strict UTF-8). */
+async function formBody(request: Request): Promise<URLSearchParams> {
   try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(buffer)
-  } catch {
-    throw new SecurityError('ERR_INVALID_REQUEST', 'console body is not UTF-8')
+    return new URLSearchParams(UTF8.decode(await bodyBytes(request)))
+  } catch (error) {
+    if (error instanceof SecurityError) throw error
+    throw new SecurityError('ERR_INVALID_REQUEST', 'console form is not UTF-8')
   }
 }
 
@@ -83,7 +92,7 @@ export function consoleRouter(o: ConsoleRouteOptions): (x: Exchange) => Promise<
     }
     if (request.method !== 'POST') throw new SecurityError('ERR_METHOD_NOT_ALLOWED', `${request.method.slice(0, 16)} ${o.path}/signin`)
     sameOrigin(x)
-    const form = new URLSearchParams(await bodyText(request))
+    const form = await formBody(request)
     // Login CSRF: the form's token must equal the cookie set with the form (a page of another site cannot read it).
     const pre = readCookie(request, PRE_COOKIE, secureOf(x))
     // The server sets 32 characters; an empty or short cookie was not set by it.
@@ -191,7 +200,7 @@ export function consoleRouter(o: ConsoleRouteOptions): (x: Exchange) => Promise<
         user,
         session: undefined,
         form: undefined,
-        json: request.method === 'POST' ? await jsonBody(request) : undefined,
+        json: request.method === 'POST' ? await jsonBody(request, o.maxJsonDepth) : undefined,
         origin: url.origin,
       })
     }
@@ -206,14 +215,12 @@ export function consoleRouter(o: ConsoleRouteOptions): (x: Exchange) => Promise<
     let json: unknown
     if (request.method === 'POST') {
       sameOrigin(x)
-      const type = (request.headers.get('content-type') ?? '').toLowerCase()
-      const text = await bodyText(request)
       let presented: string
-      if (type.startsWith('application/json')) {
-        json = parseJson(text)
+      if ((request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/json')) {
+        json = await jsonBody(request, o.maxJsonDepth)
         presented = request.headers.get('x-csrf-token') ?? ''
       } else {
-        form = new URLSearchParams(text)
+        form = await formBody(request)
         presented = form.get('csrf') ?? request.headers.get('x-csrf-token') ?? ''
       }
       if (!sameSecret(presented, session.csrf)) throw new SecurityError('ERR_FORBIDDEN', 'console POST without the session CSRF token')
@@ -234,49 +241,24 @@ export function consoleMethod(sub: string): string {
   }`
 }
 
-async function jsonBody(request: Request): Promise<unknown> {
+/** A JSON body: the project's one parse (strict UTF-8, the server's depth cap, then JSON.parse once). */
+async function jsonBody(request: Request, maxDepth: number): Promise<unknown> {
   if (!(request.headers.get('content-type') ?? '').toLowerCase().startsWith('application/json'))
     throw new SecurityError('ERR_UNSUPPORTED_MEDIA_TYPE', 'console API POST body must be JSON')
-  return parseJson(await bodyText(request))
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown
-  } catch {
-    throw new SecurityError('ERR_PARSE', 'console API body is not JSON')
-  }
+  return parseJsonBody(await bodyBytes(request), { maxBytes: MAX_BODY, maxDepth })
 }
 
 /**
- * Outermost on the console's pages: a refusal rendered as JSON by the shared stages (a foreign
- * Origin, a Host not allowed, a missing CSRF token, a read-only user acting) is shown to the person
- * as a page with the same status, code and request id (already audited once).
- * Does not check: anything.
+ * Outermost on the console: a refusal the shared stages rendered as JSON is shown to the person as a
+ * page (the API's answers stay JSON). Does not check: anything.
  */
 export function consolePageRefusals(path: string): Guard<Exchange, Response> {
-  return async function consolePageRefusalsStage(x, next) {
-    const response = await next()
-    const isApi = (x.http?.url.pathname ?? '').startsWith(`${path}/api`)
-    if (isApi || response.status < 400 || !(response.headers.get('content-type') ?? '').startsWith('application/json')) return response
-    let code = ''
-    try {
-      const body = (await response.clone().json()) as { error?: { data?: { code?: unknown } } }
-      code = typeof body.error?.data?.code === 'string' ? body.error.data.code : ''
-    } catch {
-      // Not the wire's JSON: no code shown.
-    }
-    const headers: Record<string, string> = {}
-    for (const name of ['retry-after', 'x-request-id', 'www-authenticate']) {
-      const value = response.headers.get(name)
-      if (value !== null) headers[name] = value
-    }
-    const text = code === 'ERR_FORBIDDEN' ? 'this needs a role your key does not hold, or the form was stale (reload the page and try again)' : 'the request was refused'
-    return page({
-      status: response.status,
-      title: 'Refused — mcp-bastion console',
-      headers,
-      body: html`<main id="error"><h1>Refused</h1><p class="bad">${text}${code === '' ? '' : ` (${code})`}.</p><p class="muted">Request id <code>${x.requestId}</code>.</p><p><a href="${path}">Back to the console</a></p></main>`,
-    })
-  }
+  return pageRefusals({
+    title: 'Refused — mcp-bastion console',
+    heading: 'Refused',
+    text: (code) => (code === 'ERR_FORBIDDEN' ? 'this needs a role your key does not hold, or the form was stale (reload the page and try again)' : WIRE[code].text),
+    footer: html`<p><a href="${path}">Back to the console</a></p>`,
+    keepHeaders: ['retry-after', 'x-request-id', 'www-authenticate'],
+    keepJson: (x) => (x.http?.url.pathname ?? '').startsWith(`${path}/api`),
+  })
 }

@@ -11,7 +11,7 @@ export const CONSOLE_SCRIPT = `'use strict';
   var table = document.querySelector('#lines tbody');
   var status = document.getElementById('live-status');
   if (!button || !table || !status) return;
-  var on = false, newest = button.getAttribute('data-newest') || '', controller = null, shown = 0;
+  var on = false, newest = button.getAttribute('data-newest') || '', controller = null, shown = 0, refused = 0;
   function cell(row, text, cls) { var td = document.createElement('td'); if (cls) td.className = cls; var c = document.createElement('code'); c.textContent = text; td.appendChild(c); row.appendChild(td); return td; }
   function text(v) { return typeof v === 'string' ? v : v === undefined || v === null ? '' : JSON.stringify(v); }
   function add(entry) {
@@ -27,11 +27,12 @@ export const CONSOLE_SCRIPT = `'use strict';
   }
   function poll() {
     if (!on) return;
+    refused = 0;
     controller = new AbortController();
     var q = button.getAttribute('data-query') || '';
     var url = button.getAttribute('data-api') + '?' + q + (q ? '&' : '') + 'after=' + encodeURIComponent(newest) + '&wait=1';
     fetch(url, { credentials: 'same-origin', headers: { accept: 'application/json' }, signal: controller.signal })
-      .then(function (res) { if (!res.ok) throw new Error('HTTP ' + res.status); return res.json(); })
+      .then(function (res) { refused = res.ok ? 0 : res.status; if (!res.ok) throw new Error('refused'); return res.json(); })
       .then(function (page) {
         (page.entries || []).forEach(add);
         shown += (page.entries || []).length;
@@ -39,7 +40,7 @@ export const CONSOLE_SCRIPT = `'use strict';
         status.textContent = 'Live: ' + shown + ' new line(s)';
         poll();
       })
-      .catch(function (e) { if (!on) return; status.textContent = 'Live tail paused (' + (/^HTTP d{3}$/.test(e.message) ? e.message : 'no connection') + '); retrying'; setTimeout(poll, 5000); });
+      .catch(function () { if (!on) return; status.textContent = 'Live tail paused (' + (refused ? 'HTTP ' + refused : 'no connection') + '); retrying'; refused = 0; setTimeout(poll, 5000); });
   }
   button.addEventListener('click', function () {
     on = !on;

@@ -25,6 +25,8 @@ export interface ConsoleRouteOptions {
   readonly grants: RbacPolicy
   /** Authenticates a script's own credential (API key or token) on the JSON API. */
   readonly authenticate: Stage
+  /** JSON bodies nest no deeper than this (`server.maxJsonDepth`). */
+  readonly maxJsonDepth: number
   /** Charges a signed-in request to the principal's buckets, like any request of that principal (429 past them). */
   readonly rateLimit: Stage
   readonly roles: readonly string[]

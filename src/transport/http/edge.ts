@@ -56,7 +56,7 @@ export interface EdgeOptions {
   /** Each upstream's state (gateway), shown by `/healthz`: names and states only, never errors. */
   readonly upstreams?: () => Readonly<Record<string, string>>
   /** The operator console, when served (its script credential is authenticated like any client's). */
-  readonly console?: Omit<ConsoleRouteOptions, 'authenticate' | 'rateLimit'>
+  readonly console?: Omit<ConsoleRouteOptions, 'authenticate' | 'rateLimit' | 'maxJsonDepth'>
 }
 
 export interface RequestInfo {
@@ -159,7 +159,7 @@ export function createEdge(options: EdgeOptions): Edge {
       ? undefined
       : compose<Exchange, Response>(
           [consolePageRefusals(consoleOptions.path), answer, checkHeaders(), checkHostAndOrigin(options.origins), refuseQueryCredential(), anonymousLimit(options.limits)],
-          consoleRouter({ ...consoleOptions, authenticate: authenticate(auth), rateLimit: rateLimit(options.limits, () => false) }),
+          consoleRouter({ ...consoleOptions, authenticate: authenticate(auth), rateLimit: rateLimit(options.limits, () => false), maxJsonDepth: options.body.maxDepth }),
         )
   const notFound = compose<Exchange, Response>([answer, checkHeaders()], async () => {
     throw new SecurityError('ERR_NOT_FOUND', 'no route')

@@ -8,9 +8,10 @@ import { compose } from '../../pipeline/compose.js'
 import type { Exchange } from '../../pipeline/exchange.js'
 import { answerHttp } from '../stages.js'
 import type { Wire } from '../wire.js'
-import { type AuthorizePagesOptions, authorizePages, pageRefusals } from './authorize-routes.js'
+import { type AuthorizePagesOptions, authorizePages } from './authorize-routes.js'
 import { checkHostAndOrigin, type OriginPolicy } from './dns-rebinding.js'
 import { checkHeaders } from './headers.js'
+import { pageRefusals } from './page-refusals.js'
 import { type RegistrationOptions, registerTerminal } from './register-route.js'
 
 export interface OAuthRouteOptions {
@@ -91,14 +92,15 @@ export function oauthRouter(options: OAuthRouteOptions): (ctx: Exchange) => Prom
   }
   if (options.pages !== undefined) {
     const pages = authorizePages(options.pages)
+    const refused = pageRefusals({ title: 'Sign-in failed', heading: 'This sign-in cannot continue' })
     routes.set(
       '/oauth/authorize',
-      compose<Exchange, Response>([pageRefusals(), ...base, refuseQueryCredential()], (x) => pages.authorize(x)),
+      compose<Exchange, Response>([refused, ...base, refuseQueryCredential()], (x) => pages.authorize(x)),
     )
     if (options.pages.oidc !== undefined)
       routes.set(
         '/oauth/callback',
-        compose<Exchange, Response>([pageRefusals(), ...base], (x) => pages.callback(x)),
+        compose<Exchange, Response>([refused, ...base], (x) => pages.callback(x)),
       )
   }
   const registration = options.registration
