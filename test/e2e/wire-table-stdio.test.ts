@@ -184,6 +184,16 @@ const DRIVERS: readonly Driver[] = [
   },
   { code: 'ERR_FORBIDDEN', name: 'a role without vault:read calls get_secret', run: () => callTool(main, 'get_secret', { name: 'x' }) },
   { code: 'ERR_PARSE', name: 'a line that is not JSON', run: () => line(main, '{"jsonrpc":"2.0",', null) },
+  {
+    code: 'ERR_BODY_TOO_LARGE',
+    name: 'a line over the byte cap (server.maxBodyBytes, 1 MiB)',
+    run: () => line(main, `{"jsonrpc":"2.0","id":"big","method":"ping","params":{"pad":"${'x'.repeat(1100 * 1024)}"}}`, null),
+  },
+  {
+    code: 'ERR_JSON_TOO_DEEP',
+    name: 'a line nested past the depth cap (server.maxJsonDepth, 64)',
+    run: () => line(main, `{"jsonrpc":"2.0","id":"deep","method":"ping","params":{"deep":${'['.repeat(100)}${']'.repeat(100)}}}`, null),
+  },
   { code: 'ERR_INVALID_REQUEST', name: 'params that are an array', run: () => line(main, '{"jsonrpc":"2.0","id":"bad-params","method":"ping","params":[]}', 'bad-params') },
   { code: 'ERR_METHOD_NOT_FOUND', name: 'a method nobody serves', run: () => ask(main, 'no/such') },
   { code: 'ERR_INVALID_PARAMS', name: 'tools/call whose name is a number', run: () => ask(main, 'tools/call', { name: 5 }) },

@@ -43,8 +43,6 @@ export const NOT_REACHABLE: readonly { code: SecurityErrorCode; transports: read
     transports: ['http-legacy', 'stdio'],
     reason: 'only 2026-07-28 HTTP requests carry Mcp-Method, Mcp-Name and Mcp-Param-* headers to disagree with the body',
   },
-  { code: 'ERR_BODY_TOO_LARGE', transports: ['stdio'], reason: 'the byte cap is the HTTP body stage; stdio lines are framed and bounded by the SDK line reader' },
-  { code: 'ERR_JSON_TOO_DEEP', transports: ['stdio'], reason: 'the depth cap is part of the HTTP body stage (its one JSON parse); stdio lines are parsed by the SDK line reader' },
   { code: 'ERR_UNSUPPORTED_MEDIA_TYPE', transports: ['stdio'], reason: 'a pipe has no Content-Type' },
   { code: 'ERR_NOT_ACCEPTABLE', transports: ['stdio'], reason: 'a pipe has no Accept header' },
   { code: 'ERR_METHOD_NOT_ALLOWED', transports: ['stdio'], reason: 'a pipe has no HTTP method' },
